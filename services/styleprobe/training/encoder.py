@@ -1,0 +1,157 @@
+"""Encoder training: invert a frozen generator.
+
+Each step takes a batch from a precomputed bank of synthetic pairs ``(w, G(w))`` —
+latent loss plus image reconstruction loss — and a batch of real images, for which only
+the reconstruction ``G(E(x))`` can be compared. Training on real images too matters:
+an encoder that sees only generated pairs reconstructs real images several times worse.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from styleprobe.data.datasets import ImageSet
+from styleprobe.models.encoder import Encoder
+from styleprobe.models.stylegan2 import Generator, seeded_z
+from styleprobe.training.checkpoint import load_checkpoint, save_checkpoint, to_tensor
+
+
+@dataclass
+class EncoderTrainConfig:
+    bank_size: int = 10240
+    batch: int = 32
+    real_batch: int = 16
+    lr: float = 1e-3
+    pixel_weight: float = 1.0
+    latent_weight: float = 1.0
+    width: int = 32
+    seed: int = 0
+
+
+def make_bank(G: Generator, n: int, seed: int, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` pairs (w, G(w)) with deterministic noise; images NCHW in [-1, 1]."""
+    z = seeded_z(n, G.cfg.z_dim, seed)
+    ws, images = [], []
+    with torch.no_grad():
+        for i in range(0, n, batch):
+            w = G.mapping(z[i:i + batch])
+            ws.append(w)
+            images.append(decode(G, w))
+    return torch.cat(ws), torch.cat(images)
+
+
+def decode(G: Generator, w: torch.Tensor) -> torch.Tensor:
+    """The exported synthesis contract: w [N, w_dim] -> image in [-1, 1], constant noise."""
+    return G.synthesis(G.broadcast(w), noise_mode="const").clamp(-1, 1)
+
+
+class EncoderTrainer:
+    """Encoder, optimiser and step counter; resumable from ``encoder.pt``."""
+
+    def __init__(self, G: Generator, cfg: EncoderTrainConfig) -> None:
+        torch.manual_seed(cfg.seed)
+        self.G, self.cfg = G.eval().requires_grad_(False), cfg
+        gc = G.cfg
+        self.E = Encoder(gc.resolution, gc.channels, gc.w_dim, cfg.width, G.mapping.w_avg)
+        self.opt = torch.optim.Adam(self.E.parameters(), lr=cfg.lr)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+
+    def train_step(self, bank_w: torch.Tensor, bank_x: torch.Tensor,
+                   real: torch.Tensor | None) -> dict[str, float]:
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, self.step])
+        idx = torch.from_numpy(rng.choice(len(bank_w), cfg.batch, replace=False))
+        w, x = bank_w[idx], bank_x[idx]
+        w_hat = self.E(x)
+        loss_latent = F.mse_loss(w_hat, w)
+        loss = cfg.latent_weight * loss_latent
+        loss_real = torch.zeros([])
+        if real is not None:
+            ridx = torch.from_numpy(rng.choice(len(real), cfg.real_batch, replace=False))
+            xr = real[ridx]
+            loss_real = F.mse_loss(decode(self.G, self.E(xr)), xr)
+            loss = loss + cfg.pixel_weight * loss_real
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.step += 1
+        stats = {"step": float(self.step), "latent": loss_latent.item(),
+                 "pixel_real": loss_real.item()}
+        self.history.append(stats)
+        return stats
+
+    def state_dict(self, generator_checkpoint: str) -> dict:
+        gc = self.G.cfg
+        return {"kind": "encoder", "generator_checkpoint": generator_checkpoint,
+                "config": {"resolution": gc.resolution, "channels": gc.channels,
+                           "w_dim": gc.w_dim, "width": self.cfg.width},
+                "train_config": asdict(self.cfg), "step": self.step, "history": self.history,
+                "model": self.E.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.E.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.step, self.history = state["step"], state["history"]
+
+
+def evaluate_encoder(G: Generator, E: Encoder, bank_w: torch.Tensor, bank_x: torch.Tensor,
+                     real: torch.Tensor) -> dict[str, float]:
+    """Held-out latent MSE and pixel MSE on generated pairs, pixel MSE on real images."""
+    E.eval()
+    with torch.no_grad():
+        w_hat = torch.cat([E(bank_x[i:i + 256]) for i in range(0, len(bank_x), 256)])
+        rec_gen = torch.cat([decode(G, w_hat[i:i + 256]) for i in range(0, len(w_hat), 256)])
+        w_real = torch.cat([E(real[i:i + 256]) for i in range(0, len(real), 256)])
+        rec_real = torch.cat([decode(G, w_real[i:i + 256]) for i in range(0, len(real), 256)])
+        baseline = decode(G, G.mapping.w_avg.unsqueeze(0)).expand_as(real)
+    E.train()
+    # Pixel errors are reported on images in [0, 1], the scale a person reads.
+    return {
+        "latent_mse_generated": F.mse_loss(w_hat, bank_w).item(),
+        "pixel_mse_generated": F.mse_loss(rec_gen, bank_x).item() / 4,
+        "pixel_mse_real": F.mse_loss(rec_real, real).item() / 4,
+        "pixel_mse_real_average_w": F.mse_loss(baseline, real).item() / 4,
+    }
+
+
+def train_encoder(trainer: EncoderTrainer, real: ImageSet, held_out: ImageSet, out: Path,
+                  generator_checkpoint: str, iterations: int, minutes: float | None = None,
+                  checkpoint_every: int = 200) -> dict[str, float]:
+    """Train to ``iterations`` (or the time budget), checkpointing; return held-out metrics."""
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = trainer.cfg
+    bank_w, bank_x = make_bank(trainer.G, cfg.bank_size, seed=cfg.seed + 1)
+    test_w, test_x = make_bank(trainer.G, 512, seed=cfg.seed + 2)
+    real_x, held_x = to_tensor(real.images), to_tensor(held_out.images)
+    ckpt = out / "encoder.pt"
+    deadline = None if minutes is None else time.monotonic() + minutes * 60
+    bar = tqdm(total=iterations, initial=trainer.step, desc="encoder", unit="it")
+    while trainer.step < iterations:
+        stats = trainer.train_step(bank_w, bank_x, real_x)
+        bar.update(1)
+        bar.set_postfix(latent=f"{stats['latent']:.4f}", real=f"{stats['pixel_real']:.4f}")
+        if trainer.step % checkpoint_every == 0:
+            save_checkpoint(trainer.state_dict(generator_checkpoint), ckpt)
+        if deadline is not None and time.monotonic() > deadline:
+            break
+    bar.close()
+    metrics = evaluate_encoder(trainer.G, trainer.E, test_w, test_x, held_x)
+    state = trainer.state_dict(generator_checkpoint)
+    state["metrics"] = metrics
+    save_checkpoint(state, ckpt)
+    return metrics
+
+
+def load_encoder(path: Path) -> tuple[Encoder, dict]:
+    state = load_checkpoint(path, kind="encoder")
+    model = Encoder(**state["config"])
+    model.load_state_dict(state["model"])
+    return model.eval(), state
