@@ -11,11 +11,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from styleprobe.cli import data, train
+from styleprobe.cli import data, export, train
 from styleprobe.cli.common import EXIT_USAGE, USER_ERRORS
 from styleprobe.logs import configure_logging
 
-COMMAND_GROUPS = [data, train]
+COMMAND_GROUPS = [data, train, export]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -61,6 +61,7 @@ class GanTrainer:
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=train_cfg.lr * ratio,
                                       betas=(0.0, 0.99**ratio), eps=1e-8)
         self.step = 0
+        self.elapsed_s = 0.0  # training wall time, summed over resumed runs
         self.history: list[dict[str, float]] = []
 
     # -- one iteration -----------------------------------------------------------------
@@ -137,6 +138,7 @@ class GanTrainer:
             "generator_config": self.gen_cfg.to_dict(),
             "train_config": asdict(self.cfg),
             "step": self.step,
+            "elapsed_s": self.elapsed_s,
             "history": self.history,
             "G": self.G.state_dict(),
             "D": self.D.state_dict(),
@@ -156,6 +158,7 @@ class GanTrainer:
         for name in ("G", "D", "G_ema", "opt_G", "opt_D"):
             getattr(trainer, name).load_state_dict(state[name])
         trainer.step, trainer.history = state["step"], state["history"]
+        trainer.elapsed_s = state.get("elapsed_s", 0.0)
         return trainer
 
 
@@ -170,7 +173,9 @@ def train_gan(trainer: GanTrainer, data: ImageSet, out: Path, iterations: int,
     bar = tqdm(total=iterations, initial=trainer.step, desc="gan", unit="it")
     ckpt = out / "checkpoint.pt"
     while trainer.step < iterations:
+        started = time.monotonic()
         stats = trainer.train_step(tensor)
+        trainer.elapsed_s += time.monotonic() - started
         bar.update(1)
         bar.set_postfix(loss_d=f"{stats['loss_d']:.3f}", loss_g=f"{stats['loss_g']:.3f}")
         if trainer.step % checkpoint_every == 0:

@@ -1,0 +1,98 @@
+"""Model cards: a Markdown page per model set with its data, configuration and numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from styleprobe.modelset import ModelSet
+
+TARGETS = {
+    "classifier_test_auc": (">=", 0.95),
+    "encoder_agreement": (">=", 0.90),
+}
+PAPER = {
+    "classifier_test_auc": "0.89 (knee KL) / 0.92 (histology)",
+    "realism_accuracy": "0.58 (radiologists, knees)",
+}
+LABELS = {
+    "classifier_test_auc": "Classifier test AUC",
+    "classifier_test_accuracy": "Classifier test accuracy",
+    "classifier_auc_on_reconstructions": "Classifier AUC on reconstructions G(E(x))",
+    "encoder_agreement": "Encoder agreement: f(x) and f(G(E(x))) on the same side",
+    "encoder_pixel_mse": "Encoder pixel MSE of G(E(x)) (images in [0, 1])",
+    "encoder_pixel_mse_p95": "Encoder pixel MSE, 95th percentile",
+    "realism_accuracy": "Realism: real-vs-generated classifier accuracy (0.5 is perfect)",
+    "quality_gate_max_pixel_mse": "Quality gate: max pixel MSE before 'unreliable'",
+    "test_images": "Held-out real images measured",
+}
+
+
+def _verdict(key: str, value: float) -> str:
+    if key not in TARGETS:
+        return ""
+    op, bound = TARGETS[key]
+    ok = value >= bound if op == ">=" else value <= bound
+    return f"{op} {bound} — {'met' if ok else 'MISSED'}"
+
+
+def write_model_card(model_set: ModelSet, out_dir: Path, samples_png: str) -> Path:
+    """Write ``<out_dir>/<name>.md`` from the manifest's training record and metrics."""
+    m, t = model_set.metrics, model_set.training
+    rows = []
+    for key, label in LABELS.items():
+        if key in m:
+            value = m[key]
+            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+            rows.append(f"| {label} | {shown} | {_verdict(key, value)} | {PAPER.get(key, '')} |")
+    r2 = m.get("nuisance_direction_r2", {})
+    nuisance_rows = [f"| {k} | {v:.3f} |" for k, v in sorted(r2.items())]
+    p = model_set.preprocessing
+    text = f"""# Model card: `{model_set.name}`
+
+{model_set.description}
+
+![Generated samples (EMA generator, truncation 1.0)]({samples_png})
+
+## Models
+
+| part | Triton name | version | sha256 |
+| --- | --- | --- | --- |
+""" + "\n".join(
+        f"| {kind} | `{e.triton_name}` | {e.version} | `{e.sha256[:16]}…` |"
+        for kind, e in model_set.models.items()
+    ) + f"""
+
+Input: {p.channels} channel(s), {p.resolution}×{p.resolution}, values in {p.value_range}.
+Classes: {", ".join(model_set.classifier.class_names)}; default target
+`{model_set.default_target}`; threshold {model_set.classifier.threshold}.
+Latent space: z {model_set.z_dim}-d, w {model_set.w_dim}-d.
+
+## Data and training
+
+```json
+{json.dumps(t, indent=2)}
+```
+
+## Measured numbers
+
+| measure | value | target | paper |
+| --- | --- | --- | --- |
+""" + "\n".join(rows) + """
+
+## Nuisance directions (for confounder orthogonalisation)
+
+Each is the unit ridge-regression direction in W of one labelled nuisance factor, fitted on
+encoded held-out real images; R² on a held-out fifth says how linearly W encodes it.
+
+| factor | R² |
+| --- | --- |
+""" + "\n".join(nuisance_rows) + """
+
+Reproduce: `make models` (scripts/build_model_sets.sh) retrains and re-exports both bundled
+sets and rewrites this card.
+"""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{model_set.name}.md"
+    path.write_text(text)
+    return path
