@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Rebuild the two bundled model sets (knee-oa, histology-tumour) from nothing with the
+# project's own commands: train GAN, classifier and encoder on phantoms, then measure and
+# export into model_repository/ and write docs/model-cards/. Every step resumes from its
+# checkpoint under runs/, so an interrupted build continues where it stopped.
+#
+#   scripts/build_model_sets.sh [knee|histology|all]    (DEVICE=cuda to train on a GPU)
+#
+# The bundled sets were trained on a 2-core CPU: the GAN budgets below are in iterations
+# (the time each took there is in the model cards).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SP=".venv/bin/styleprobe --threads ${THREADS:-1}"
+DEVICE="${DEVICE:-cpu}"
+WHICH="${1:-all}"
+
+build() {  # name data resolution gan_iterations n_train description
+  local name=$1 data=$2 res=$3 iters=$4 n=$5 description=$6
+  local run="runs/$name"
+  $SP train gan --data "$data" --n "$n" --resolution "$res" --w-dim 128 \
+      --channel-base 1024 --channel-max 128 --batch 32 --iterations "$iters" \
+      --device "$DEVICE" --out "$run/gan"
+  $SP train classifier --data "$data" --n "$n" --resolution "$res" --epochs 6 \
+      --device "$DEVICE" --out "$run/classifier"
+  $SP train encoder --data "$data" --n "$n" --gan "$run/gan/checkpoint.pt" \
+      --iterations "${ENCODER_ITERATIONS:-1500}" --device "$DEVICE" --out "$run/encoder"
+  $SP export --name "$name" --data "$data" --n 2000 --gan "$run/gan/checkpoint.pt" \
+      --encoder "$run/encoder/encoder.pt" --classifier "$run/classifier/classifier.pt" \
+      --description "$description" --repository model_repository --card-dir docs/model-cards
+}
+
+if [[ "$WHICH" == knee || "$WHICH" == all ]]; then
+  build knee-oa knee 64 "${KNEE_GAN_ITERATIONS:-2400}" 20000 \
+    "Knee radiograph phantoms, grayscale 64x64: StyleGAN2 (w 128-d), encoder, and an OA (KL grade >= 2) classifier. 30% of the GAN's training images carry a corner marker, independent of disease."
+fi
+if [[ "$WHICH" == histology || "$WHICH" == all ]]; then
+  build histology-tumour histology 32 "${HISTOLOGY_GAN_ITERATIONS:-2400}" 12000 \
+    "H&E-like histology patch phantoms, RGB 32x32: StyleGAN2 (w 128-d), encoder, and a tumour classifier."
+fi
