@@ -1,0 +1,320 @@
+"""Image input codecs: PNG, JPEG, TIFF, DICOM and ``.npy`` to float32 arrays in [0, 1].
+
+:func:`decode` reads an input once and returns a :class:`DecodedImage`: the pixels as
+(H, W, C) float32 in [0, 1] with C in {1, 3}, plus metadata that is safe to store (format,
+size, bit depth and, for DICOM, only the modality, photometric interpretation, transfer
+syntax and body part: never a patient identifier). :func:`load_image` and
+:func:`describe_input` are thin wrappers; :func:`to_model_input` fits an image to a model
+set's resolution and channels.
+
+The format is detected from the content; the file name is only used in messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+Source = Path | str | bytes
+
+MIN_SIDE = 8
+PILLOW_FORMATS = ("PNG", "JPEG", "TIFF")
+NPY_MAGIC = b"\x93NUMPY"
+DICOM_SAFE_TAGS = ("Modality", "PhotometricInterpretation", "BodyPartExamined")
+LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow "L"
+
+
+class ImageDecodeError(ValueError):
+    """An input image cannot be read or used; the message says what is wrong."""
+
+
+@dataclass
+class DecodedImage:
+    """Pixels (H, W, C) float32 in [0, 1], C in {1, 3}, with safe metadata."""
+
+    pixels: np.ndarray
+    format: str
+    bit_depth: int
+    sha256: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """Metadata safe to store and show: no patient identifiers."""
+        height, width, channels = self.pixels.shape
+        return {"format": self.format, "width": width, "height": height,
+                "channels": channels, "bit_depth": self.bit_depth, **self.details}
+
+
+def read_bytes(source: Source) -> bytes:
+    """The raw bytes of ``source`` (a path or the bytes themselves)."""
+    if isinstance(source, bytes):
+        return source
+    path = Path(source)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageDecodeError(f"{path} does not exist") from None
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def input_sha256(source: Source) -> str:
+    """Hex SHA-256 of the raw input bytes."""
+    return hashlib.sha256(read_bytes(source)).hexdigest()
+
+
+def decode(source: Source, filename: str | None = None) -> DecodedImage:
+    """Read an image from a path or bytes, detecting its format from the content."""
+    data = read_bytes(source)
+    if filename is None and not isinstance(source, bytes):
+        filename = Path(source).name
+    name = filename or "input"
+    if not data:
+        raise ImageDecodeError(f"{name} is empty (0 bytes)")
+    digest = hashlib.sha256(data).hexdigest()
+    if data.startswith(NPY_MAGIC):
+        pixels, bits, details = _decode_npy(data, name)
+        fmt = "NPY"
+    elif data[128:132] == b"DICM":
+        pixels, bits, details = _decode_dicom(data, name, force=False)
+        fmt = "DICOM"
+    else:
+        try:
+            image = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
+        except UnidentifiedImageError:
+            pixels, bits, details = _decode_dicom(data, name, force=True)
+            fmt = "DICOM"
+        else:
+            fmt = str(image.format)
+            pixels, bits, details = _decode_pillow(image, name)
+    return DecodedImage(pixels=_checked(pixels, name), format=fmt, bit_depth=bits,
+                        sha256=digest, details=details)
+
+
+def load_image(source: Source, filename: str | None = None) -> np.ndarray:
+    """Pixels of an image file or bytes as (H, W, C) float32 in [0, 1], C in {1, 3}."""
+    return decode(source, filename).pixels
+
+
+def describe_input(source: Source, filename: str | None = None) -> dict[str, Any]:
+    """Safe metadata of an input (format, size, channels, bit depth, DICOM modality...)."""
+    return decode(source, filename).describe()
+
+
+def to_model_input(image: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """Centre-crop to a square, resize to ``size`` and match ``channels``: float32 in [0, 1]."""
+    if image.ndim != 3 or image.shape[2] not in (1, 3):
+        raise ImageDecodeError(f"expected an (H, W, 1) or (H, W, 3) image, got {image.shape}")
+    height, width, have = image.shape
+    if min(height, width) < MIN_SIDE:
+        raise ImageDecodeError(f"image is {width}x{height} pixels; "
+                               f"at least {MIN_SIDE}x{MIN_SIDE} is needed")
+    if channels not in (1, 3):
+        raise ImageDecodeError(f"model expects {channels} channels; only 1 and 3 are supported")
+    if have == 1 and channels == 3:
+        raise ImageDecodeError("image has 1 channel (grayscale); this model set expects 3 (RGB)")
+    if have == 3 and channels == 1:
+        image = (image @ LUMINANCE)[..., None]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = np.asarray(image[top:top + side, left:left + side], dtype=np.float32)
+    if side != size:
+        square = np.stack([_resize(square[..., c], size) for c in range(channels)], axis=-1)
+    return np.clip(square, 0.0, 1.0).astype(np.float32)
+
+
+def _resize(plane: np.ndarray, size: int) -> np.ndarray:
+    resized = Image.fromarray(plane).resize((size, size), Image.Resampling.LANCZOS)
+    return np.asarray(resized, dtype=np.float32)
+
+
+def _checked(pixels: np.ndarray, name: str) -> np.ndarray:
+    if not np.isfinite(pixels).all():
+        raise ImageDecodeError(f"{name} contains NaN or infinite values")
+    return np.clip(pixels, 0.0, 1.0).astype(np.float32)
+
+
+def scale_to_unit(values: np.ndarray, bits: int | None = None) -> np.ndarray:
+    """Scale numbers to [0, 1]: integers by ``bits`` (else their dtype's range), floats
+    min-max unless already in [0, 1] (NaN stays NaN: :func:`decode` rejects it)."""
+    if values.dtype == np.bool_:
+        return values.astype(np.float32)
+    if np.issubdtype(values.dtype, np.integer):
+        info = np.iinfo(values.dtype)
+        low, high = (0, 2**bits - 1) if bits else (info.min, info.max)
+        return ((values.astype(np.float64) - low) / (high - low)).astype(np.float32)
+    if values.min() >= 0.0 and values.max() <= 1.0:
+        return values.astype(np.float32)
+    return min_max(values)
+
+
+def min_max(values: np.ndarray) -> np.ndarray:
+    """Stretch ``values`` to [0, 1] (zeros when constant)."""
+    values = values.astype(np.float64)
+    low, span = float(values.min()), float(np.ptp(values))
+    if span == 0.0:
+        return np.zeros_like(values, dtype=np.float32)
+    return ((values - low) / span).astype(np.float32)
+
+
+def _as_channels(pixels: np.ndarray, name: str) -> np.ndarray:
+    """(H, W) or (H, W, C) with C in 1/3/4 to (H, W, 1|3); a fourth (alpha) channel is dropped."""
+    if pixels.ndim == 2:
+        return pixels[..., None]
+    if pixels.ndim == 3 and pixels.shape[2] in (1, 3, 4):
+        return pixels[..., :3]
+    hint = ""
+    if pixels.ndim == 3 and pixels.shape[0] in (1, 3, 4):
+        hint = " (it looks channel-first: transpose it to (H, W, C))"
+    raise ImageDecodeError(f"{name} has shape {pixels.shape}; expected (H, W) or (H, W, C) "
+                           f"with C in 1, 3 or 4{hint}")
+
+
+# --- .npy -------------------------------------------------------------------------------------
+
+def _decode_npy(data: bytes, name: str) -> tuple[np.ndarray, int, dict[str, Any]]:
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        raise ImageDecodeError(f"{name} is not a readable .npy array: {exc}") from None
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) \
+            or np.iscomplexobj(array):
+        raise ImageDecodeError(f"{name} holds {array.dtype} values; expected real numbers")
+    array = _as_channels(array, name)
+    return scale_to_unit(array), array.dtype.itemsize * 8, {"dtype": str(array.dtype)}
+
+
+# --- PNG / JPEG / TIFF ------------------------------------------------------------------------
+
+def _decode_pillow(image: Image.Image, name: str) -> tuple[np.ndarray, int, dict[str, Any]]:
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"{name} is damaged or truncated ({image.format}): {exc}") from None
+    details: dict[str, Any] = {"mode": image.mode}
+    if image.mode in ("LA", "RGBA", "PA") or "transparency" in image.info:
+        details["alpha"] = "dropped"
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        array = np.asarray(image).astype(np.int64)
+        bits = _tiff_bits(image) or (16 if array.min() >= 0 and array.max() < 2**16 else 0)
+        pixels = scale_to_unit(array, bits) if bits else min_max(array)
+        return pixels[..., None], bits or 32, details
+    if image.mode == "F":
+        return scale_to_unit(np.asarray(image))[..., None], 32, details
+    if image.mode in ("1", "L", "LA"):
+        bits = 1 if image.mode == "1" else 8
+        return np.asarray(image.convert("L"), dtype=np.float32)[..., None] / 255.0, bits, details
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0, 8, details
+
+
+def _tiff_bits(image: Image.Image) -> int | None:
+    """Bits per sample a TIFF declares (e.g. 12), when below its container's size."""
+    tags = getattr(image, "tag_v2", None)
+    if tags is None or 258 not in tags:
+        return None
+    value = tags[258]
+    bits = int(value[0] if isinstance(value, tuple) else value)
+    return bits if 0 < bits < 32 else None
+
+
+# --- DICOM ------------------------------------------------------------------------------------
+
+def _decode_dicom(data: bytes, name: str, force: bool) -> tuple[np.ndarray, int, dict[str, Any]]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        with warnings.catch_warnings():  # a forced read of a non-DICOM file warns on the way
+            warnings.simplefilter("ignore" if force else "default")
+            ds = pydicom.dcmread(io.BytesIO(data), force=force)
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+        if force:
+            raise ImageDecodeError(_unknown_format(name)) from None
+        raise ImageDecodeError(f"{name} is a damaged DICOM file: {exc}") from None
+    if force and "PixelData" not in ds and "Rows" not in ds:
+        raise ImageDecodeError(_unknown_format(name))
+    syntax = _transfer_syntax(ds)
+    details: dict[str, Any] = {k: str(ds.get(k, "")) for k in DICOM_SAFE_TAGS if k in ds}
+    if syntax is not None:
+        details["TransferSyntaxUID"] = str(syntax)
+    if "PixelData" not in ds:
+        raise ImageDecodeError(f"{name} is a DICOM file without pixel data "
+                               f"(modality {ds.get('Modality', 'unknown')}): not an image")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frame = frames // 2
+    if frames > 1:
+        details.update(frames=frames, frame=frame)
+        logger.info("%s has %d frames; using the middle one (%d)", name, frames, frame)
+    raw = _dicom_frame(ds, frame, syntax, name)
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)))
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        return scale_to_unit(np.asarray(apply_color_lut(raw, ds))), bits, details
+    if raw.ndim == 3:  # colour: pydicom has already converted YBR to RGB
+        return scale_to_unit(raw, bits if raw.dtype.kind in "iu" else None), bits, details
+    return _dicom_grey(raw, ds, photometric, details)[..., None], bits, details
+
+
+def _transfer_syntax(ds: Any) -> Any:
+    meta = getattr(ds, "file_meta", None)
+    return None if meta is None else meta.get("TransferSyntaxUID")
+
+
+def _unknown_format(name: str) -> str:
+    return (f"{name} is not a supported image: expected PNG, JPEG, TIFF, DICOM or .npy "
+            "(format detected from the content)")
+
+
+def _dicom_frame(ds: Any, frame: int, syntax: Any, name: str) -> np.ndarray:
+    from pydicom.pixels import pixel_array
+
+    try:
+        return np.asarray(pixel_array(ds, index=frame))
+    except Exception as exc:  # pydicom raises many types for unsupported or damaged data
+        what = f"{syntax.name} ({syntax})" if syntax is not None else "an unknown transfer syntax"
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [repr(exc)]
+        reason = " ".join([lines[0], "; ".join(lines[1:])]).strip()
+        raise ImageDecodeError(f"cannot decode the pixel data of {name}, encoded as {what}: "
+                               f"{reason}") from None
+
+
+def _dicom_grey(raw: np.ndarray, ds: Any, photometric: str,
+                details: dict[str, Any]) -> np.ndarray:
+    """Modality LUT (rescale), then the file's VOI window or LUT, else min-max; MONOCHROME1
+    is inverted so that high values are bright."""
+    from pydicom.pixels import apply_modality_lut
+
+    values = apply_modality_lut(raw, ds)
+    windowed = _apply_voi(values, ds)
+    details["window"] = "min-max" if windowed is None else "file"
+    unit = min_max(values) if windowed is None else windowed
+    return 1.0 - unit if photometric == "MONOCHROME1" else unit
+
+
+def _apply_voi(values: np.ndarray, ds: Any) -> np.ndarray | None:
+    """The file's VOI LUT or window applied, scaled to [0, 1]; None when it has neither."""
+    from pydicom.pixels import apply_voi, apply_windowing
+
+    lut = ds.get("VOILUTSequence")
+    if lut and lut[0].get("LUTDescriptor") is not None and lut[0].get("LUTData") is not None:
+        depth = int(lut[0].LUTDescriptor[2])
+        return np.asarray(apply_voi(np.rint(values).astype(np.int64), ds), np.float64) \
+            / (2**depth - 1)
+    if ds.get("WindowCenter") is None or ds.get("WindowWidth") is None:
+        return None
+    with np.errstate(over="ignore"):
+        low, high = apply_windowing(np.array([-np.inf, np.inf]), ds)
+        windowed = apply_windowing(values, ds)
+    return (windowed - low) / (high - low)
