@@ -25,6 +25,8 @@ class Settings:
     store_dir: str = "styleprobe-artifacts"
     runner: str = "inline"  # inline | celery
     redis_url: str = "redis://127.0.0.1:6379/0"
+    max_batch: int = 64  # largest batch a model backend sends in one call
+    probe_samples: int = 10_000  # latents sampled to probe a direction
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

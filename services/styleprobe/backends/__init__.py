@@ -1,0 +1,21 @@
+"""Model backends: the four models of a model set (see :mod:`styleprobe.backends.base`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from styleprobe.backends.base import BackendError, ModelBackend
+from styleprobe.config import Settings
+
+__all__ = ["BackendError", "ModelBackend", "open_backend"]
+
+
+def open_backend(settings: Settings, model_set_name: str) -> ModelBackend:
+    """The backend that ``settings.backend`` names, serving model set ``model_set_name``."""
+    if settings.backend == "local":
+        from styleprobe.backends.local import LocalBackend
+
+        return LocalBackend(Path(settings.model_repository), model_set_name,
+                            max_batch=settings.max_batch)
+    raise BackendError(f"unknown model backend {settings.backend!r} (STYLEPROBE_BACKEND); "
+                       "this build supports: local")

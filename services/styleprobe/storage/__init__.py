@@ -1,0 +1,20 @@
+"""Artifact stores: bytes by key (see :mod:`styleprobe.storage.base`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from styleprobe.config import Settings
+from styleprobe.storage.base import ArtifactStore, ObjectNotFound, StoreError
+
+__all__ = ["ArtifactStore", "ObjectNotFound", "StoreError", "open_store"]
+
+
+def open_store(settings: Settings, root: Path | str | None = None) -> ArtifactStore:
+    """The store that ``settings.store`` names; ``root`` overrides ``settings.store_dir``."""
+    if settings.store == "local":
+        from styleprobe.storage.local import LocalStore
+
+        return LocalStore(root if root is not None else settings.store_dir)
+    raise StoreError(f"unknown artifact store {settings.store!r} (STYLEPROBE_STORE); "
+                     "this build supports: local")

@@ -1,0 +1,90 @@
+"""The local model backend: a model set's four TorchScript files, run in this process."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from styleprobe.backends.base import BackendError
+from styleprobe.modelset import MODEL_KINDS, ModelEntry, load_model_set
+
+log = logging.getLogger(__name__)
+
+
+class LocalBackend:
+    """:class:`~styleprobe.backends.base.ModelBackend` over ``torch.jit.load`` models.
+
+    Batches larger than ``max_batch`` are split into chunks; every call checks the
+    shapes of its input and output against the model set's manifest.
+    """
+
+    def __init__(self, repository: Path, model_set: str, max_batch: int = 64) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self.repository = Path(repository)
+        self.model_set = load_model_set(self.repository, model_set, verify=True)
+        self.max_batch = max_batch
+        self._modules: dict[str, torch.jit.ScriptModule] = {}
+        for kind in MODEL_KINDS:
+            entry = self.model_set.models[kind]
+            try:
+                with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript loading
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    module = torch.jit.load(str(self.repository / entry.path),
+                                            map_location="cpu")
+            except (RuntimeError, ValueError) as exc:
+                raise BackendError(f"cannot load {entry.triton_name}: {exc}") from exc
+            self._modules[kind] = module.eval()
+        log.info("loaded model set", extra={"model_set": model_set,
+                                             "repository": str(self.repository)})
+
+    def mapping(self, z: np.ndarray) -> np.ndarray:
+        return self._run("mapping", z)
+
+    def synthesis(self, w: np.ndarray) -> np.ndarray:
+        return self._run("synthesis", w)
+
+    def encoder(self, image: np.ndarray) -> np.ndarray:
+        return self._run("encoder", image)
+
+    def classifier(self, image: np.ndarray) -> np.ndarray:
+        return self._run("classifier", image)
+
+    def decode_and_classify(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        images = self.synthesis(w)
+        return images, self.classifier(images)
+
+    def close(self) -> None:
+        self._modules.clear()
+
+    def _run(self, kind: str, batch: np.ndarray) -> np.ndarray:
+        if not self._modules:
+            raise BackendError("this backend is closed")
+        entry = self.model_set.models[kind]
+        batch = _check(entry, "input", batch, entry.inputs[0].dims)
+        module = self._modules[kind]
+        outputs = []
+        with torch.inference_mode():
+            for start in range(0, len(batch), self.max_batch):
+                chunk = torch.from_numpy(np.ascontiguousarray(batch[start:start + self.max_batch]))
+                try:
+                    outputs.append(module(chunk).numpy())
+                except RuntimeError as exc:
+                    raise BackendError(f"{entry.triton_name} failed: {exc}") from exc
+        expected = entry.outputs[0].dims
+        if not outputs:
+            return np.zeros((0, *expected), np.float32)
+        return _check(entry, "output", np.concatenate(outputs), expected)
+
+
+def _check(entry: ModelEntry, role: str, array: np.ndarray, dims: list[int]) -> np.ndarray:
+    """``array`` as float32 if it is ``[N, *dims]``; else a BackendError naming the model."""
+    array = np.asarray(array)
+    if array.ndim != len(dims) + 1 or list(array.shape[1:]) != list(dims):
+        raise BackendError(f"{entry.triton_name}: {role} has shape {list(array.shape)}, "
+                           f"expected [N, {', '.join(map(str, dims))}]")
+    return array.astype(np.float32, copy=False)

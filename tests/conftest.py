@@ -1,0 +1,59 @@
+"""Shared fixtures: a tiny, untrained model set exported once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from styleprobe.models.classifier import Classifier
+from styleprobe.models.encoder import Encoder
+from styleprobe.models.stylegan2 import Generator, GeneratorConfig, seeded_z
+from styleprobe.training.export import export_model_set
+
+TINY_SET = "tiny"
+TINY_RESOLUTION = 16
+TINY_W_DIM = 32
+
+
+def _balanced_classifier(generator: Generator, classifier: torch.nn.Module) -> None:
+    """Shift the untrained classifier's bias so that half of the generator's samples are sick."""
+    classifier.eval()
+    with torch.no_grad():
+        z = seeded_z(256, generator.cfg.z_dim, seed=99)
+        images = generator(z, noise_mode="const").clamp(-1, 1)
+        logits = classifier(images)
+        margin = float((logits[:, 1] - logits[:, 0]).median())
+        classifier.head[-1].bias[1] -= margin
+
+
+@pytest.fixture(scope="session")
+def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository holding the untrained 16x16 grayscale model set ``tiny``.
+
+    Classes ``healthy``/``sick`` (target ``sick``, balanced on generated samples), and two
+    fake nuisance directions ``exposure`` and ``rotation``.
+    """
+    torch.manual_seed(0)
+    cfg = GeneratorConfig(resolution=TINY_RESOLUTION, channels=1, z_dim=32, w_dim=TINY_W_DIM,
+                          mapping_layers=2, channel_base=256, channel_max=32)
+    generator = Generator(cfg).eval()
+    encoder = Encoder(TINY_RESOLUTION, 1, TINY_W_DIM, width=8,
+                      w_avg=generator.mapping.w_avg).eval()
+    classifier = Classifier(TINY_RESOLUTION, 1, 2, width=8)
+    _balanced_classifier(generator, classifier)
+    rng = np.random.default_rng(5)
+    nuisance = {}
+    for name in ("exposure", "rotation"):
+        vec = rng.standard_normal(TINY_W_DIM)
+        nuisance[name] = [float(v) for v in vec / np.linalg.norm(vec)]
+    repository = tmp_path_factory.mktemp("model_repository")
+    export_model_set(
+        name=TINY_SET, G=generator, encoder=encoder, classifier=classifier,
+        class_names=["healthy", "sick"], default_target="sick", repository=repository,
+        description="tiny untrained test set", max_pixel_mse=0.05,
+        nuisance_directions=nuisance,
+    )
+    return repository
