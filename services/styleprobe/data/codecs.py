@@ -97,8 +97,8 @@ def decode(source: Source, filename: str | None = None) -> DecodedImage:
         else:
             fmt = str(image.format)
             pixels, bits, details = _decode_pillow(image, name)
-    return DecodedImage(pixels=_checked(pixels, name), format=fmt, bit_depth=bits,
-                        sha256=digest, details=details)
+    return DecodedImage(pixels=np.clip(pixels, 0.0, 1.0).astype(np.float32), format=fmt,
+                        bit_depth=bits, sha256=digest, details=details)
 
 
 def load_image(source: Source, filename: str | None = None) -> np.ndarray:
@@ -138,21 +138,17 @@ def _resize(plane: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.float32)
 
 
-def _checked(pixels: np.ndarray, name: str) -> np.ndarray:
-    if not np.isfinite(pixels).all():
-        raise ImageDecodeError(f"{name} contains NaN or infinite values")
-    return np.clip(pixels, 0.0, 1.0).astype(np.float32)
-
-
 def scale_to_unit(values: np.ndarray, bits: int | None = None) -> np.ndarray:
     """Scale numbers to [0, 1]: integers by ``bits`` (else their dtype's range), floats
-    min-max unless already in [0, 1] (NaN stays NaN: :func:`decode` rejects it)."""
+    min-max unless already in [0, 1]; NaN or infinity is an error."""
     if values.dtype == np.bool_:
         return values.astype(np.float32)
     if np.issubdtype(values.dtype, np.integer):
         info = np.iinfo(values.dtype)
         low, high = (0, 2**bits - 1) if bits else (info.min, info.max)
         return ((values.astype(np.float64) - low) / (high - low)).astype(np.float32)
+    if not np.isfinite(values).all():
+        raise ImageDecodeError("the image contains NaN or infinite values")
     if values.min() >= 0.0 and values.max() <= 1.0:
         return values.astype(np.float32)
     return min_max(values)
@@ -268,8 +264,22 @@ def _decode_dicom(data: bytes, name: str, force: bool) -> tuple[np.ndarray, int,
 
 
 def _transfer_syntax(ds: Any) -> Any:
+    """The file's transfer syntax; for a file without one (no preamble or meta header),
+    the uncompressed syntax pydicom detected while reading, recorded so it can decode."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
     meta = getattr(ds, "file_meta", None)
-    return None if meta is None else meta.get("TransferSyntaxUID")
+    if meta is not None and meta.get("TransferSyntaxUID") is not None:
+        return meta.TransferSyntaxUID
+    implicit, little = ds.original_encoding
+    if implicit is None:
+        return None
+    syntax = ImplicitVRLittleEndian if implicit else (
+        ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    ds.file_meta = meta if meta is not None else FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    return syntax
 
 
 def _unknown_format(name: str) -> str:
