@@ -64,7 +64,11 @@ def phantom_set(kind: str, seed: int = 0, size: int = 64,
     cls = PHANTOMS[kind]
     if shortcut_rate is None:
         return cls(seed=seed, size=size)
-    return cls(seed=seed, size=size, shortcut=Shortcut(rate=shortcut_rate))
+    try:
+        shortcut = Shortcut(rate=shortcut_rate)
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
+    return cls(seed=seed, size=size, shortcut=shortcut)
 
 
 def render(phantoms: PhantomSet, n: int, start: int = 0) -> ImageSet:

@@ -44,19 +44,23 @@ def train_classifier(train: ImageSet, test: ImageSet, class_names: list[str], ou
         raise DataError("classifier training needs labels (a 'label' column in factors.csv)")
     if len(np.unique(train.labels)) < 2:
         raise DataError("classifier training needs at least two classes in the labels")
+    if len(np.unique(test.labels)) < 2:
+        raise DataError("the test set needs images of at least two classes to measure AUC; "
+                        "add images or pass a --test folder")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     x, y = to_tensor(train.images), torch.from_numpy(train.labels)
     model = Classifier(train.resolution, train.channels, len(class_names), cfg.width).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    steps = cfg.epochs * (len(x) // cfg.batch)
+    batch_size = min(cfg.batch, len(x))  # a small folder still trains
+    steps = cfg.epochs * (len(x) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1))
     bar = tqdm(total=steps, desc="classifier", unit="it")
     for _ in range(cfg.epochs):
         model.train()
         order = rng.permutation(len(x))
-        for i in range(0, len(order) - cfg.batch + 1, cfg.batch):
-            idx = torch.from_numpy(order[i:i + cfg.batch])
+        for i in range(0, len(order) - batch_size + 1, batch_size):
+            idx = torch.from_numpy(order[i:i + batch_size])
             batch = x[idx].to(device)
             if rng.random() < 0.5:  # a horizontal flip keeps the label of a knee or a patch
                 batch = batch.flip(3)
