@@ -81,24 +81,33 @@ def decode(source: Source, filename: str | None = None) -> DecodedImage:
     name = filename or "input"
     if not data:
         raise ImageDecodeError(f"{name} is empty (0 bytes)")
-    digest = hashlib.sha256(data).hexdigest()
-    if data.startswith(NPY_MAGIC):
-        pixels, bits, details = _decode_npy(data, name)
-        fmt = "NPY"
-    elif data[128:132] == b"DICM":
-        pixels, bits, details = _decode_dicom(data, name, force=False)
-        fmt = "DICOM"
-    else:
-        try:
-            image = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
-        except UnidentifiedImageError:
-            pixels, bits, details = _decode_dicom(data, name, force=True)
-            fmt = "DICOM"
-        else:
-            fmt = str(image.format)
-            pixels, bits, details = _decode_pillow(image, name)
+    try:
+        fmt, pixels, bits, details = _decode_content(data, name)
+    except ImageDecodeError:
+        raise
+    except Exception as exc:  # a damaged file makes the decoders raise almost anything
+        raise ImageDecodeError(f"{name} is damaged or truncated: {_reason(exc)}") from exc
     return DecodedImage(pixels=np.clip(pixels, 0.0, 1.0).astype(np.float32), format=fmt,
-                        bit_depth=bits, sha256=digest, details=details)
+                        bit_depth=bits, sha256=hashlib.sha256(data).hexdigest(),
+                        details=details)
+
+
+def _decode_content(data: bytes, name: str) -> tuple[str, np.ndarray, int, dict[str, Any]]:
+    if data.startswith(NPY_MAGIC):
+        return "NPY", *_decode_npy(data, name)
+    if data[128:132] == b"DICM":
+        return "DICOM", *_decode_dicom(data, name, force=False)
+    try:
+        image = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
+    except UnidentifiedImageError:
+        return "DICOM", *_decode_dicom(data, name, force=True)
+    return str(image.format), *_decode_pillow(image)
+
+
+def _reason(exc: Exception) -> str:
+    """An exception's message on one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [repr(exc)]
+    return " ".join([lines[0], "; ".join(lines[1:])]).strip()
 
 
 def load_image(source: Source, filename: str | None = None) -> np.ndarray:
@@ -179,10 +188,7 @@ def _as_channels(pixels: np.ndarray, name: str) -> np.ndarray:
 # --- .npy -------------------------------------------------------------------------------------
 
 def _decode_npy(data: bytes, name: str) -> tuple[np.ndarray, int, dict[str, Any]]:
-    try:
-        array = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, EOFError, OSError) as exc:
-        raise ImageDecodeError(f"{name} is not a readable .npy array: {exc}") from None
+    array = np.load(io.BytesIO(data), allow_pickle=False)
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) \
             or np.iscomplexobj(array):
         raise ImageDecodeError(f"{name} holds {array.dtype} values; expected real numbers")
@@ -192,11 +198,8 @@ def _decode_npy(data: bytes, name: str) -> tuple[np.ndarray, int, dict[str, Any]
 
 # --- PNG / JPEG / TIFF ------------------------------------------------------------------------
 
-def _decode_pillow(image: Image.Image, name: str) -> tuple[np.ndarray, int, dict[str, Any]]:
-    try:
-        image.load()
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(f"{name} is damaged or truncated ({image.format}): {exc}") from None
+def _decode_pillow(image: Image.Image) -> tuple[np.ndarray, int, dict[str, Any]]:
+    image.load()
     details: dict[str, Any] = {"mode": image.mode}
     if image.mode in ("LA", "RGBA", "PA") or "transparency" in image.info:
         details["alpha"] = "dropped"
@@ -230,15 +233,16 @@ def _decode_dicom(data: bytes, name: str, force: bool) -> tuple[np.ndarray, int,
     from pydicom.errors import InvalidDicomError
 
     try:
-        with warnings.catch_warnings():  # a forced read of a non-DICOM file warns on the way
-            warnings.simplefilter("ignore" if force else "default")
+        with warnings.catch_warnings():
+            if force:  # a forced read of a file that is no DICOM warns on the way
+                warnings.simplefilter("ignore")
             ds = pydicom.dcmread(io.BytesIO(data), force=force)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
-        if force:
+        if force and "PixelData" not in ds and "Rows" not in ds:
+            raise InvalidDicomError("no image elements")
+    except Exception:
+        if force:  # the last guess: the content is no format we know
             raise ImageDecodeError(_unknown_format(name)) from None
-        raise ImageDecodeError(f"{name} is a damaged DICOM file: {exc}") from None
-    if force and "PixelData" not in ds and "Rows" not in ds:
-        raise ImageDecodeError(_unknown_format(name))
+        raise
     syntax = _transfer_syntax(ds)
     details: dict[str, Any] = {k: str(ds.get(k, "")) for k in DICOM_SAFE_TAGS if k in ds}
     if syntax is not None:
@@ -293,11 +297,11 @@ def _dicom_frame(ds: Any, frame: int, syntax: Any, name: str) -> np.ndarray:
     try:
         return np.asarray(pixel_array(ds, index=frame))
     except Exception as exc:  # pydicom raises many types for unsupported or damaged data
-        what = f"{syntax.name} ({syntax})" if syntax is not None else "an unknown transfer syntax"
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [repr(exc)]
-        reason = " ".join([lines[0], "; ".join(lines[1:])]).strip()
+        what = ("an unknown transfer syntax" if syntax is None
+                else f"{syntax.name} ({syntax})" if syntax.name != syntax
+                else f"the unknown transfer syntax {syntax}")
         raise ImageDecodeError(f"cannot decode the pixel data of {name}, encoded as {what}: "
-                               f"{reason}") from None
+                               f"{_reason(exc)}") from exc
 
 
 def _dicom_grey(raw: np.ndarray, ds: Any, photometric: str,
