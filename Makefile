@@ -1,0 +1,50 @@
+# StyleProbe: every target bootstraps its own virtual environment from nothing.
+#   make demo   the main job, embedded default (no servers)
+#   make test   the whole test suite
+# `make help` lists every target.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+LINT_PATHS := $(wildcard services tests benchmarks)
+BENCHMARKS := $(sort $(wildcard benchmarks/bench_*.py))
+
+.DEFAULT_GOAL := help
+.PHONY: help demo test bench lint format models clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | \
+		awk -F':.*## ' '{ printf "  make %-8s %s\n", $$1, $$2 }'
+
+# The environment: created once, reinstalled when pyproject.toml changes. torch==2.13.0
+# resolves to the CPU wheel on this disk; the check refuses a CUDA build pulled by mistake.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -c "import torch, sys; sys.exit('a CUDA build of torch was installed' if torch.version.cuda else 0)"
+	touch $@
+
+demo: $(STAMP) ## explain a phantom with the bundled models, in one process, no servers
+	$(VENV)/bin/styleprobe demo
+
+test: $(STAMP) ## run the whole test suite (starts what it needs)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP) ## run benchmarks/bench_*.py; results in benchmarks/results/
+	mkdir -p benchmarks/results
+	@set -e; for script in $(BENCHMARKS); do echo "== $$script"; $(PY) $$script; done
+
+lint: $(STAMP) ## ruff check
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+
+format: $(STAMP) ## ruff: fix what it can, then format
+	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
+	$(VENV)/bin/ruff format $(LINT_PATHS)
+
+models: $(STAMP) ## retrain and export the bundled model sets (hours on a CPU)
+	bash scripts/build_model_sets.sh
+
+clean: ## remove caches and build leftovers (keeps .venv, runs/ and model_repository/)
+	find services tests $(wildcard benchmarks) -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -rf .pytest_cache .ruff_cache build services/*.egg-info
