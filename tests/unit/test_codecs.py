@@ -263,6 +263,27 @@ def test_bad_bytes_are_refused(data: bytes, message: str) -> None:
         load_image(data)
 
 
+def damaged(name: str) -> bytes:
+    """pydicom's file with a few header bytes overwritten."""
+    data = bytearray(Path(get_testdata_file(name)).read_bytes())
+    data[140:150] = b"\xff" * 10
+    return bytes(data)
+
+
+@pytest.mark.parametrize("data", [
+    Path(get_testdata_file("CT_small.dcm")).read_bytes()[:1000],
+    Path(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm")).read_bytes()[:-2000],
+    damaged("MR_small.dcm"),
+    encoded(RGB8, "JPEG")[:-300],
+    encoded(RGB8, "TIFF")[:-300],
+    npy(np.zeros((4, 4)))[:30],
+], ids=["dicom-header-cut", "dicom-jpeg-cut", "dicom-header-damaged", "jpeg-cut", "tiff-cut",
+        "npy-header-cut"])
+def test_damaged_files_are_refused(data: bytes) -> None:
+    with pytest.raises(ImageDecodeError):
+        load_image(data)
+
+
 def test_missing_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ImageDecodeError, match="does not exist"):
         load_image(tmp_path / "nope.png")

@@ -18,10 +18,14 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+if TYPE_CHECKING:  # pydicom is imported when a DICOM file comes: it takes most of a second
+    from pydicom import Dataset
+    from pydicom.uid import UID
 
 logger = logging.getLogger(__name__)
 
@@ -267,7 +271,7 @@ def _decode_dicom(data: bytes, name: str, force: bool) -> tuple[np.ndarray, int,
     return _dicom_grey(raw, ds, photometric, details)[..., None], bits, details
 
 
-def _transfer_syntax(ds: Any) -> Any:
+def _transfer_syntax(ds: Dataset) -> UID | None:
     """The file's transfer syntax; for a file without one (no preamble or meta header),
     the uncompressed syntax pydicom detected while reading, recorded so it can decode."""
     from pydicom.dataset import FileMetaDataset
@@ -291,7 +295,7 @@ def _unknown_format(name: str) -> str:
             "(format detected from the content)")
 
 
-def _dicom_frame(ds: Any, frame: int, syntax: Any, name: str) -> np.ndarray:
+def _dicom_frame(ds: Dataset, frame: int, syntax: UID | None, name: str) -> np.ndarray:
     from pydicom.pixels import pixel_array
 
     try:
@@ -304,7 +308,7 @@ def _dicom_frame(ds: Any, frame: int, syntax: Any, name: str) -> np.ndarray:
                                f"{_reason(exc)}") from exc
 
 
-def _dicom_grey(raw: np.ndarray, ds: Any, photometric: str,
+def _dicom_grey(raw: np.ndarray, ds: Dataset, photometric: str,
                 details: dict[str, Any]) -> np.ndarray:
     """Modality LUT (rescale), then the file's VOI window or LUT, else min-max; MONOCHROME1
     is inverted so that high values are bright."""
@@ -317,7 +321,7 @@ def _dicom_grey(raw: np.ndarray, ds: Any, photometric: str,
     return 1.0 - unit if photometric == "MONOCHROME1" else unit
 
 
-def _apply_voi(values: np.ndarray, ds: Any) -> np.ndarray | None:
+def _apply_voi(values: np.ndarray, ds: Dataset) -> np.ndarray | None:
     """The file's VOI LUT or window applied, scaled to [0, 1]; None when it has neither."""
     from pydicom.pixels import apply_voi, apply_windowing
 
