@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from styleprobe.modelset import MODEL_KINDS, ModelSetError, list_model_sets, load_model_set
 from styleprobe.models.classifier import Classifier
 from styleprobe.models.encoder import Encoder
 from styleprobe.models.stylegan2 import Generator, GeneratorConfig
+from styleprobe.modelset import MODEL_KINDS, ModelSetError, list_model_sets, load_model_set
 from styleprobe.training.export import (
     PARITY_TOLERANCE,
     ExportResult,
@@ -172,12 +172,12 @@ def test_changed_model_file_fails_verification(exported: Exported, tmp_path: Pat
     path = repo / exported.result.model_set.models["classifier"].path
     path.write_bytes(path.read_bytes() + b"\0")
     load_model_set(repo, NAME)  # without verify, hashes are not read
-    with pytest.raises(ModelSetError, match="classifier model file .* does not match"):
+    with pytest.raises(ModelSetError, match=r"classifier model file .* does not match"):
         load_model_set(repo, NAME, verify=True)
 
 
 def test_missing_model_file_fails_verification(exported: Exported, tmp_path: Path) -> None:
     repo = copy_repository(exported, tmp_path)
     (repo / exported.result.model_set.models["encoder"].path).unlink()
-    with pytest.raises(ModelSetError, match="encoder model file .* is missing"):
+    with pytest.raises(ModelSetError, match=r"encoder model file .* is missing"):
         load_model_set(repo, NAME, verify=True)

@@ -56,7 +56,7 @@ def test_images_and_masks_have_the_documented_format(cls: type, channels: int,
     for i in range(4):
         s = cls(seed=0, size=size).sample(i)
         assert s.image.shape == (size, size, channels) and s.image.dtype == np.float32
-        assert 0.0 <= s.image.min() and s.image.max() <= 1.0
+        assert s.image.min() >= 0.0 and s.image.max() <= 1.0
         assert s.image.std() > 0.02  # something is drawn
         assert s.mask.shape == (size, size) and s.mask.dtype == np.uint8
         assert set(np.unique(s.mask)) <= {0, 1}

@@ -41,7 +41,10 @@ class ModelBackend(Protocol):
         ...
 
     def decode_and_classify(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """w [N, w_dim] -> (image [N, C, R, R], logits [N, K]) in one call (Triton: the ensemble)."""
+        """w [N, w_dim] -> (image [N, C, R, R], logits [N, K]) in one call.
+
+        On Triton, this is the ensemble that decodes and classifies server-side.
+        """
         ...
 
     def close(self) -> None:

@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _export(args: argparse.Namespace) -> None:
     import torch
 
+    from styleprobe.models.stylegan2 import seeded_z
     from styleprobe.training.assess import assess
     from styleprobe.training.checkpoint import load_checkpoint
     from styleprobe.training.classifier import load_classifier
@@ -50,7 +51,6 @@ def _export(args: argparse.Namespace) -> None:
     from styleprobe.training.gan import load_generator
     from styleprobe.training.grids import save_grid
     from styleprobe.training.modelcard import write_model_card
-    from styleprobe.models.stylegan2 import seeded_z
 
     G = load_generator(Path(args.gan))
     E, enc_state = load_encoder(Path(args.encoder))

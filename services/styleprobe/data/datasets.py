@@ -103,7 +103,8 @@ def load_folder(folder: Path, size: int, channels: int) -> ImageSet:
             raise DataError(f"cannot read {path.name}: {exc}") from exc
         shapes.add(raw.shape[:2])
         if raw.shape[2] != channels and not (channels == 1 and raw.shape[2] == 3):
-            raise DataError(f"{path.name} has {raw.shape[2]} channel(s); this model needs {channels}")
+            raise DataError(f"{path.name} has {raw.shape[2]} channel(s); "
+                            f"this model needs {channels}")
         images.append(to_model_input(raw, size, channels))
     if len(shapes) > 1:
         raise DataError(f"images in {folder} have mixed sizes {sorted(shapes)}; "

@@ -11,7 +11,7 @@ Nuisance factors: ``stain_intensity``, ``hue_shift``, ``blur``, ``noise``, and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class HistologyPhantoms:
 
     seed: int = 0
     size: int = 64
-    shortcut: Shortcut = Shortcut(rate=0.5)
+    shortcut: Shortcut = field(default_factory=Shortcut)
     marker_share: float = 0.0
 
     name = "histology"
@@ -51,7 +51,8 @@ class HistologyPhantoms:
         rng = sample_rng(self.seed, index)
         severity = rng.random()
         jitter = rng.normal(0.0, 0.1, size=4)
-        factors = {k: float(np.clip(severity + j, 0, 1)) for k, j in zip(DISEASE_FACTORS, jitter)}
+        factors = {k: float(np.clip(severity + j, 0, 1))
+                   for k, j in zip(DISEASE_FACTORS, jitter, strict=True)}
         factors.update({
             "stain_intensity": float(rng.uniform(0.75, 1.2)),
             "hue_shift": float(rng.uniform(-0.06, 0.06)),
@@ -72,7 +73,7 @@ def render_histology(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw one patch; return the image (size, size, 3) in [0, 1] and the nuclei mask."""
     u, v = shapes.grid(size)
-    count = int(round(8 + 24 * factors["nuclear_density"]))
+    count = round(8 + 24 * factors["nuclear_density"])
     radius = 0.06 + 0.09 * factors["nuclear_size"]
     centres = rng.uniform(-1.0, 1.0, size=(count, 2))
     radii = radius * rng.uniform(0.8, 1.2, size=count)

@@ -11,7 +11,7 @@ planted shortcut tag, 0 or 1).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -50,7 +50,7 @@ class KneePhantoms:
 
     seed: int = 0
     size: int = 64
-    shortcut: Shortcut = Shortcut(rate=0.5)
+    shortcut: Shortcut = field(default_factory=Shortcut)
     marker_share: float = 0.3
 
     name = "knee"

@@ -13,6 +13,7 @@ cheaper on a CPU. Images are NCHW in ``[-1, 1]``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass
 
@@ -90,7 +91,7 @@ class MappingNetwork(nn.Module):
         features = [z_dim] + [w_dim] * num_layers
         self.layers = nn.ModuleList(
             FullyConnected(a, b, lr_multiplier=lr_multiplier)
-            for a, b in zip(features[:-1], features[1:])
+            for a, b in itertools.pairwise(features)
         )
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
@@ -328,4 +329,5 @@ class Discriminator(nn.Module):
 
 def seeded_z(n: int, z_dim: int, seed: int) -> torch.Tensor:
     """Deterministic standard-normal latents, identical across platforms."""
-    return torch.from_numpy(np.random.default_rng(seed).standard_normal((n, z_dim)).astype(np.float32))
+    z = np.random.default_rng(seed).standard_normal((n, z_dim)).astype(np.float32)
+    return torch.from_numpy(z)

@@ -14,7 +14,7 @@ class StoreError(RuntimeError):
     """A store operation failed."""
 
 
-class ObjectNotFound(StoreError, KeyError):
+class ObjectNotFound(StoreError, KeyError):  # noqa: N818 (reads as a condition)
     """No object under that key."""
 
 

@@ -35,7 +35,8 @@ def _batched(fn, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
         return torch.cat([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
 
 
-def reconstruct(G: Generator, E: Encoder, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def reconstruct(G: Generator, E: Encoder,
+                images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Encoded latents and reconstructions of NCHW images in [-1, 1]."""
     w = _batched(E, images)
     return w, _batched(lambda v: decode(G, v), w)

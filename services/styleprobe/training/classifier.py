@@ -29,7 +29,8 @@ def predict_proba(model: torch.nn.Module, images: torch.Tensor, batch: int = 256
     """Softmax probabilities (N, K) of a classifier on NCHW images in [-1, 1]."""
     model.eval()
     with torch.no_grad():
-        chunks = [F.softmax(model(images[i:i + batch]), dim=1) for i in range(0, len(images), batch)]
+        chunks = [F.softmax(model(images[i:i + batch]), dim=1)
+                  for i in range(0, len(images), batch)]
     return torch.cat(chunks).numpy()
 
 

@@ -35,7 +35,8 @@ class EncoderTrainConfig:
     seed: int = 0
 
 
-def make_bank(G: Generator, n: int, seed: int, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def make_bank(G: Generator, n: int, seed: int,
+              batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` pairs (w, G(w)) with deterministic noise; images NCHW in [-1, 1]."""
     z = seeded_z(n, G.cfg.z_dim, seed)
     ws, images = [], []

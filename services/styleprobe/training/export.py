@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from styleprobe.models.stylegan2 import Generator
 from styleprobe.modelset import (
     ClassifierInfo,
     ModelEntry,
@@ -28,7 +29,6 @@ from styleprobe.modelset import (
     manifest_path,
     sha256_file,
 )
-from styleprobe.models.stylegan2 import Generator
 
 PARITY_TOLERANCE = 1e-5
 log = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ class ExportResult:
     parity: dict[str, float]
 
 
-def trace_and_check(module: nn.Module, example: torch.Tensor) -> tuple[torch.jit.ScriptModule, float]:
+def trace_and_check(module: nn.Module,
+                    example: torch.Tensor) -> tuple[torch.jit.ScriptModule, float]:
     """Trace ``module`` and return it with its max abs difference from eager."""
     module = module.eval()
     with torch.no_grad(), warnings.catch_warnings():

@@ -126,9 +126,9 @@ class GanTrainer:
         ema_nimg = min(cfg.ema_kimg * 1000, nimg * cfg.ema_rampup)
         beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
         with torch.no_grad():
-            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
                 p_ema.copy_(p.lerp(p_ema, beta))
-            for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
                 b_ema.copy_(b)
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -182,7 +182,8 @@ def train_gan(trainer: GanTrainer, data: ImageSet, out: Path, iterations: int,
             trainer.save(ckpt)
         if trainer.step % grid_every == 0:
             with torch.no_grad():
-                save_grid(trainer.G_ema(grid_z, noise_mode="const"), out / f"samples_{trainer.step:06d}.png")
+                save_grid(trainer.G_ema(grid_z, noise_mode="const"),
+                          out / f"samples_{trainer.step:06d}.png")
         if deadline is not None and time.monotonic() > deadline:
             log.info("time budget reached at step %d", trainer.step)
             break
