@@ -11,11 +11,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from styleprobe.cli import data, export, train
+from styleprobe.cli import data, explain, export, train
 from styleprobe.cli.common import EXIT_USAGE, USER_ERRORS
 from styleprobe.logs import configure_logging
 
-COMMAND_GROUPS = [data, train, export]
+COMMAND_GROUPS = [data, train, export, explain]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,187 @@
+"""``styleprobe explain``, ``styleprobe demo`` and ``styleprobe models``: the embedded mode.
+
+Models run in this process; results go to a local artifact folder (``--out``, default
+``STYLEPROBE_STORE_DIR``) as ``jobs/<job id>/`` with ``report.html`` and ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from styleprobe.cli.common import UserError
+from styleprobe.config import Settings
+from styleprobe.explain.lambdas import DEFAULT_LAMBDAS
+from styleprobe.storage.local import LocalStore
+
+if TYPE_CHECKING:
+    from styleprobe.explain.inputs import ImageSource
+    from styleprobe.explain.result import ExplanationResult
+
+DEFAULT_MODEL_SET = "knee-oa"
+DEMO_SEED = 20_241_126  # phantoms no model of the bundled sets was trained or tested on
+DEMO_GRADE = 4  # the demo explains a knee with the clearest disease
+# λ specs start with a minus sign: let "--lambdas -3:3:17" through as a value
+LAMBDA_SPEC_OR_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$|^-[\d.]*:")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    explain = sub.add_parser("explain", help="explain the classifier's prediction on an image")
+    explain._negative_number_matcher = LAMBDA_SPEC_OR_NUMBER
+    explain.add_argument("image", help="PNG, JPEG, TIFF, DICOM or .npy file")
+    explain.add_argument("--model-set", default=DEFAULT_MODEL_SET)
+    explain.add_argument("--target", default=None,
+                         help="class to explain (default: the model set's default target)")
+    _common_args(explain)
+    explain.set_defaults(func=_explain)
+
+    demo = sub.add_parser("demo", help="explain a knee phantom with clear disease")
+    _common_args(demo)
+    demo.set_defaults(func=_demo)
+
+    models = sub.add_parser("models", help="list model sets, their targets and versions")
+    models.set_defaults(func=_models)
+
+
+def _common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lambdas", default=DEFAULT_LAMBDAS,
+                   help=f"λ grid start:stop:steps (default {DEFAULT_LAMBDAS})")
+    p.add_argument("--out", default=None, help="artifact folder (default: STYLEPROBE_STORE_DIR)")
+    p.add_argument("--probe-samples", type=int, default=None,
+                   help="latents sampled to probe the direction (default: "
+                        "STYLEPROBE_PROBE_SAMPLES, 10000)")
+    p.add_argument("--probe-seed", type=int, default=0)
+    p.add_argument("--orthogonalize", default="",
+                   help="comma-separated nuisance directions to remove, e.g. exposure,rotation")
+    p.add_argument("--backend", default=None, help="model backend (default: STYLEPROBE_BACKEND)")
+
+
+def _explain(args: argparse.Namespace) -> None:
+    image = Path(args.image)
+    if not image.is_file():
+        raise UserError(f"{image} does not exist or is not a file")
+    _run(args, args.model_set, image, args.target, filename=image.name)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from styleprobe.data.knee import KneePhantoms
+
+    settings = _settings(args)
+    resolution = _resolution(settings, DEFAULT_MODEL_SET)
+    phantoms = KneePhantoms(seed=DEMO_SEED, size=resolution)
+    index = next(i for i in range(10_000) if phantoms.sample(i).extra["kl_grade"] == DEMO_GRADE)
+    print(f"demo: knee phantom {index} of seed {DEMO_SEED}, KL grade {DEMO_GRADE} (OA)")
+    _run(args, DEFAULT_MODEL_SET, phantoms.sample(index).image, "OA",
+         filename=f"knee-phantom-{index}.npy")
+
+
+def _models(args: argparse.Namespace) -> None:
+    from styleprobe.modelset import list_model_sets, load_model_set
+
+    repository = Path(Settings.from_env().model_repository)
+    names = list_model_sets(repository)
+    if not names:
+        raise UserError(f"no model sets in {repository} (build them with "
+                        "scripts/build_model_sets.sh, or set STYLEPROBE_MODEL_REPOSITORY)")
+    for name in names:
+        ms = load_model_set(repository, name)
+        p = ms.preprocessing
+        print(f"{name}: {p.resolution}x{p.resolution}, {p.channels} channel(s); classes "
+              f"{', '.join(ms.classifier.class_names)} (default target {ms.default_target}); "
+              f"nuisance directions: {', '.join(sorted(ms.nuisance_directions)) or 'none'}")
+        for kind, entry in ms.models.items():
+            print(f"  {kind:<10} {entry.version_id}")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    return replace(settings, backend=args.backend or settings.backend)
+
+
+def _resolution(settings: Settings, model_set: str) -> int:
+    from styleprobe.modelset import load_model_set
+
+    return load_model_set(Path(settings.model_repository), model_set).preprocessing.resolution
+
+
+def _run(args: argparse.Namespace, model_set: str, image: ImageSource, target: str | None,
+         filename: str) -> None:
+    from styleprobe.backends import open_backend
+    from styleprobe.explain.direction import ProbeSettings
+    from styleprobe.explain.engine import Explainer, ExplainOptions
+    from styleprobe.explain.lambdas import parse_lambdas
+
+    settings = _settings(args)
+    out = Path(args.out or settings.store_dir)
+    samples = settings.probe_samples if args.probe_samples is None else args.probe_samples
+    with _user_errors():
+        parse_lambdas(args.lambdas)
+        options = ExplainOptions(
+            probe=ProbeSettings(samples=samples, seed=args.probe_seed),
+            orthogonalize=tuple(n.strip() for n in args.orthogonalize.split(",") if n.strip()))
+        backend = open_backend(settings, model_set)
+        try:
+            with _progress_bar() as progress, _remove_if_left_empty(out):
+                explainer = Explainer(backend, LocalStore(out), progress)
+                result = explainer.explain(image, target, args.lambdas, options,
+                                           filename=filename)
+        finally:
+            backend.close()
+    _print_summary(result, LocalStore(out))
+
+
+def _print_summary(result: ExplanationResult, store: LocalStore) -> None:
+    for line in result.summary_lines():
+        print(line)
+    print(f"report: {store.path(result.outputs['report'])}")
+    print(f"manifest: {store.path(result.outputs['manifest'])}")
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Errors caused by the input or the options become one-line user errors."""
+    from styleprobe.data.codecs import ImageDecodeError
+    from styleprobe.explain.direction import DirectionError
+    from styleprobe.explain.lambdas import LambdaSpecError
+
+    try:
+        yield
+    except (ImageDecodeError, LambdaSpecError, DirectionError) as exc:
+        raise UserError(str(exc)) from exc
+
+
+@contextmanager
+def _remove_if_left_empty(folder: Path) -> Iterator[None]:
+    """On failure, remove ``folder`` again if this run created it and left it empty."""
+    existed = folder.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
+@contextmanager
+def _progress_bar() -> Iterator[Callable[[str, float], None]]:
+    """A progress callback that shows the current stage on a terminal (tqdm)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, disable=not sys.stderr.isatty(), leave=False,
+               bar_format="{desc:<10} {bar} {percentage:3.0f}%")
+
+    def update(stage: str, fraction: float) -> None:
+        bar.set_description_str(stage)
+        bar.n = round(100 * fraction)
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
