@@ -20,7 +20,10 @@ class Settings:
 
     model_repository: str = str(DEFAULT_MODEL_REPOSITORY)
     backend: str = "local"  # local | triton
-    triton_url: str = "127.0.0.1:8001"
+    triton_url: str = "127.0.0.1:8001"  # gRPC
+    triton_timeout_s: float = 30.0  # deadline of every Triton call
+    triton_retries: int = 4  # retries (with backoff) when Triton is UNAVAILABLE
+    triton_concurrency: int = 4  # chunks of one batch in flight at once
     store: str = "local"  # local | s3
     store_dir: str = "styleprobe-artifacts"
     runner: str = "inline"  # inline | celery

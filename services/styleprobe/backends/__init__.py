@@ -17,5 +17,13 @@ def open_backend(settings: Settings, model_set_name: str) -> ModelBackend:
 
         return LocalBackend(Path(settings.model_repository), model_set_name,
                             max_batch=settings.max_batch)
+    if settings.backend == "triton":
+        from styleprobe.backends.triton import TritonBackend
+        from styleprobe.modelset import load_model_set
+
+        return TritonBackend(load_model_set(Path(settings.model_repository), model_set_name),
+                             settings.triton_url, timeout_s=settings.triton_timeout_s,
+                             retries=settings.triton_retries,
+                             concurrency=settings.triton_concurrency)
     raise BackendError(f"unknown model backend {settings.backend!r} (STYLEPROBE_BACKEND); "
-                       "this build supports: local")
+                       "this build supports: local, triton")

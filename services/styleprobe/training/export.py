@@ -2,7 +2,8 @@
 
 Each model is traced, checked against the eager module (max abs difference must stay
 below :data:`PARITY_TOLERANCE`) at two batch sizes, and written to
-``<repository>/<set>-<model>/<version>/model.pt``; the manifest
+``<repository>/<set>-<model>/<version>/model.pt``, with Triton's ``config.pbtxt`` files
+(:mod:`styleprobe.serving.triton_config`); the manifest
 ``<repository>/<set>.modelset.json`` is written last.
 """
 
@@ -29,6 +30,7 @@ from styleprobe.modelset import (
     manifest_path,
     sha256_file,
 )
+from styleprobe.serving.triton_config import write_production_configs
 
 PARITY_TOLERANCE = 1e-5
 log = logging.getLogger(__name__)
@@ -136,6 +138,7 @@ def export_model_set(
         nuisance_directions=nuisance_directions or {},
         training=training or {}, metrics=metrics or {},
     )
+    write_production_configs(repository, model_set)
     write_manifest(model_set, repository)
     return ExportResult(model_set, parity)
 

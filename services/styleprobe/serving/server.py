@@ -1,0 +1,213 @@
+"""Run the ``tritonserver`` binary that ships in the ``nvidia-pytriton`` wheel.
+
+The wheel holds Triton 2.51 with the Python backend. Two details make its stub run the
+exported TorchScript (DESIGN.md section 5): the stub links ``libpython3.11``, so this
+interpreter's ``LIBDIR`` comes first on ``LD_LIBRARY_PATH`` (with the wheel's
+``nvidia_pytriton.libs`` after it), and the stub's embedded Python finds its environment
+through the ``python3`` first on ``PATH``, so this interpreter's ``bin`` folder leads
+``PATH``. The stub for this Python version is copied once into a cache folder that serves
+as Triton's backend directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+log = logging.getLogger(__name__)
+EXIT_TIMEOUT_S = 10  # how long tritonserver lets requests in flight finish on shutdown
+
+
+class TritonError(RuntimeError):
+    """tritonserver is not installed, did not start or did not stop."""
+
+
+def distribution() -> Path:
+    """The ``tritonserver`` folder of the installed ``nvidia-pytriton`` wheel."""
+    spec = importlib.util.find_spec("pytriton")  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise TritonError("nvidia-pytriton is not installed (pip install -e '.[serving]')")
+    return Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "styleprobe"
+
+
+def backend_directory() -> Path:
+    """Triton's backend folder: the wheel's Python backend with this Python's stub."""
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    wheel = importlib.metadata.version("nvidia-pytriton")
+    target = _cache_root() / f"triton-backends-{wheel}-py{python}"
+    stub = target / "python" / "triton_python_backend_stub"
+    if stub.is_file():
+        return target
+    dist = distribution()
+    source_stub = dist / "python_backend_stubs" / python / "triton_python_backend_stub"
+    if not source_stub.is_file():
+        raise TritonError(f"nvidia-pytriton {wheel} has no Python-backend stub for Python "
+                          f"{python}")
+    staging = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(dist / "backends", staging, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(source_stub, staging / "python" / "triton_python_backend_stub")
+    try:
+        staging.rename(target)
+    except OSError:  # another process got there first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def server_environment() -> dict[str, str]:
+    """This process's environment, made right for tritonserver and its Python stubs."""
+    env = dict(os.environ)
+    libs = distribution().parent.parent / "nvidia_pytriton.libs"
+    paths = [sysconfig.get_config_var("LIBDIR"), str(libs), env.get("LD_LIBRARY_PATH", "")]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in paths if p)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def free_port() -> int:
+    """A TCP port that nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TritonProcess:
+    """One ``tritonserver`` process serving ``repository``; ports 0 mean free ones.
+
+    Its output goes to ``log_path`` (``None``: this process's stdout and stderr). Use it as
+    a context manager, or :meth:`start` and :meth:`stop` (by process id, SIGTERM first).
+    """
+
+    def __init__(self, repository: Path, http_port: int = 0, grpc_port: int = 0,
+                 metrics_port: int = 0, log_path: Path | None = None) -> None:
+        self.repository = Path(repository)
+        self.http_port = http_port or free_port()
+        self.grpc_port = grpc_port or free_port()
+        self.metrics_port = metrics_port or free_port()
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def command(self) -> list[str]:
+        return [
+            str(distribution() / "bin" / "tritonserver"),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={backend_directory()}",
+            f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}", "--allow-metrics=true",
+            "--disable-auto-complete-config", "--exit-on-error=true",
+            f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+        ]
+
+    def start(self, timeout_s: float = 120.0) -> TritonProcess:
+        """Start the server and return once ``/v2/health/ready`` says so."""
+        if self.is_running():
+            raise TritonError(f"tritonserver (pid {self.pid}) is already running")
+        output = self.log_path.open("ab") if self.log_path else None
+        try:
+            # A session of its own: a Ctrl-C meant for the caller reaches it only by stop().
+            self._process = subprocess.Popen(self.command(), env=server_environment(),
+                                             stdout=output, stderr=subprocess.STDOUT,
+                                             start_new_session=True)
+        finally:
+            if output:
+                output.close()
+        log.info("tritonserver started", extra={"pid": self.pid, "grpc": self.grpc_url})
+        try:
+            self.wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.is_running():
+                code = self._process.returncode if self._process else None
+                raise TritonError(f"tritonserver exited with code {code} before it was "
+                                  f"ready{self._log_tail()}")
+            if self.is_ready():
+                return
+            time.sleep(0.25)
+        raise TritonError(f"tritonserver was not ready within {timeout_s:.0f} s"
+                          f"{self._log_tail()}")
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self, timeout_s: float = EXIT_TIMEOUT_S + 5) -> None:
+        """SIGTERM by process id, then SIGKILL if it has not exited within ``timeout_s``."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._process.pid, signal.SIGTERM)
+            try:
+                self._process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("tritonserver ignored SIGTERM; killing it", extra={"pid": self.pid})
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._process.pid, signal.SIGKILL)
+                self._process.wait()
+        log.info("tritonserver stopped", extra={"pid": self.pid,
+                                                "returncode": self._process.returncode})
+
+    def wait(self) -> int:
+        """Block until the server exits; its exit code."""
+        if self._process is None:
+            raise TritonError("tritonserver was never started")
+        return self._process.wait()
+
+    def _log_tail(self, lines: int = 30) -> str:
+        if not self.log_path or not self.log_path.is_file():
+            return " (see its output above)"
+        tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        return ":\n" + "\n".join(tail)
+
+    def __enter__(self) -> TritonProcess:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
