@@ -55,5 +55,5 @@ def test_mixed_sizes(tmp_path: Path) -> None:
 
 def test_wrong_channel_count(tmp_path: Path) -> None:
     write_png(tmp_path / "grey.png", (20, 20))
-    with pytest.raises(DataError, match=r"grey\.png has 1 channel"):
+    with pytest.raises(DataError, match=r"grey\.png: image has 1 channel"):
         load_folder(tmp_path, size=16, channels=3)

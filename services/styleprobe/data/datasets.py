@@ -17,7 +17,7 @@ from styleprobe.data.histology import HistologyPhantoms
 from styleprobe.data.knee import KneePhantoms
 from styleprobe.data.phantom import PhantomSet, Shortcut
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".npy"}
 PHANTOMS = {"knee": KneePhantoms, "histology": HistologyPhantoms}
 
 
@@ -102,10 +102,10 @@ def load_folder(folder: Path, size: int, channels: int) -> ImageSet:
         except ImageDecodeError as exc:
             raise DataError(f"cannot read {path.name}: {exc}") from exc
         shapes.add(raw.shape[:2])
-        if raw.shape[2] != channels and not (channels == 1 and raw.shape[2] == 3):
-            raise DataError(f"{path.name} has {raw.shape[2]} channel(s); "
-                            f"this model needs {channels}")
-        images.append(to_model_input(raw, size, channels))
+        try:
+            images.append(to_model_input(raw, size, channels))
+        except ImageDecodeError as exc:
+            raise DataError(f"{path.name}: {exc}") from exc
     if len(shapes) > 1:
         raise DataError(f"images in {folder} have mixed sizes {sorted(shapes)}; "
                         "resize them to one size first")

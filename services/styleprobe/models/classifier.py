@@ -15,14 +15,13 @@ class Classifier(nn.Module):
     """image [N, C, R, R] in [-1, 1] -> logits [N, num_classes]."""
 
     def __init__(self, resolution: int, channels: int, num_classes: int = 2,
-                 width: int = 32) -> None:
+                 width: int = 16) -> None:
         super().__init__()
         self.resolution, self.channels, self.num_classes = resolution, channels, num_classes
         layers: list[nn.Module] = []
         ch_in, ch, res = channels, width, resolution
-        while res > 4:
+        while res > 4:  # one conv per resolution, halving until 4x4
             layers += [nn.Conv2d(ch_in, ch, 3, 1, 1), nn.BatchNorm2d(ch), nn.ReLU(),
-                       nn.Conv2d(ch, ch, 3, 1, 1), nn.BatchNorm2d(ch), nn.ReLU(),
                        nn.MaxPool2d(2)]
             ch_in, ch, res = ch, min(ch * 2, 128), res // 2
         self.features = nn.Sequential(*layers)

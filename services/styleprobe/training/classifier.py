@@ -21,7 +21,7 @@ class ClassifierTrainConfig:
     epochs: int = 8
     batch: int = 64
     lr: float = 2e-3
-    width: int = 32
+    width: int = 16
     seed: int = 0
 
 
