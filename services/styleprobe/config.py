@@ -16,7 +16,8 @@ DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
 
 @dataclass(frozen=True)
 class Settings:
-    """Process settings; each field is read from ``STYLEPROBE_<FIELD NAME IN CAPITALS>``."""
+    """Process settings; each field is read from ``STYLEPROBE_<FIELD NAME IN CAPITALS>``,
+    or from the file that ``STYLEPROBE_<NAME>_FILE`` names (for secrets)."""
 
     model_repository: str = str(DEFAULT_MODEL_REPOSITORY)
     backend: str = "local"  # local | triton
@@ -30,17 +31,48 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     max_batch: int = 64  # largest batch a model backend sends in one call
     probe_samples: int = 10_000  # latents sampled to probe a direction
+    # S3 / MinIO artifact store (store = "s3"); keys and secrets may come from files
+    s3_endpoint: str = "127.0.0.1:9000"  # host:port
+    s3_public_endpoint: str = ""  # host:port presigned URLs name, if not s3_endpoint
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_bucket: str = "styleprobe"
+    s3_region: str = "us-east-1"
+    s3_secure: bool = False  # HTTPS
+    presign_expiry_s: int = 3600  # how long a presigned GET URL stays valid
+    # the gRPC orchestrator
+    grpc_listen: str = "127.0.0.1:50051"
+    grpc_max_message_bytes: int = 16 * 1024 * 1024  # largest request or response
+    grpc_grace_s: float = 10.0  # how long a stopping server lets calls in flight finish
+    api_tokens: str = ""  # comma-separated bearer tokens the orchestrator accepts
+    health_interval_s: float = 2.0  # how often Redis, S3 and Triton are checked
+    metrics_port: int = 0  # Prometheus /metrics port of a service process; 0: none
+    job_ttl_s: int = 7 * 24 * 3600  # how long job records stay in Redis
+    # the Celery workers
+    task_soft_time_limit_s: int = 600  # a stage is told to stop after this
+    task_time_limit_s: int = 660  # and is killed after this
+    visibility_timeout_s: int = 900  # an unacknowledged task is redelivered after this
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         values = {}
         for f in fields(cls):
-            raw = env.get(f"STYLEPROBE_{f.name.upper()}")
+            name = f"STYLEPROBE_{f.name.upper()}"
+            raw = env.get(name)
+            if raw is None and env.get(f"{name}_FILE"):
+                raw = _read_secret(env[f"{name}_FILE"], name)
             if raw is None:
                 continue
             values[f.name] = _convert(raw, f.type, f.name)
         return cls(**values)
+
+
+def _read_secret(path: str, name: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from exc
 
 
 def _convert(raw: str, type_name: object, name: str) -> object:

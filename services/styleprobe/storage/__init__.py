@@ -16,5 +16,9 @@ def open_store(settings: Settings, root: Path | str | None = None) -> ArtifactSt
         from styleprobe.storage.local import LocalStore
 
         return LocalStore(root if root is not None else settings.store_dir)
+    if settings.store == "s3":
+        from styleprobe.storage.s3 import S3Store
+
+        return S3Store.from_settings(settings)
     raise StoreError(f"unknown artifact store {settings.store!r} (STYLEPROBE_STORE); "
-                     "this build supports: local")
+                     "this build supports: local, s3")

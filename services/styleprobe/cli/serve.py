@@ -1,0 +1,115 @@
+"""The service on the command line: ``styleprobe serve orchestrator|worker`` runs its
+processes, ``styleprobe client explain`` calls it.
+
+Every setting comes from ``STYLEPROBE_*`` (see :mod:`styleprobe.config`): Redis, the S3
+store, the backend, tokens, limits. The gRPC and Celery libraries are imported only when
+one of these commands runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+from styleprobe.cli.common import UserError
+from styleprobe.config import Settings
+
+DOWNLOADS = ("manifest", "animation", "strip", "report")  # what the client saves
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser("serve", help="run a service process (orchestrator or worker)")
+    which = serve.add_subparsers(dest="process", required=True)
+    orchestrator = which.add_parser("orchestrator", help="the gRPC API server")
+    orchestrator.add_argument("--listen", default=None,
+                              help="host:port (default STYLEPROBE_GRPC_LISTEN)")
+    orchestrator.set_defaults(func=_orchestrator)
+    worker = which.add_parser("worker", help="a Celery worker for the gpu and/or cpu queue")
+    worker.add_argument("--queues", default="gpu,cpu",
+                        help="comma-separated: gpu (model calls), cpu (rendering)")
+    worker.add_argument("--concurrency", type=int, default=1,
+                        help="worker processes (one model backend each)")
+    worker.add_argument("--name", default=None, help="worker node name (default: host name)")
+    worker.set_defaults(func=_worker)
+
+    client = sub.add_parser("client", help="call a running service")
+    calls = client.add_subparsers(dest="call", required=True)
+    explain = calls.add_parser("explain", help="explain an image through the service")
+    explain.add_argument("image", type=Path)
+    explain.add_argument("--server", default="127.0.0.1:50051")
+    explain.add_argument("--token", default=os.environ.get("STYLEPROBE_TOKEN", ""),
+                         help="bearer token (default: STYLEPROBE_TOKEN)")
+    explain.add_argument("--model-set", required=True)
+    explain.add_argument("--target", default="")
+    explain.add_argument("--lambdas", default="")
+    explain.add_argument("--out", type=Path, default=Path("."),
+                         help="folder for the manifest, animation, strip and report")
+    explain.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
+    explain.set_defaults(func=_client_explain)
+
+
+def _orchestrator(args: argparse.Namespace) -> None:
+    from styleprobe.orchestrator.interceptors import parse_tokens
+    from styleprobe.orchestrator.server import serve
+
+    settings = Settings.from_env()
+    if args.listen:
+        settings = replace(settings, grpc_listen=args.listen)
+    if not parse_tokens(settings.api_tokens):
+        raise UserError("no API tokens: set STYLEPROBE_API_TOKENS or STYLEPROBE_API_TOKENS_FILE")
+    serve(settings)
+
+
+def _worker(args: argparse.Namespace) -> None:
+    from styleprobe.worker.app import QUEUES, app
+
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    unknown = sorted(set(queues) - set(QUEUES))
+    if not queues or unknown:
+        raise UserError(f"--queues takes {' and/or '.join(QUEUES)}, got {args.queues!r}")
+    if args.concurrency < 1:
+        raise UserError("--concurrency must be at least 1")
+    argv = ["worker", "--queues", ",".join(queues), "--concurrency", str(args.concurrency),
+            "--pool", "prefork", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+    if args.name:
+        argv += ["--hostname", args.name]
+    app.worker_main(argv)
+
+
+def _client_explain(args: argparse.Namespace) -> None:
+    import grpc
+
+    from styleprobe.api import pb, rpc
+
+    try:
+        data = args.image.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {args.image}: {exc.strerror}") from exc
+    metadata = (("authorization", f"Bearer {args.token}"),)
+    with grpc.insecure_channel(args.server) as channel:
+        stub = rpc.StyleProbeStub(channel)
+        try:
+            job = stub.Explain(pb.ExplainRequest(image_bytes=data, filename=args.image.name,
+                                                 model_set=args.model_set, target=args.target,
+                                                 lambdas=args.lambdas),
+                               metadata=metadata, timeout=60)
+            print(f"job {job.job_id} queued")
+            for event in stub.WatchJob(pb.WatchJobRequest(job_id=job.job_id),
+                                       metadata=metadata, timeout=args.timeout):
+                print(f"{event.job.progress:5.0%} {event.message}", file=sys.stderr)
+                job = event.job
+        except grpc.RpcError as exc:
+            raise UserError(f"{exc.code().name}: {exc.details()}") from exc
+    if job.state != pb.JOB_STATE_SUCCEEDED:
+        raise UserError(f"job {job.job_id} {pb.JobState.Name(job.state)}: {job.error}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for artifact in job.explanation.artifacts:
+        if artifact.name in DOWNLOADS and artifact.url:
+            target = args.out / Path(artifact.key).name
+            with urllib.request.urlopen(artifact.url, timeout=60) as response:
+                target.write_bytes(response.read())
+            print(f"saved {target}")

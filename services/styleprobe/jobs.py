@@ -1,0 +1,221 @@
+"""Job records in Redis: state, progress, timestamps, error, result keys and events.
+
+A job is the hash ``styleprobe:job:<id>`` and its event stream
+``styleprobe:job:<id>:events`` (a Redis stream, so a watcher that connects late, or a
+restarted orchestrator, reads what it missed). Both expire ``ttl_s`` after the last
+change. Every change of state goes through one Lua script that checks the current state
+and writes the fields and the event together, so a job ends exactly once: a job that was
+cancelled does not later succeed, and a task run twice does not end it twice.
+
+States: ``queued -> running -> succeeded | failed | cancelled`` (``queued`` may go
+straight to ``failed`` or ``cancelled``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
+    "queued", "running", "succeeded", "failed", "cancelled")
+ACTIVE = (QUEUED, RUNNING)
+ENDED = (SUCCEEDED, FAILED, CANCELLED)
+PREFIX = "styleprobe:job:"
+EVENTS_MAXLEN = 1000  # events kept per job (approximately)
+
+# KEYS: job hash, event stream. ARGV: allowed states (JSON list), fields to set (JSON
+# object), fields to set only if absent (JSON object), event (JSON object), ttl seconds.
+# Returns 1 if applied, 0 if the state did not allow it, -1 if there is no such job.
+_TRANSITION = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return -1 end
+local allowed = cjson.decode(ARGV[1])
+local ok = false
+for _, s in ipairs(allowed) do if s == state then ok = true end end
+if not ok then return 0 end
+for k, v in pairs(cjson.decode(ARGV[2])) do redis.call('HSET', KEYS[1], k, v) end
+for k, v in pairs(cjson.decode(ARGV[3])) do redis.call('HSETNX', KEYS[1], k, v) end
+local event = cjson.decode(ARGV[4])
+local flat = {}
+for k, v in pairs(event) do table.insert(flat, k); table.insert(flat, v) end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', unpack(flat))
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+return 1
+"""
+
+
+class JobNotFoundError(KeyError):
+    """No job with that id (never created, or expired)."""
+
+
+@dataclass
+class JobRecord:
+    """One job as stored; times are Unix seconds (0: not yet)."""
+
+    job_id: str
+    kind: str
+    state: str
+    request: dict[str, Any]
+    stage: str = ""
+    progress: float = 0.0
+    created_at: float = 0.0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    error: str = ""
+    worker: str = ""  # the worker that ran the latest stage
+    keys: dict[str, Any] = field(default_factory=dict)  # result keys by stage
+    counts: dict[str, int] = field(default_factory=dict)  # total, done, failed
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> JobRecord:
+        return cls(
+            job_id=raw["job_id"], kind=raw["kind"], state=raw["state"],
+            request=json.loads(raw["request"]), stage=raw.get("stage", ""),
+            progress=float(raw.get("progress", 0)),
+            created_at=float(raw.get("created_at", 0)),
+            started_at=float(raw.get("started_at", 0)),
+            finished_at=float(raw.get("finished_at", 0)), error=raw.get("error", ""),
+            worker=raw.get("worker", ""),
+            keys={k[len("key."):]: json.loads(v) for k, v in raw.items() if k.startswith("key.")},
+            counts={k[len("count."):]: int(v) for k, v in raw.items() if k.startswith("count.")},
+            stage_seconds={k[len("seconds."):]: float(v) for k, v in raw.items()
+                           if k.startswith("seconds.")},
+        )
+
+
+@dataclass
+class JobEvent:
+    """One entry of a job's event stream."""
+
+    event_id: str
+    state: str
+    stage: str
+    progress: float
+    message: str
+    time: float
+
+
+def new_job_id() -> str:
+    """A fresh job id: 32 hexadecimal digits."""
+    return uuid.uuid4().hex
+
+
+class JobStore:
+    """Job records over one Redis connection pool (thread-safe, usable across threads)."""
+
+    def __init__(self, url: str, ttl_s: int = 7 * 24 * 3600) -> None:
+        self.redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10,
+                                          socket_connect_timeout=5, health_check_interval=30)
+        self.ttl_s = ttl_s
+        self._transition = self.redis.register_script(_TRANSITION)
+
+    def ping(self) -> None:
+        """Raise ``redis.RedisError`` unless Redis answers."""
+        self.redis.ping()
+
+    def create(self, job_id: str, kind: str, request: dict[str, Any], total: int = 1) -> JobRecord:
+        """Store a new ``queued`` job (ids are random: see :func:`new_job_id`)."""
+        now = time.time()
+        record = {"job_id": job_id, "kind": kind, "state": QUEUED,
+                  "request": json.dumps(request), "created_at": repr(now), "progress": "0",
+                  "count.total": str(total), "count.done": "0", "count.failed": "0"}
+        key = PREFIX + job_id
+        with self.redis.pipeline() as pipe:
+            pipe.hset(key, mapping=record)
+            pipe.expire(key, self.ttl_s)
+            pipe.xadd(key + ":events", _event_fields(QUEUED, "", 0.0, "job queued", now),
+                      maxlen=EVENTS_MAXLEN, approximate=True)
+            pipe.expire(key + ":events", self.ttl_s)
+            pipe.execute()
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> JobRecord:
+        raw = self.redis.hgetall(PREFIX + job_id)
+        if not raw:
+            raise JobNotFoundError(job_id)
+        return JobRecord.from_hash(raw)
+
+    def delete(self, job_id: str) -> None:
+        """Remove a job and its events (used when a job could not be queued at all)."""
+        self.redis.delete(PREFIX + job_id, PREFIX + job_id + ":events")
+
+    def transition(self, job_id: str, allowed: Iterable[str], state: str | None = None,
+                   message: str = "", stage: str | None = None, progress: float | None = None,
+                   error: str | None = None, keys: dict[str, Any] | None = None,
+                   stage_seconds: dict[str, float] | None = None,
+                   counts: dict[str, int] | None = None, worker: str | None = None) -> bool:
+        """Apply a change if the job is in one of ``allowed`` states; whether it was applied.
+
+        ``state`` None keeps the state (a progress update). Raises :class:`JobNotFoundError`.
+        """
+        now = time.time()
+        updates: dict[str, str] = {"updated_at": repr(now)}
+        once: dict[str, str] = {}
+        if state is not None:
+            updates["state"] = state
+            if state == RUNNING:
+                once["started_at"] = repr(now)
+            if state in ENDED:
+                updates["finished_at"] = repr(now)
+        if stage is not None:
+            updates["stage"] = stage
+        if progress is not None:
+            updates["progress"] = repr(float(progress))
+        if error is not None:
+            updates["error"] = error
+        if worker is not None:
+            updates["worker"] = worker
+        for name, value in (keys or {}).items():
+            updates[f"key.{name}"] = json.dumps(value)
+        for name, seconds in (stage_seconds or {}).items():
+            updates[f"seconds.{name}"] = repr(float(seconds))
+        for name, count in (counts or {}).items():
+            updates[f"count.{name}"] = str(int(count))
+        key = PREFIX + job_id
+        snapshot = self.get(job_id)
+        event = _event_fields(state or snapshot.state,
+                              stage if stage is not None else snapshot.stage,
+                              progress if progress is not None else snapshot.progress,
+                              message, now)
+        applied = self._transition(keys=[key, key + ":events"], args=[
+            json.dumps(list(allowed)), json.dumps(updates), json.dumps(once),
+            json.dumps(event), self.ttl_s, EVENTS_MAXLEN])
+        if applied == -1:
+            raise JobNotFoundError(job_id)
+        return applied == 1
+
+    def last_event_id(self, job_id: str) -> str:
+        """Id of the newest event ("0-0" if none)."""
+        newest = self.redis.xrevrange(PREFIX + job_id + ":events", count=1)
+        return newest[0][0] if newest else "0-0"
+
+    def events(self, job_id: str, after: str, block_ms: int | None = None) -> list[JobEvent]:
+        """Events newer than ``after``; with ``block_ms``, waiting that long for one."""
+        answer = self.redis.xread({PREFIX + job_id + ":events": after}, block=block_ms)
+        if not answer:
+            return []
+        return [JobEvent(event_id=entry_id, state=f["state"], stage=f["stage"],
+                         progress=float(f["progress"]), message=f["message"],
+                         time=float(f["time"]))
+                for entry_id, f in answer[0][1]]
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+def _event_fields(state: str, stage: str, progress: float, message: str,
+                  now: float) -> dict[str, str]:
+    return {"state": state, "stage": stage, "progress": repr(float(progress)),
+            "message": message, "time": repr(now)}

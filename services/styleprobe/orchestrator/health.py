@@ -1,0 +1,83 @@
+"""The background health checker behind the standard ``grpc.health.v1`` service.
+
+Every ``interval_s`` it checks what the service needs (Redis, the object store, Triton when
+the backend is Triton) and reports SERVING for the server (``""``) and for the StyleProbe
+service only while every check passes; NOT_SERVING otherwise (and until the first round
+has run). A change is logged with the failing checks and their causes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from grpc_health.v1 import health, health_pb2
+
+from styleprobe.api import SERVICE_NAME
+from styleprobe.config import Settings
+from styleprobe.jobs import JobStore
+from styleprobe.storage import ArtifactStore
+from styleprobe.storage.s3 import S3Store
+
+log = logging.getLogger(__name__)
+CHECK_TIMEOUT_S = 5.0
+Check = Callable[[], None]
+
+
+def service_checks(settings: Settings, jobs: JobStore, store: ArtifactStore) -> dict[str, Check]:
+    """The checks for this configuration, by name; each raises when its server is down."""
+    checks: dict[str, Check] = {"redis": jobs.ping}
+    if isinstance(store, S3Store):
+        checks["s3"] = store.ensure_bucket
+    if settings.backend == "triton":
+        import tritonclient.grpc as triton
+
+        client = triton.InferenceServerClient(settings.triton_url)
+
+        def triton_ready() -> None:
+            if not client.is_server_ready(client_timeout=CHECK_TIMEOUT_S):
+                raise RuntimeError(f"Triton at {settings.triton_url} is not ready")
+
+        checks["triton"] = triton_ready
+    return checks
+
+
+class HealthChecker:
+    """Runs the checks in threads and sets the health servicer's status from them."""
+
+    def __init__(self, servicer: health.aio.HealthServicer, checks: dict[str, Check],
+                 interval_s: float) -> None:
+        self.servicer, self.checks, self.interval_s = servicer, checks, interval_s
+        self.failing: dict[str, str] | None = None  # check name -> cause; None: not yet run
+
+    async def check_once(self) -> dict[str, str]:
+        """Run every check once, set the status, and return the failing ones."""
+        results = await asyncio.gather(*(self._run(name, check)
+                                         for name, check in self.checks.items()))
+        failing = {name: cause for name, cause in results if cause}
+        status = (health_pb2.HealthCheckResponse.NOT_SERVING if failing
+                  else health_pb2.HealthCheckResponse.SERVING)
+        for service in ("", SERVICE_NAME):
+            await self.servicer.set(service, status)
+        if failing != self.failing:
+            if failing:
+                log.warning("not serving", extra={"failing": failing})
+            else:
+                log.info("serving", extra={"checks": sorted(self.checks)})
+        self.failing = failing
+        return failing
+
+    async def run(self) -> None:
+        """Check forever, every ``interval_s``."""
+        while True:
+            await self.check_once()
+            await asyncio.sleep(self.interval_s)
+
+    @staticmethod
+    async def _run(name: str, check: Check) -> tuple[str, str]:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(check), CHECK_TIMEOUT_S)
+        except Exception as exc:  # any failure of a check means: not serving
+            return name, f"{type(exc).__name__}: {exc}"
+        return name, ""

@@ -1,0 +1,171 @@
+"""Server interceptors: request ids, metrics and access logs; bearer-token authentication.
+
+:class:`RequestInterceptor` (outermost) gives every call a request id (the client's
+``x-request-id`` or a new one), answers it in the initial metadata, and counts and times
+the call by method and status code (Prometheus) with one log line per call.
+:class:`AuthInterceptor` refuses a call without ``authorization: Bearer <token>`` naming a
+configured token with UNAUTHENTICATED; health checks and reflection are open, so probes
+and ``grpcurl`` work without a token.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from prometheus_client import Counter, Histogram
+
+log = logging.getLogger("styleprobe.orchestrator.access")
+REQUEST_ID = "x-request-id"
+OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
+                 "/grpc.reflection.v1.ServerReflection/")
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+RPCS = Counter("styleprobe_grpc_requests_total", "gRPC calls handled, by method and code",
+               ["method", "code"])
+RPC_SECONDS = Histogram("styleprobe_grpc_request_duration_seconds",
+                        "Time to handle a gRPC call (a stream: until it ends), by method",
+                        ["method"])
+
+Behaviour = Callable[[Any, grpc.aio.ServicerContext], Any]
+
+
+def _metadata(context: grpc.aio.ServicerContext, name: str) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == name:
+            return value if isinstance(value, str) else value.decode()
+    return ""
+
+
+def _rewrap(handler: grpc.RpcMethodHandler,
+            unary: Callable[[Behaviour], Behaviour],
+            stream: Callable[[Behaviour], Behaviour]) -> grpc.RpcMethodHandler:
+    """``handler`` with its behaviour wrapped (unary-request methods only: the API's kind)."""
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            unary(handler.unary_unary), request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            stream(handler.unary_stream), request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+    return handler  # streaming requests (reflection) pass through unwrapped
+
+
+class RequestInterceptor(grpc.aio.ServerInterceptor):
+    """Request ids, call counts and latencies by method and code, and an access log."""
+
+    async def intercept_service(
+            self, continuation: Callable[[grpc.HandlerCallDetails],
+                                         Awaitable[grpc.RpcMethodHandler]],
+            details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method = details.method
+
+        def unary(behaviour: Behaviour) -> Behaviour:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                started = await self._begin(context)
+                try:
+                    return await behaviour(request, context)
+                finally:
+                    self._end(method, context, started)
+            return wrapped
+
+        def stream(behaviour: Behaviour) -> Behaviour:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext
+                              ) -> AsyncIterator[Any]:
+                started = await self._begin(context)
+                try:
+                    async for response in behaviour(request, context):
+                        yield response
+                finally:
+                    self._end(method, context, started)
+            return wrapped
+
+        return _rewrap(handler, unary, stream)
+
+    @staticmethod
+    async def _begin(context: grpc.aio.ServicerContext) -> float:
+        rid = _metadata(context, REQUEST_ID) or uuid.uuid4().hex
+        request_id.set(rid)
+        await context.send_initial_metadata(((REQUEST_ID, rid),))
+        return time.perf_counter()
+
+    @staticmethod
+    def _end(method: str, context: grpc.aio.ServicerContext, started: float) -> None:
+        seconds = time.perf_counter() - started
+        code = context.code() or grpc.StatusCode.OK
+        if context.cancelled() and code == grpc.StatusCode.OK:
+            code = grpc.StatusCode.CANCELLED
+        name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+        RPCS.labels(method, name).inc()
+        RPC_SECONDS.labels(method).observe(seconds)
+        log.info("rpc", extra={"request_id": request_id.get(), "method": method, "code": name,
+                               "seconds": round(seconds, 4)})
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Bearer-token authentication against a fixed set of tokens."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        if not tokens:
+            raise ValueError("no API tokens configured (STYLEPROBE_API_TOKENS or "
+                             "STYLEPROBE_API_TOKENS_FILE)")
+        self._tokens = [t.encode() for t in tokens]
+
+    def allows(self, authorization: str) -> bool:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return False
+        given = token.strip().encode()
+        # Compare with every token, in constant time, so timing tells nothing.
+        return any([hmac.compare_digest(given, t) for t in self._tokens])
+
+    async def intercept_service(
+            self, continuation: Callable[[grpc.HandlerCallDetails],
+                                         Awaitable[grpc.RpcMethodHandler]],
+            details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(OPEN_SERVICES):
+            return handler
+
+        def guard(context: grpc.aio.ServicerContext) -> Awaitable[None] | None:
+            authorization = _metadata(context, "authorization")
+            if self.allows(authorization):
+                return None
+            reason = ("missing token: send the metadata 'authorization: Bearer <token>'"
+                      if not authorization else "the token is not valid for this server")
+            return context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+
+        def unary(behaviour: Behaviour) -> Behaviour:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                refusal = guard(context)
+                if refusal is not None:
+                    await refusal
+                return await behaviour(request, context)
+            return wrapped
+
+        def stream(behaviour: Behaviour) -> Behaviour:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext
+                              ) -> AsyncIterator[Any]:
+                refusal = guard(context)
+                if refusal is not None:
+                    await refusal
+                async for response in behaviour(request, context):
+                    yield response
+            return wrapped
+
+        return _rewrap(handler, unary, stream)
+
+
+def parse_tokens(raw: str) -> list[str]:
+    """Tokens from a comma- or newline-separated list (a secrets file holds one a line)."""
+    return [t.strip() for t in raw.replace("\n", ",").split(",") if t.strip()]

@@ -1,0 +1,104 @@
+"""API messages from job records, manifests, model sets and directions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from styleprobe.api import pb
+from styleprobe.explain.direction import Direction
+from styleprobe.explain.result import ExplanationResult
+from styleprobe.jobs import JobEvent, JobRecord
+from styleprobe.modelset import ModelSet
+
+STATES = {"queued": pb.JOB_STATE_QUEUED, "running": pb.JOB_STATE_RUNNING,
+          "succeeded": pb.JOB_STATE_SUCCEEDED, "failed": pb.JOB_STATE_FAILED,
+          "cancelled": pb.JOB_STATE_CANCELLED}
+
+
+def timestamp(seconds: float) -> Timestamp | None:
+    """A Timestamp of Unix ``seconds``; None for 0 (not yet)."""
+    if not seconds:
+        return None
+    stamp = Timestamp()
+    stamp.FromNanoseconds(round(seconds * 1e9))
+    return stamp
+
+
+def job_message(record: JobRecord, explanation: pb.Explanation | None = None) -> pb.Job:
+    counts = record.counts
+    total, done, failed = counts.get("total", 1), counts.get("done", 0), counts.get("failed", 0)
+    return pb.Job(
+        job_id=record.job_id, kind=record.kind, state=STATES[record.state], stage=record.stage,
+        progress=record.progress, created_at=timestamp(record.created_at),
+        started_at=timestamp(record.started_at), finished_at=timestamp(record.finished_at),
+        error=record.error, model_set=record.request.get("model_set", ""),
+        target=record.request.get("target", ""), lambdas=record.request.get("lambdas", ""),
+        counts=pb.JobCounts(total=total, done=done, failed=failed,
+                            pending=max(0, total - done - failed)),
+        stage_seconds=record.stage_seconds, explanation=explanation)
+
+
+def event_message(record: JobRecord, event: JobEvent) -> pb.JobEvent:
+    return pb.JobEvent(job=job_message(record), message=event.message,
+                       time=timestamp(event.time))
+
+
+def explanation_message(result: ExplanationResult, url: Callable[[str], str]) -> pb.Explanation:
+    """The manifest's numbers, and a URL (from ``url``) for every output."""
+    flip, quality, direction = result.flip, result.quality, result.direction
+    manifest_key = result.outputs.get("manifest", "")
+    return pb.Explanation(
+        manifest_key=manifest_key, manifest_url=url(manifest_key) if manifest_key else "",
+        class_names=result.class_names, threshold=result.threshold,
+        prediction_input=result.prediction_input,
+        prediction_reconstruction=result.prediction_reconstruction,
+        lambdas=result.lambdas, probabilities=result.probabilities,
+        flip=pb.Flip(found=flip.found, side=flip.side, limit=flip.limit,
+                     at_lambda=flip.at_lambda or 0.0, probability=flip.probability or 0.0),
+        quality=pb.ReconstructionQuality(
+            pixel_mse=quality.pixel_mse, max_pixel_mse=quality.max_pixel_mse,
+            prediction_agrees=quality.prediction_agrees, unreliable=quality.unreliable,
+            reasons=quality.reasons),
+        direction=pb.DirectionSummary(key=direction.key, auc=direction.auc,
+                                      accuracy=direction.accuracy, samples=direction.samples),
+        models=result.models, input_sha256=result.input.sha256,
+        artifacts=[pb.Artifact(name=name, key=key, url=url(key))
+                   for name, key in sorted(result.outputs.items())])
+
+
+def model_set_message(model_set: ModelSet) -> pb.ModelSetInfo:
+    prep = model_set.preprocessing
+    return pb.ModelSetInfo(
+        name=model_set.name, description=model_set.description, resolution=prep.resolution,
+        channels=prep.channels, class_names=model_set.classifier.class_names,
+        default_target=model_set.default_target,
+        nuisance_directions=sorted(model_set.nuisance_directions),
+        models={kind: entry.version_id for kind, entry in model_set.models.items()},
+        metrics=numbers(model_set.metrics))
+
+
+def numbers(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The finite numbers of a nested record, by dotted path (``classifier.auc``)."""
+    flat: dict[str, float] = {}
+    for name, value in tree.items():
+        path = f"{prefix}{name}"
+        if isinstance(value, dict):
+            flat.update(numbers(value, f"{path}."))
+        elif (isinstance(value, int | float) and not isinstance(value, bool)
+              and math.isfinite(value)):
+            flat[path] = float(value)
+    return flat
+
+
+def direction_message(direction: Direction) -> pb.Direction:
+    return pb.Direction(
+        key=direction.key, target=direction.target, auc=direction.auc,
+        accuracy=direction.accuracy, auc_unconstrained=direction.auc_unconstrained,
+        samples=direction.samples, positive_share=direction.positive_share,
+        latent_std=direction.latent_std,
+        orthogonalized_against=direction.orthogonalized_against,
+        generator=direction.generator, classifier=direction.classifier)

@@ -1,0 +1,91 @@
+"""The orchestrator process: the StyleProbe service, health, reflection; a graceful stop.
+
+Limits: requests and responses up to ``grpc_max_message_bytes`` (16 MiB by default: a
+large DICOM fits; a larger message is refused with RESOURCE_EXHAUSTED before any handler
+runs). On SIGTERM or SIGINT the health status turns NOT_SERVING, new calls are refused,
+and calls in flight get ``grpc_grace_s`` seconds to finish before they are cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from styleprobe.api import SERVICE_NAME, rpc
+from styleprobe.config import Settings
+from styleprobe.jobs import JobStore
+from styleprobe.orchestrator.health import HealthChecker, service_checks
+from styleprobe.orchestrator.interceptors import AuthInterceptor, RequestInterceptor, parse_tokens
+from styleprobe.orchestrator.service import StyleProbeService
+from styleprobe.storage import open_store
+
+log = logging.getLogger(__name__)
+
+
+class Orchestrator:
+    """The gRPC server and its health checker, built from ``settings``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        auth = AuthInterceptor(parse_tokens(settings.api_tokens))
+        self.store = open_store(settings)
+        self.jobs = JobStore(settings.redis_url, settings.job_ttl_s)
+        size = settings.grpc_max_message_bytes
+        self.server = grpc.aio.server(
+            interceptors=[RequestInterceptor(), auth],
+            options=[("grpc.max_receive_message_length", size),
+                     ("grpc.max_send_message_length", size)])
+        rpc.add_StyleProbeServicer_to_server(
+            StyleProbeService(settings, self.store, self.jobs), self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME], self.server)
+        self.port = self.server.add_insecure_port(settings.grpc_listen)
+        if not self.port:
+            raise OSError(f"cannot listen on {settings.grpc_listen}")
+        self.checker = HealthChecker(self.health,
+                                     service_checks(settings, self.jobs, self.store),
+                                     settings.health_interval_s)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then stop gracefully."""
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+        checking = asyncio.create_task(self.checker.run())
+        log.info("orchestrator listening", extra={"address": self.settings.grpc_listen,
+                                                  "port": self.port})
+        await stop.wait()
+        log.info("orchestrator stopping", extra={"grace_s": self.settings.grpc_grace_s})
+        await self.health.enter_graceful_shutdown()
+        checking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await checking
+        await self.server.stop(self.settings.grpc_grace_s)
+        self.jobs.close()
+        log.info("orchestrator stopped")
+
+
+def serve(settings: Settings) -> None:
+    """Run the orchestrator until SIGTERM or SIGINT."""
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+
+    async def main() -> None:
+        orchestrator = Orchestrator(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await orchestrator.run(stop)
+
+    asyncio.run(main())

@@ -1,0 +1,210 @@
+"""The StyleProbe service: the RPCs of protos/styleprobe/v1 over Redis, the store and Celery.
+
+Blocking work (Redis, S3, image decoding, Celery publishing) runs in threads so the event
+loop keeps serving. Explain checks the whole request first (:mod:`.requests`); only then
+does it store the preprocessed input, write the job record and queue the chain, undoing
+what it did if a later step fails, so a refused request leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import redis
+
+from styleprobe.api import pb, rpc
+from styleprobe.config import Settings
+from styleprobe.explain import engine
+from styleprobe.explain.direction import Direction, direction_key
+from styleprobe.explain.result import ExplanationResult
+from styleprobe.jobs import ACTIVE, CANCELLED, JobNotFoundError, JobStore, new_job_id
+from styleprobe.modelset import ModelSetError, list_model_sets, load_model_set
+from styleprobe.orchestrator import messages
+from styleprobe.orchestrator.interceptors import request_id
+from styleprobe.orchestrator.requests import (
+    RequestError,
+    check_explain,
+    invalid,
+    model_set_named,
+    nuisance_names,
+    probe_settings,
+    target_of,
+)
+from styleprobe.storage import ArtifactStore, ObjectNotFound, StoreError
+from styleprobe.storage.local import validate_key
+from styleprobe.storage.s3 import S3Store
+from styleprobe.worker.app import explain_chain
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+WATCH_POLL_S = 0.25  # how often a watch looks for new events
+MIN_DEADLINE_S = 0.5  # a call with less time left than this is not started
+UNAVAILABLE_ERRORS = (redis.RedisError, StoreError)
+
+
+class StyleProbeService(rpc.StyleProbeServicer):
+    """The servicer; ``store`` holds artifacts, ``jobs`` the job records."""
+
+    def __init__(self, settings: Settings, store: ArtifactStore, jobs: JobStore) -> None:
+        self.settings, self.store, self.jobs = settings, store, jobs
+        self.repository = Path(settings.model_repository)
+
+    # --- RPCs -------------------------------------------------------------------------------
+
+    async def Explain(self, request: pb.ExplainRequest,  # noqa: N802 (gRPC's name)
+                      context: grpc.aio.ServicerContext) -> pb.Job:
+        return await self._serve(context, self._explain, request, context)
+
+    async def GetJob(self, request: pb.GetJobRequest,  # noqa: N802
+                     context: grpc.aio.ServicerContext) -> pb.Job:
+        return await self._serve(context, self._get_job, request.job_id)
+
+    async def CancelJob(self, request: pb.CancelJobRequest,  # noqa: N802
+                        context: grpc.aio.ServicerContext) -> pb.Job:
+        return await self._serve(context, self._cancel_job, request.job_id)
+
+    async def ListModelSets(self, request: pb.ListModelSetsRequest,  # noqa: N802
+                            context: grpc.aio.ServicerContext) -> pb.ListModelSetsResponse:
+        return await self._serve(context, self._list_model_sets)
+
+    async def GetDirection(self, request: pb.GetDirectionRequest,  # noqa: N802
+                           context: grpc.aio.ServicerContext) -> pb.Direction:
+        return await self._serve(context, self._get_direction, request)
+
+    async def WatchJob(self, request: pb.WatchJobRequest,  # noqa: N802
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.JobEvent]:
+        job_id = request.job_id
+        after, record = await self._serve(context, self._watch_start, job_id)
+        yield pb.JobEvent(job=await self._serve(context, self._job, record),
+                          message=f"job {record.state}")
+        while not record.ended:
+            events = await self._serve(context, self.jobs.events, job_id, after)
+            if not events:
+                await asyncio.sleep(WATCH_POLL_S)
+                continue
+            after = events[-1].event_id
+            record = await self._serve(context, self._record, job_id)
+            for event in events[:-1]:
+                yield messages.event_message(record, event)
+            last = events[-1]  # the current job, with its explanation once it has succeeded
+            yield pb.JobEvent(job=await self._serve(context, self._job, record),
+                              message=last.message, time=messages.timestamp(last.time))
+
+    # --- the work, in threads -----------------------------------------------------------------
+
+    def _explain(self, request: pb.ExplainRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        checked = check_explain(request, self.repository, self.store,
+                                self.settings.probe_samples)
+        remaining = context.time_remaining()
+        if remaining is not None and remaining < MIN_DEADLINE_S:
+            raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                               "the call's deadline passed before the job could be queued; "
+                               "nothing was stored")
+        job_id = new_job_id()
+        input_key = engine.store_input(self.store, job_id, checked.image)
+        try:
+            record = self.jobs.create(job_id, "explain", checked.job_request(input_key))
+            try:
+                explain_chain(job_id).apply_async()
+            except BaseException:
+                self.jobs.delete(job_id)
+                raise
+        except BaseException:
+            engine.delete_job(self.store, job_id)
+            raise
+        log.info("job queued", extra={"job_id": job_id, "request_id": request_id.get(),
+                                      "model_set": checked.model_set, "target": checked.target})
+        return messages.job_message(record)
+
+    def _record(self, job_id: str) -> Any:
+        if not job_id:
+            raise invalid("job_id is required")
+        try:
+            return self.jobs.get(job_id)
+        except JobNotFoundError:
+            raise RequestError(grpc.StatusCode.NOT_FOUND,
+                               f"no job {job_id!r} (unknown, or expired after "
+                               f"{self.settings.job_ttl_s // 3600} h)") from None
+
+    def _job(self, record: Any) -> pb.Job:
+        """The job message, with the explanation once the job has succeeded."""
+        manifest = record.keys.get("manifest")
+        if record.state != "succeeded" or not manifest:
+            return messages.job_message(record)
+        result = ExplanationResult.from_json(self.store.get(manifest))
+        return messages.job_message(record, messages.explanation_message(result, self._url))
+
+    def _get_job(self, job_id: str) -> pb.Job:
+        return self._job(self._record(job_id))
+
+    def _watch_start(self, job_id: str) -> tuple[str, Any]:
+        self._record(job_id)  # NOT_FOUND before anything else
+        after = self.jobs.last_event_id(job_id)
+        return after, self._record(job_id)
+
+    def _cancel_job(self, job_id: str) -> pb.Job:
+        record = self._record(job_id)
+        if not self.jobs.transition(job_id, ACTIVE, state=CANCELLED,
+                                    message="job cancelled on request"):
+            ended = self._record(job_id)
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"job {job_id} has already {ended.state} and cannot be "
+                               "cancelled")
+        log.info("job cancelled", extra={"job_id": job_id, "was": record.state})
+        return messages.job_message(self._record(job_id))
+
+    def _list_model_sets(self) -> pb.ListModelSetsResponse:
+        sets = []
+        for name in list_model_sets(self.repository):
+            try:
+                sets.append(messages.model_set_message(load_model_set(self.repository, name)))
+            except ModelSetError as exc:
+                log.warning("model set skipped", extra={"model_set": name, "error": str(exc)})
+        return pb.ListModelSetsResponse(model_sets=sets)
+
+    def _get_direction(self, request: pb.GetDirectionRequest) -> pb.Direction:
+        if request.key:
+            key = request.key
+            try:
+                validate_key(key)
+            except StoreError as exc:
+                raise invalid(str(exc)) from exc
+            if not key.startswith("directions/"):
+                raise invalid(f"{key!r} is not a direction key (directions/<sha256>.json)")
+        else:
+            model_set = model_set_named(self.repository, request.model_set)
+            key = direction_key(model_set, target_of(model_set, request.target),
+                                probe_settings(request.probe, self.settings.probe_samples),
+                                nuisance_names(model_set, list(request.orthogonalize)))
+        try:
+            raw = json.loads(self.store.get(key))
+        except ObjectNotFound:
+            raise RequestError(grpc.StatusCode.NOT_FOUND,
+                               f"direction {key} has not been probed yet (an Explain with "
+                               "these settings probes it)") from None
+        return messages.direction_message(Direction(**raw))
+
+    def _url(self, key: str) -> str:
+        return self.store.presigned_url(key) if isinstance(self.store, S3Store) else ""
+
+    # --- errors -------------------------------------------------------------------------------
+
+    async def _serve(self, context: grpc.aio.ServicerContext, work: Callable[..., T],
+                     *args: Any) -> T:
+        """``work(*args)`` in a thread; its RequestError, or an outage, as a gRPC status."""
+        try:
+            return await asyncio.to_thread(work, *args)
+        except RequestError as exc:
+            await context.abort(exc.code, str(exc))
+        except UNAVAILABLE_ERRORS as exc:
+            log.error("backing service unavailable", extra={"error": str(exc)})
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"a backing service is unavailable, retry later: {exc}")
+        raise AssertionError("abort returns only by raising")  # pragma: no cover
+

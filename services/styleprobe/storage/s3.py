@@ -1,0 +1,152 @@
+"""The artifact store over S3 (MinIO in production, SeaweedFS in the tests): the ``minio`` SDK.
+
+One bucket holds everything that must last; it is created when the store opens if it is
+missing. Key scheme:
+
+- ``inputs/<name>`` — images a client uploads for jobs that name them by key;
+- ``jobs/<job id>/...`` — one job's artifacts (records, arrays, frames, animation, strip,
+  report); its ``manifest.json`` is written last;
+- ``directions/<sha256>.json`` — probed directions, shared by every job with the same
+  models, target and probe parameters.
+
+Every object carries its content type. An S3 PUT is atomic (a reader sees the whole object
+or none), and a job's manifest is its last object, so a manifest that exists means a
+complete job. :meth:`S3Store.presigned_url` signs a GET URL valid for the configured
+expiry; with ``public_endpoint`` set, URLs name the host clients reach rather than the one
+this process uses.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from datetime import timedelta
+
+import urllib3
+from minio import Minio
+from minio.error import MinioException, S3Error
+
+from styleprobe.config import Settings
+from styleprobe.storage.base import ObjectNotFound, StoreError
+from styleprobe.storage.local import DEFAULT_CONTENT_TYPE, validate_key
+
+log = logging.getLogger(__name__)
+MISSING_CODES = ("NoSuchKey", "NoSuchObject", "NotFound")
+TIMEOUT_S = 10.0  # connect and read timeout of every request
+RETRIES = 3  # urllib3 retries of a failed connection
+
+
+class S3Store:
+    """An :class:`~styleprobe.storage.base.ArtifactStore` in one S3 bucket."""
+
+    def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str,
+                 secure: bool = False, region: str = "us-east-1",
+                 presign_expiry_s: int = 3600, public_endpoint: str = "") -> None:
+        if not access_key or not secret_key:
+            raise StoreError("the S3 store needs an access key and a secret key "
+                             "(STYLEPROBE_S3_ACCESS_KEY, STYLEPROBE_S3_SECRET_KEY or their "
+                             "_FILE variants)")
+        if not 1 <= presign_expiry_s <= 7 * 24 * 3600:
+            raise StoreError(f"presign expiry must lie in 1 s .. 7 days, got {presign_expiry_s}")
+        self.bucket = bucket
+        self.endpoint = endpoint
+        self.presign_expiry = timedelta(seconds=presign_expiry_s)
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=TIMEOUT_S, read=TIMEOUT_S), maxsize=16,
+            retries=urllib3.Retry(total=RETRIES, backoff_factor=0.2,
+                                  status_forcelist=[500, 502, 503, 504]))
+        self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key,
+                            secure=secure, region=region, http_client=http)
+        # Signing is local: a client for the public host only computes URLs.
+        self._signer = (Minio(public_endpoint, access_key=access_key, secret_key=secret_key,
+                              secure=secure, region=region)
+                        if public_endpoint else self.client)
+        self.ensure_bucket()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> S3Store:
+        return cls(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key,
+                   settings.s3_bucket, secure=settings.s3_secure, region=settings.s3_region,
+                   presign_expiry_s=settings.presign_expiry_s,
+                   public_endpoint=settings.s3_public_endpoint)
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist (several processes may race to); a
+        :class:`StoreError` if the server cannot be reached or refuses the credentials."""
+        try:
+            if not self.client.bucket_exists(self.bucket):
+                self.client.make_bucket(self.bucket)
+                log.info("bucket created", extra={"bucket": self.bucket})
+        except S3Error as exc:
+            if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise self._error("create bucket", self.bucket, exc) from exc
+        except (MinioException, urllib3.exceptions.HTTPError, ValueError) as exc:
+            raise self._error("create bucket", self.bucket, exc) from exc
+
+    def put(self, key: str, data: bytes, content_type: str = DEFAULT_CONTENT_TYPE) -> None:
+        validate_key(key)
+        data = bytes(data)
+        try:
+            self.client.put_object(self.bucket, key, io.BytesIO(data), len(data),
+                                   content_type=content_type)
+        except (MinioException, urllib3.exceptions.HTTPError) as exc:
+            raise self._error("put", key, exc) from exc
+
+    def get(self, key: str) -> bytes:
+        validate_key(key)
+        try:
+            response = self.client.get_object(self.bucket, key)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+        except (MinioException, urllib3.exceptions.HTTPError) as exc:
+            raise self._error("get", key, exc) from exc
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.content_type(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def list(self, prefix: str = "") -> list[str]:
+        try:
+            return sorted(o.object_name for o in
+                          self.client.list_objects(self.bucket, prefix=prefix or None,
+                                                   recursive=True)
+                          if o.object_name and not o.is_dir)
+        except (MinioException, urllib3.exceptions.HTTPError) as exc:
+            raise self._error("list", prefix, exc) from exc
+
+    def content_type(self, key: str) -> str:
+        validate_key(key)
+        try:
+            return self.client.stat_object(self.bucket, key).content_type or DEFAULT_CONTENT_TYPE
+        except (MinioException, urllib3.exceptions.HTTPError) as exc:
+            raise self._error("stat", key, exc) from exc
+
+    def delete(self, key: str) -> None:
+        self.content_type(key)  # ObjectNotFound if absent, like the local store
+        try:
+            self.client.remove_object(self.bucket, key)
+        except (MinioException, urllib3.exceptions.HTTPError) as exc:
+            raise self._error("delete", key, exc) from exc
+
+    def presigned_url(self, key: str) -> str:
+        """A GET URL of ``key`` that works without credentials until the expiry."""
+        validate_key(key)
+        try:
+            return self._signer.presigned_get_object(self.bucket, key,
+                                                     expires=self.presign_expiry)
+        except (MinioException, urllib3.exceptions.HTTPError) as exc:
+            raise self._error("presign", key, exc) from exc
+
+    def _error(self, action: str, key: str, exc: Exception) -> StoreError:
+        if isinstance(exc, S3Error) and exc.code in MISSING_CODES:
+            return ObjectNotFound(key)
+        if isinstance(exc, S3Error):
+            return StoreError(f"S3 {action} {key!r} in bucket {self.bucket!r} on "
+                              f"{self.endpoint}: {exc.code}: {exc.message}")
+        return StoreError(f"S3 {action} {key!r} on {self.endpoint} failed: {exc}")
