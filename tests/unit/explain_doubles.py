@@ -1,55 +1,29 @@
-"""Doubles for engine tests: a call counter around any backend, a linear backend whose
+"""Doubles for engine tests: a backend that fails on demand, a linear backend whose
 classifier depends on one known latent direction, and a store that records its writes."""
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import replace
 
 import numpy as np
 
 from styleprobe.backends.base import BackendError, ModelBackend
+from styleprobe.backends.counting import CountingBackend
 from styleprobe.modelset import ClassifierInfo, ModelSet, TensorSpec
 from styleprobe.storage.base import ArtifactStore, StoreError
 
 
-class CountingBackend:
-    """Wraps a backend and counts calls (and rows) per model; can fail on a chosen call."""
+class FailingBackend(CountingBackend):
+    """Counts calls like :class:`CountingBackend` and fails every call to ``fail_on``."""
 
-    def __init__(self, inner: ModelBackend, fail_on: str | None = None) -> None:
-        self.inner, self.model_set = inner, inner.model_set
-        self.calls: Counter[str] = Counter()
-        self.rows: Counter[str] = Counter()
+    def __init__(self, inner: ModelBackend, fail_on: str) -> None:
+        super().__init__(inner)
         self.fail_on = fail_on
 
-    def _count(self, kind: str, batch: np.ndarray) -> None:
-        self.calls[kind] += 1
-        self.rows[kind] += len(batch)
-        if kind == self.fail_on:
-            raise BackendError(f"injected failure in {kind}")
-
-    def mapping(self, z: np.ndarray) -> np.ndarray:
-        self._count("mapping", z)
-        return self.inner.mapping(z)
-
-    def synthesis(self, w: np.ndarray) -> np.ndarray:
-        self._count("synthesis", w)
-        return self.inner.synthesis(w)
-
-    def encoder(self, image: np.ndarray) -> np.ndarray:
-        self._count("encoder", image)
-        return self.inner.encoder(image)
-
-    def classifier(self, image: np.ndarray) -> np.ndarray:
-        self._count("classifier", image)
-        return self.inner.classifier(image)
-
-    def decode_and_classify(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self._count("decode_and_classify", w)
-        return self.inner.decode_and_classify(w)
-
-    def close(self) -> None:
-        self.inner.close()
+    def count(self, model: str, batch: np.ndarray) -> None:
+        super().count(model, batch)
+        if model == self.fail_on:
+            raise BackendError(f"injected failure in {model}")
 
 
 class LinearBackend:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from explain_doubles import CountingBackend, LinearBackend
+from explain_doubles import LinearBackend
 
+from styleprobe.backends.counting import CountingBackend
 from styleprobe.backends.local import LocalBackend
 from styleprobe.explain.direction import (
     DirectionError,

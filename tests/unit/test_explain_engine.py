@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from explain_doubles import CountingBackend, LinearBackend, RecordingStore
+from explain_doubles import FailingBackend, LinearBackend, RecordingStore
 from pydicom.data import get_testdata_file
 
 from styleprobe.backends.base import BackendError
@@ -158,7 +158,7 @@ def test_bad_requests_write_nothing(tiny: LocalBackend, tmp_path: Path, kwargs: 
 def test_a_failed_job_leaves_no_artifact(tiny: LocalBackend, tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     with pytest.raises(BackendError, match="injected"):
-        Explainer(CountingBackend(tiny, fail_on="encoder"), store).explain(IMAGE, options=OPTIONS)
+        Explainer(FailingBackend(tiny, fail_on="encoder"), store).explain(IMAGE, options=OPTIONS)
     assert store.list() == []
     with pytest.raises(StoreError, match="injected"):
         Explainer(tiny, RecordingStore(store, fail_on="report.html")).explain(
