@@ -1,0 +1,200 @@
+"""The cohort report (one self-contained HTML page): the distribution of flip λ, the share
+of unreliable reconstructions, failures, and a contact sheet of the most and least
+sensitive images.
+
+:class:`CohortReport` takes the rows one at a time and keeps only numbers and a bounded
+set of candidates for the contact sheet; only the pictures of those few cases are read
+back from their jobs when the page is drawn.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import html
+import io
+import json
+import math
+from dataclasses import dataclass, field
+
+from matplotlib.figure import Figure
+
+from styleprobe.cohort.ledger import CohortSpec
+from styleprobe.cohort.rows import DONE, FAILED, PENDING, ImageRow
+from styleprobe.storage.base import ArtifactStore, ObjectNotFound
+
+CONTACT_CASES = 8  # images in each half of the contact sheet
+LISTED_FAILURES = 50  # failed images named in the report (all are in the table)
+
+
+@dataclass(order=True)
+class _Ranked:
+    key: tuple[float, float, str]
+    row: ImageRow = field(compare=False)
+
+
+class CohortReport:
+    """Accumulates the rows of a cohort and draws its HTML report."""
+
+    def __init__(self, spec: CohortSpec, cases: int = CONTACT_CASES) -> None:
+        self.spec, self.cases = spec, cases
+        self.counts = {DONE: 0, FAILED: 0, PENDING: 0, "unreliable": 0, "flipped": 0}
+        self.flip_lambdas: list[float] = []
+        self.failures: list[tuple[str, str]] = []
+        self._most: list[_Ranked] = []  # max-heap (negated keys) of the most sensitive
+        self._least: list[_Ranked] = []  # min-heap of the least sensitive
+
+    @property
+    def total(self) -> int:
+        return self.counts[DONE] + self.counts[FAILED] + self.counts[PENDING]
+
+    def add(self, row: ImageRow) -> None:
+        """Count one row and keep it if it is among the most or least sensitive so far."""
+        self.counts[row.status] += 1
+        if row.status == FAILED and len(self.failures) < LISTED_FAILURES:
+            self.failures.append((row.image, row.error))
+        if row.status != DONE:
+            return
+        self.counts["unreliable"] += bool(row.unreliable)
+        margin = abs((row.prediction_reconstruction or 0.0) - self.spec.threshold)
+        if row.flip_found and row.flip_lambda is not None:
+            self.counts["flipped"] += 1
+            self.flip_lambdas.append(row.flip_lambda)
+            key = (row.sensitivity, margin, row.image)
+            _push(self._most, _Ranked((-key[0], -key[1], row.image), row), self.cases)
+        _push(self._least, _Ranked((row.sensitivity, margin, row.image), row), self.cases)
+
+    def most_sensitive(self) -> list[ImageRow]:
+        """Flipped images, smallest ``|flip λ|`` first."""
+        return [r.row for r in sorted(self._most, reverse=True)]
+
+    def least_sensitive(self) -> list[ImageRow]:
+        """No flip (or the largest ``|flip λ|``), farthest from the threshold first."""
+        return [r.row for r in sorted(self._least, reverse=True)]
+
+    def html(self, store: ArtifactStore) -> str:
+        """The report page; pictures of the contact-sheet cases are read from ``store``."""
+        s, esc = self.spec, html.escape
+        done = self.counts[DONE]
+        share = self.counts["unreliable"] / done if done else 0.0
+        summary = [
+            ("Images", self.total), ("Explained", done), ("Failed", self.counts[FAILED]),
+            ("Pending (not finished)", self.counts[PENDING]),
+            ("Unreliable reconstructions", f"{self.counts['unreliable']} of {done} "
+                                           f"({100 * share:.1f}%)"),
+            ("Prediction flips within the λ grid", f"{self.counts['flipped']} of {done}"),
+            ("Model set / target / threshold", f"{s.model_set} / {s.target} / {s.threshold:g}"),
+            ("λ grid", s.lambdas), ("Probe", json.dumps(s.probe, sort_keys=True)),
+            ("Orthogonal to", ", ".join(s.orthogonalize) or "nothing"),
+        ]
+        table = "\n".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>"
+                          for k, v in summary)
+        failures = "\n".join(f"<tr><td>{esc(image)}</td><td>{esc(error)}</td></tr>"
+                             for image, error in self.failures)
+        more = self.counts[FAILED] - len(self.failures)
+        title = f"StyleProbe cohort {s.cohort_id}: {s.model_set}, target {s.target}"
+        return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 90em; }}
+img {{ image-rendering: pixelated; margin: .2em; vertical-align: top; max-height: 128px; }}
+table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #ccc; padding: .2em .5em;
+text-align: left; vertical-align: top; }}
+.warn {{ color: #900; font-weight: bold; }}
+</style></head><body>
+<h1>{esc(title)}</h1>
+<table>{table}</table>
+<h2>Distribution of the flip λ</h2>
+<p>The smallest |λ| along the direction that flips the prediction, per explained image;
+{done - self.counts['flipped']} image(s) did not flip within the grid.</p>
+<div>{_img(_histogram(self.flip_lambdas, s.target), "histogram of flip λ")}</div>
+<h2>Most sensitive: the prediction flips after the smallest change</h2>
+{self._sheet(store, self.most_sensitive())}
+<h2>Least sensitive: no flip, or the largest λ needed</h2>
+{self._sheet(store, self.least_sensitive())}
+<h2>Failed images</h2>
+<table><tr><th>image</th><th>reason</th></tr>
+{failures}</table>
+<p>{f"... and {more} more (see summary.csv)" if more > 0 else ""}</p>
+</body></html>
+"""
+
+    def _sheet(self, store: ArtifactStore, rows: list[ImageRow]) -> str:
+        if not rows:
+            return "<p>No explained image.</p>"
+        esc = html.escape
+        lines = ["<table><tr><th>image</th><th>numbers</th><th>input, reconstruction, "
+                 "counterfactual</th></tr>"]
+        for row in rows:
+            flip = (f"flips at λ = {row.flip_lambda:+.3f}" if row.flip_found
+                    else "no flip within the grid")
+            quality = ('<span class="warn">UNRELIABLE</span>' if row.unreliable
+                       else "reliable")
+            numbers = (f"{flip}<br>P({esc(self.spec.target)}): input "
+                       f"{row.prediction_input:.3f}, reconstruction "
+                       f"{row.prediction_reconstruction:.3f}<br>{quality}")
+            pictures = "".join(_img(_read(store, key), name)
+                               for name, key in _case_pictures(store, row))
+            lines.append(f"<tr><td>{esc(row.image)}</td><td>{numbers}</td>"
+                         f"<td>{pictures}</td></tr>")
+        lines.append("</table>")
+        return "\n".join(lines)
+
+
+def _push(heap: list[_Ranked], item: _Ranked, size: int) -> None:
+    """Keep the ``size`` largest items of ``heap`` (a min-heap)."""
+    if len(heap) < size:
+        heapq.heappush(heap, item)
+    elif item > heap[0]:
+        heapq.heapreplace(heap, item)
+
+
+def _case_pictures(store: ArtifactStore, row: ImageRow) -> list[tuple[str, str]]:
+    """(name, key) of the input, reconstruction and counterfactual pictures of one case:
+    the flip frame, or without a flip the farthest frame on the searched side."""
+    if not row.manifest:
+        return []
+    try:
+        outputs = json.loads(store.get(row.manifest))["outputs"]
+    except (ObjectNotFound, KeyError, ValueError):
+        return []
+    frames = sorted(k for k in outputs if k.startswith("frame_")) or [""]
+    farthest = frames[0] if row.flip_side == "negative" else frames[-1]
+    counterfactual = outputs.get("flip_frame") or outputs.get(farthest)
+    named = [("input", outputs.get("input")), ("reconstruction", outputs.get("reconstruction")),
+             ("counterfactual", counterfactual)]
+    return [(name, key) for name, key in named if key]
+
+
+def _read(store: ArtifactStore, key: str) -> bytes:
+    """The object under ``key``, or nothing if it is gone."""
+    try:
+        return store.get(key)
+    except ObjectNotFound:
+        return b""
+
+
+def _img(data: bytes, alt: str) -> str:
+    if not data:
+        return ""
+    mime = "image/gif" if data[:3] == b"GIF" else "image/png"
+    return (f'<img src="data:{mime};base64,{base64.b64encode(data).decode("ascii")}" '
+            f'alt="{html.escape(alt)}" title="{html.escape(alt)}">')
+
+
+def _histogram(values: list[float], target: str) -> bytes:
+    """PNG histogram of the flip λ values."""
+    fig = Figure(figsize=(6, 3.2), dpi=100)
+    ax = fig.add_subplot()
+    if values:
+        bins = max(5, min(40, int(math.sqrt(len(values))) + 1))
+        ax.hist(values, bins=bins, color="tab:blue", edgecolor="white")
+    else:
+        ax.text(0.5, 0.5, "no prediction flipped", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set_xlabel(f"flip λ (smallest |λ| that flips P({target}))")
+    ax.set_ylabel("images")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
