@@ -47,6 +47,8 @@ class Settings:
     api_tokens: str = ""  # comma-separated bearer tokens the orchestrator accepts
     health_interval_s: float = 2.0  # how often Redis, S3 and Triton are checked
     metrics_port: int = 0  # Prometheus /metrics port of a service process; 0: none
+    worker_metrics_port: int = 0  # a Celery worker's /metrics (all pool processes); 0: none
+    metrics_host: str = "0.0.0.0"  # address the /metrics servers listen on
     job_ttl_s: int = 7 * 24 * 3600  # how long job records stay in Redis
     # the Celery workers
     task_soft_time_limit_s: int = 600  # a stage is told to stop after this
