@@ -11,7 +11,7 @@ LINT_PATHS := $(wildcard services tests benchmarks)
 BENCHMARKS := $(sort $(wildcard benchmarks/bench_*.py))
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test bench lint format models clean
+.PHONY: help demo test tools bench lint format models clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | \
@@ -29,8 +29,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP) ## explain a phantom with the bundled models, in one process, no servers
 	$(VENV)/bin/styleprobe demo
 
-test: $(STAMP) ## run the whole test suite (starts what it needs)
+test: $(STAMP) tools ## run the whole test suite (starts what it needs)
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# System tools the tests run: promtool and prometheus (Debian's prometheus package; needs
+# root, as on the development and CI machines).
+tools: ## install the system tools the tests use, if missing
+	@command -v promtool >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
 bench: $(STAMP) ## run benchmarks/bench_*.py; results in benchmarks/results/
 	mkdir -p benchmarks/results

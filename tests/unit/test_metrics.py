@@ -1,0 +1,79 @@
+"""The metrics module: the helpers record what they say, the endpoint serves exactly the
+series that docs/metrics.md documents, and label values are checked."""
+
+from __future__ import annotations
+
+import re
+import socket
+import urllib.request
+
+import pytest
+from prometheus_client import REGISTRY
+
+from styleprobe import metrics
+from styleprobe.config import REPO_ROOT
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def documented_series() -> dict[str, str]:
+    """``series -> type`` from the StyleProbe table of docs/metrics.md."""
+    text = (REPO_ROOT / "docs" / "metrics.md").read_text()
+    return dict(re.findall(r"^\| `(styleprobe_\w+)` \| (\w+) \|", text, re.MULTILINE))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_helpers_record_what_they_say() -> None:
+    before = sample("styleprobe_stage_duration_seconds_count", stage="render")
+    with pytest.raises(RuntimeError), metrics.stage_timer("render"):
+        raise RuntimeError("a failed stage is timed too")
+    assert sample("styleprobe_stage_duration_seconds_count", stage="render") == before + 1
+
+    images = sample("styleprobe_images_generated_total")
+    metrics.observe_backend_call("decode", 17, 0.02)
+    metrics.observe_backend_call("encoder", 1, 0.01)
+    assert sample("styleprobe_images_generated_total") == images + 17  # encoder: no image
+    assert sample("styleprobe_backend_call_batch_size_bucket", model="decode", le="16.0") == 0
+    assert sample("styleprobe_backend_call_batch_size_bucket", model="decode", le="32.0") >= 1
+
+    metrics.count_job("cohort", "failed")
+    metrics.count_cohort_image("skipped")
+    metrics.set_queue_depth("gpu", 7)
+    metrics.set_dependency_ready("triton", False)
+    metrics.observe_rpc("/styleprobe.v1.StyleProbe/GetJob", "NOT_FOUND", 0.003)
+    assert sample("styleprobe_jobs_total", kind="cohort", state="failed") >= 1
+    assert sample("styleprobe_cohort_images_total", outcome="skipped") >= 1
+    assert sample("styleprobe_queue_depth", queue="gpu") == 7
+    assert sample("styleprobe_dependency_ready", dependency="triton") == 0
+    assert sample("styleprobe_grpc_requests_total", method="/styleprobe.v1.StyleProbe/GetJob",
+                  code="NOT_FOUND") >= 1
+
+
+@pytest.mark.parametrize("call", [
+    lambda: metrics.stage_timer("traverse").__enter__(),
+    lambda: metrics.observe_backend_call("vae", 1, 0.1),
+    lambda: metrics.count_job("explain", "lost"),
+    lambda: metrics.count_cohort_image("maybe"),
+    lambda: metrics.set_dependency_ready("postgres", True),
+])
+def test_unknown_label_values_are_refused(call: object) -> None:
+    with pytest.raises(ValueError, match="unknown"):
+        call()
+
+
+def test_endpoint_serves_exactly_the_documented_series() -> None:
+    documented = documented_series()
+    assert len(documented) == 10
+    port = free_port()
+    metrics.start_metrics_server(port, "127.0.0.1")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        page = response.read().decode()
+    served = dict(re.findall(r"^# TYPE (styleprobe_\w+) (\w+)$", page, re.MULTILINE))
+    assert served == documented
