@@ -42,9 +42,12 @@ def job_message(record: JobRecord, explanation: pb.Explanation | None = None) ->
         stage_seconds=record.stage_seconds, explanation=explanation)
 
 
-def event_message(record: JobRecord, event: JobEvent) -> pb.JobEvent:
-    return pb.JobEvent(job=job_message(record), message=event.message,
-                       time=timestamp(event.time))
+def event_message(job: pb.Job, event: JobEvent) -> pb.JobEvent:
+    """The event: ``job`` (now) as it was at the event (state, stage, progress)."""
+    then = pb.Job()
+    then.CopyFrom(job)
+    then.state, then.stage, then.progress = STATES[event.state], event.stage, event.progress
+    return pb.JobEvent(job=then, message=event.message, time=timestamp(event.time))
 
 
 def explanation_message(result: ExplanationResult, url: Callable[[str], str]) -> pb.Explanation:

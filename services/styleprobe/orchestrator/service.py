@@ -23,7 +23,7 @@ from styleprobe.config import Settings
 from styleprobe.explain import engine
 from styleprobe.explain.direction import Direction, direction_key
 from styleprobe.explain.result import ExplanationResult
-from styleprobe.jobs import ACTIVE, CANCELLED, JobNotFoundError, JobStore, new_job_id
+from styleprobe.jobs import ACTIVE, CANCELLED, ENDED, JobNotFoundError, JobStore, new_job_id
 from styleprobe.modelset import ModelSetError, list_model_sets, load_model_set
 from styleprobe.orchestrator import messages
 from styleprobe.orchestrator.interceptors import request_id
@@ -83,18 +83,21 @@ class StyleProbeService(rpc.StyleProbeServicer):
         after, record = await self._serve(context, self._watch_start, job_id)
         yield pb.JobEvent(job=await self._serve(context, self._job, record),
                           message=f"job {record.state}")
-        while not record.ended:
+        ended = record.ended
+        while not ended:
             events = await self._serve(context, self.jobs.events, job_id, after)
             if not events:
                 await asyncio.sleep(WATCH_POLL_S)
                 continue
             after = events[-1].event_id
+            ended = any(event.state in ENDED for event in events)
             record = await self._serve(context, self._record, job_id)
+            job = messages.job_message(record)
             for event in events[:-1]:
-                yield messages.event_message(record, event)
-            last = events[-1]  # the current job, with its explanation once it has succeeded
-            yield pb.JobEvent(job=await self._serve(context, self._job, record),
-                              message=last.message, time=messages.timestamp(last.time))
+                yield messages.event_message(job, event)
+            # the last with the job now: its explanation once it has succeeded
+            job = await self._serve(context, self._job, record)
+            yield messages.event_message(job, events[-1])
 
     # --- the work, in threads -----------------------------------------------------------------
 

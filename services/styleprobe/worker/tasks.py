@@ -40,6 +40,7 @@ from styleprobe.worker.app import STAGES, app
 log = logging.getLogger(__name__)
 TRANSIENT = (BackendError, StoreError, redis.ConnectionError, redis.TimeoutError)
 MAX_RETRIES = 3
+DIRECTION_PROBED, DIRECTION_STORED = "direction probed", "direction found stored"
 PROGRESS_EVERY_S = 0.5  # least time between two progress events of one stage
 # Overall progress when each stage starts; a stage ends where the next begins.
 STAGE_START = {"encode": 0.05, "direction": 0.15, "traverse": 0.6, "render": 0.8,
@@ -187,14 +188,17 @@ def direction(self: Task, keys: dict[str, Any], job_id: str) -> dict[str, Any]:
         probe = _probe_settings(request)
         names = check_nuisance_names(backend.model_set, request["orthogonalize"])
         key = direction_key(backend.model_set, request["target"], probe, names)
-        if _process.store.exists(key):
-            return {"direction": key}
-        limit = _process.settings.task_time_limit_s
-        lock = _process.jobs.redis.lock(f"styleprobe:lock:{key}", timeout=limit,
-                                        blocking_timeout=limit)
-        with lock:  # single flight: whoever waited here finds the direction stored
-            engine.ensure_direction(backend, _process.store, request["target"], probe, names,
-                                    lambda _stage, fraction: progress(fraction))
+        probed = False
+        if not _process.store.exists(key):
+            limit = _process.settings.task_time_limit_s
+            lock = _process.jobs.redis.lock(f"styleprobe:lock:{key}", timeout=limit,
+                                            blocking_timeout=limit)
+            with lock:  # single flight: whoever waited here finds the direction stored
+                probed = not _process.store.exists(key)
+                engine.ensure_direction(backend, _process.store, request["target"], probe,
+                                        names, lambda _stage, fraction: progress(fraction))
+        _process.jobs.transition(job_id, [RUNNING], message=DIRECTION_PROBED if probed
+                                 else DIRECTION_STORED)
         return {"direction": key}
     return _run_stage(self, job_id, "direction", keys, work)
 

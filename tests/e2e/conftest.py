@@ -1,0 +1,90 @@
+"""The whole service on real servers, started once for the e2e tests and stopped by pid.
+
+Redis (a fresh ``redis-server``), S3 (``weed server -s3``), a CPU ``tritonserver`` serving
+the tiny model set (and the bundled ``knee-oa`` set when it has been exported), the
+orchestrator and two Celery workers on both queues, with short task limits so a task
+of a killed worker is redelivered within seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from styleprobe.config import DEFAULT_MODEL_REPOSITORY
+from styleprobe.modelset import list_model_sets, load_model_set, manifest_path
+from styleprobe.servers import ServiceStack, venv_program
+from styleprobe.serving.cpu_repository import build_cpu_repository
+from styleprobe.serving.server import TritonProcess
+
+BUNDLED_SET = "knee-oa"
+# Seconds: a stage is stopped after SOFT, killed after HARD; a task nobody acknowledged
+# (its worker died) is handed out again after VISIBILITY.
+SOFT, HARD, VISIBILITY = 40, 45, 50
+
+
+def _needs(program: str) -> None:
+    try:
+        venv_program(program)
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def service_repository(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny set, plus the bundled knee-oa set if model_repository/ has it (linked)."""
+    repository = tmp_path_factory.mktemp("service") / "model_repository"
+    shutil.copytree(tiny_repository, repository)
+    if BUNDLED_SET in list_model_sets(DEFAULT_MODEL_REPOSITORY):
+        model_set = load_model_set(DEFAULT_MODEL_REPOSITORY, BUNDLED_SET)
+        shutil.copy(manifest_path(DEFAULT_MODEL_REPOSITORY, BUNDLED_SET), repository)
+        for entry in model_set.models.values():
+            (repository / entry.triton_name).symlink_to(
+                DEFAULT_MODEL_REPOSITORY / entry.triton_name)
+    return repository
+
+
+@pytest.fixture(scope="session")
+def explained_model_set(service_repository: Path) -> str:
+    """The set the pipeline comparison uses: knee-oa when bundled (real models), else tiny."""
+    return BUNDLED_SET if BUNDLED_SET in list_model_sets(service_repository) else "tiny"
+
+
+@pytest.fixture(scope="session")
+def triton(service_repository: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonProcess]:
+    if importlib.util.find_spec("pytriton") is None:
+        pytest.skip("nvidia-pytriton is not installed (make installs the serving extra)")
+    work = tmp_path_factory.mktemp("triton")
+    build_cpu_repository(service_repository, work / "repository")
+    server = TritonProcess(work / "repository", log_path=work / "tritonserver.log")
+    server.start(timeout_s=300)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(service_repository: Path, triton: TritonProcess,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
+    for program in ("redis-server", "weed", "styleprobe"):
+        _needs(program)
+    services = ServiceStack(
+        tmp_path_factory.mktemp("stack"), service_repository, workers=2, backend="triton",
+        triton_url=triton.grpc_url,
+        extra_env={"STYLEPROBE_TASK_SOFT_TIME_LIMIT_S": str(SOFT),
+                   "STYLEPROBE_TASK_TIME_LIMIT_S": str(HARD),
+                   "STYLEPROBE_VISIBILITY_TIMEOUT_S": str(VISIBILITY),
+                   "STYLEPROBE_PROBE_SAMPLES": "400"})
+    with services:
+        yield services
+
+
+@pytest.fixture(scope="session")
+def channel(stack: ServiceStack) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(stack.grpc_address) as chan:
+        yield chan
