@@ -36,10 +36,12 @@ from prometheus_client import (
 )
 
 log = logging.getLogger(__name__)
-# No ``*_created`` series: Prometheus does not need them, and they double every counter.
-disable_created_metrics()
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# No ``*_created`` series: Prometheus does not need them, and they double every counter.
+disable_created_metrics()
+if os.environ.get(MULTIPROC_ENV):  # samples are written there as soon as metrics exist
+    Path(os.environ[MULTIPROC_ENV]).mkdir(parents=True, exist_ok=True)
 
 # Allowed label values.
 STAGES = ("encode", "direction", "decode", "render", "store")
