@@ -281,8 +281,7 @@ def test_settings_and_addresses_agree_with_the_code(case: tuple[dict, Objects]) 
     config = next(iter(of_kind(objects, "ConfigMap").values()))["data"]
     fields = {setting_of(name) for name in config}
     assert Settings.from_env(config)  # every value converts to its field's type
-    assert {"backend", "triton_url", "store", "runner", "s3_endpoint", "grpc_listen",
-            "metrics_port"} <= fields
+    assert {"backend", "triton_url", "store", "runner", "s3_endpoint", "grpc_listen"} <= fields
     assert config["STYLEPROBE_BACKEND"] == "triton" and config["STYLEPROBE_RUNNER"] == "celery"
     for key in merged["settings"]:
         setting_of(key)
@@ -302,13 +301,14 @@ def test_settings_and_addresses_agree_with_the_code(case: tuple[dict, Objects]) 
     orchestrator = containers(one(objects, "Deployment", "orchestrator"))[0]
     ports = {p["name"]: p["containerPort"] for p in orchestrator["ports"]}
     assert host_port(config["STYLEPROBE_GRPC_LISTEN"])[1] == ports["grpc"]
-    assert int(config["STYLEPROBE_METRICS_PORT"]) == ports["metrics"]
-    for container in [orchestrator, *(containers(one(objects, "Deployment", f"worker-{q}"))[0]
-                                      for q in worker_queues())]:
+    workers = [containers(one(objects, "Deployment", f"worker-{q}"))[0] for q in worker_queues()]
+    for container, port_setting in [(orchestrator, "metrics_port"),
+                                    *((w, "worker_metrics_port") for w in workers)]:
         assert container["envFrom"] == [{"configMapRef": {"name": f"{RELEASE}-styleprobe"}}]
-        for variable in container["env"]:
-            if variable["name"].startswith("STYLEPROBE_"):
-                setting_of(variable["name"])
+        env = {setting_of(v["name"]): v.get("value") for v in container["env"]
+               if v["name"].startswith("STYLEPROBE_")}
+        metrics = {p["name"]: p["containerPort"] for p in container["ports"]}["metrics"]
+        assert int(env[port_setting]) == metrics
     assert set(merged["workers"]) == worker_queues()
 
 

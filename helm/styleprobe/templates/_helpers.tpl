@@ -83,8 +83,9 @@ imagePullSecrets:
 {{- end }}
 
 {{/*
-The environment of the orchestrator and the workers: the ConfigMap, and the secrets as
-files (STYLEPROBE_<NAME>_FILE). .tokens: whether this process needs the API tokens.
+The environment of the orchestrator (.tokens true) and the workers: the ConfigMap, the
+metrics port, and the secrets as files (STYLEPROBE_<NAME>_FILE; the API tokens only for
+the orchestrator).
 */}}
 {{- define "styleprobe.appEnv" -}}
 envFrom:
@@ -92,8 +93,13 @@ envFrom:
       name: {{ include "styleprobe.fullname" .root }}
 env:
   {{- if .tokens }}
+  - name: STYLEPROBE_METRICS_PORT
+    value: {{ .root.Values.metrics.orchestratorPort | quote }}
   - name: STYLEPROBE_API_TOKENS_FILE
     value: /run/secrets/styleprobe/api-tokens
+  {{- else }}
+  - name: STYLEPROBE_WORKER_METRICS_PORT
+    value: {{ .root.Values.metrics.workerPort | quote }}
   {{- end }}
   - name: STYLEPROBE_S3_ACCESS_KEY_FILE
     value: /run/secrets/styleprobe/s3-access-key
@@ -136,7 +142,7 @@ metrics:
   {{- end }}
 {{- end }}
 
-{{/* A headless Service that names the metrics port of one component's pods (ServiceMonitor). */}}
+{{/* A headless Service for the metrics port (.port) of one component's pods (ServiceMonitor). */}}
 {{- define "styleprobe.metricsService" -}}
 ---
 apiVersion: v1
@@ -151,5 +157,5 @@ spec:
   selector:
     {{- include "styleprobe.selectorLabels" . | nindent 4 }}
   ports:
-    - {name: metrics, port: {{ .root.Values.metrics.port }}, targetPort: metrics, protocol: TCP}
+    - {name: metrics, port: {{ .port }}, targetPort: metrics, protocol: TCP}
 {{- end }}
