@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 
 log = logging.getLogger(__name__)
-EXIT_TIMEOUT_S = 10  # how long tritonserver lets requests in flight finish on shutdown
+EXIT_TIMEOUT_S = 30  # how long tritonserver waits for requests and model unloads on shutdown
 
 
 class TritonError(RuntimeError):
