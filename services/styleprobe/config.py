@@ -31,6 +31,7 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     max_batch: int = 64  # largest batch a model backend sends in one call
     probe_samples: int = 10_000  # latents sampled to probe a direction
+    evaluation_dir: str = str(REPO_ROOT / "evaluation-models")  # oracles, shortcut classifiers
     # S3 / MinIO artifact store (store = "s3"); keys and secrets may come from files
     s3_endpoint: str = "127.0.0.1:9000"  # host:port
     s3_public_endpoint: str = ""  # host:port presigned URLs name, if not s3_endpoint

@@ -44,15 +44,22 @@ def reconstruct(G: Generator, E: Encoder,
 
 def realism_accuracy(G: Generator, real: ImageSet, seed: int = 0, epochs: int = 3) -> float:
     """Held-out accuracy of a real-vs-generated classifier (0.5 means indistinguishable)."""
+    fake = _batched(lambda z: decode(G, G.mapping(z)), seeded_z(len(real), G.cfg.z_dim, seed + 7))
+    return real_vs_generated_accuracy(to_tensor(real.images), fake, seed, epochs)
+
+
+def real_vs_generated_accuracy(real: torch.Tensor, fake: torch.Tensor, seed: int = 0,
+                               epochs: int = 3) -> float:
+    """Held-out accuracy of a small classifier trained to tell ``real`` from ``fake``
+    (equally many NCHW images in [-1, 1]); a quarter of all images is held out."""
     n = len(real)
-    fake = _batched(lambda z: decode(G, G.mapping(z)), seeded_z(n, G.cfg.z_dim, seed + 7))
-    x = torch.cat([to_tensor(real.images), fake])
-    y = torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)])
-    order = torch.from_numpy(np.random.default_rng(seed).permutation(2 * n))
-    cut = int(1.5 * n)
+    x = torch.cat([real, fake])
+    y = torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(len(fake), dtype=torch.long)])
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(x)))
+    cut = int(0.75 * len(x))
     train_idx, test_idx = order[:cut], order[cut:]
     torch.manual_seed(seed)
-    model = Classifier(real.resolution, real.channels, 2, width=16)
+    model = Classifier(real.shape[-1], real.shape[1], 2, width=16)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     for _ in range(epochs):
         model.train()
