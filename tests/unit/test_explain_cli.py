@@ -80,6 +80,8 @@ BAD_INPUTS = {
                        ["--lambdas", "-3:3:1000"], "2..257"),
     "unknown confounder": (lambda d: _write(d, "ok.npy", np.zeros((16, 16), np.float32)),
                            ["--orthogonalize", "blur"], "no nuisance direction blur"),
+    "unknown backend": (lambda d: _write(d, "ok.npy", np.zeros((16, 16), np.float32)),
+                        ["--backend", "carrier-pigeon"], "unknown model backend"),
     "too few probe samples": (lambda d: _write(d, "ok.npy", np.zeros((16, 16), np.float32)),
                               ["--probe-samples", "3"], "at least"),
 }

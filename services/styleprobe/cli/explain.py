@@ -145,14 +145,16 @@ def _print_summary(result: ExplanationResult, store: LocalStore) -> None:
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """Errors caused by the input or the options become one-line user errors."""
+    """Errors caused by the input or the options, and model backends that cannot serve
+    (unknown, unreachable, failing), become one-line errors with exit code 2."""
+    from styleprobe.backends.base import BackendError
     from styleprobe.data.codecs import ImageDecodeError
     from styleprobe.explain.direction import DirectionError
     from styleprobe.explain.lambdas import LambdaSpecError
 
     try:
         yield
-    except (ImageDecodeError, LambdaSpecError, DirectionError) as exc:
+    except (ImageDecodeError, LambdaSpecError, DirectionError, BackendError) as exc:
         raise UserError(str(exc)) from exc
 
 

@@ -20,8 +20,12 @@ import numpy as np
 from styleprobe.backends.base import ModelBackend
 from styleprobe.explain import render as draw
 from styleprobe.explain.artifacts import get_array, get_json, job_key, put_array, put_json
-from styleprobe.explain.direction import ProbeSettings, check_nuisance_names, ensure_direction
-from styleprobe.explain.direction import load_direction as _load_direction
+from styleprobe.explain.direction import (
+    ProbeSettings,
+    check_nuisance_names,
+    ensure_direction,
+    load_direction,
+)
 from styleprobe.explain.inputs import ImageSource, ModelInput, from_tensor, load_input, to_tensor
 from styleprobe.explain.lambdas import DEFAULT_LAMBDAS, parse_lambdas
 from styleprobe.explain.quality import Quality, assess_reconstruction
@@ -95,7 +99,7 @@ def traverse(backend: ModelBackend, store: ArtifactStore, job_id: str, encoding_
     record ``traversal.json``."""
     prep = backend.model_set.preprocessing
     encoding = get_json(store, encoding_key)
-    direction = _load_direction(store, direction_key)
+    direction = load_direction(store, direction_key)
     w = get_array(store, encoding["latent"])
     alpha = direction.array()
     grid = decode_frames(backend, w, alpha, parse_lambdas(lambdas).values(),
@@ -103,15 +107,12 @@ def traverse(backend: ModelBackend, store: ArtifactStore, job_id: str, encoding_
     base = encoding["prediction_reconstruction"]
     flip = find_flip(backend, w, alpha, direction.class_index, direction.threshold, base, grid,
                      rounds=search_rounds, points=search_points)
-    sign = search_direction(base, direction.threshold)
-    on_side = grid.lambdas[grid.lambdas * sign > 0]
     record: dict[str, Any] = {
         "lambdas": grid.lambdas.tolist(),
         "probabilities": grid.probabilities.tolist(),
         "frames": put_array(store, job_key(job_id, "frames.npy"),
                             from_tensor(grid.images, prep)),
-        "flip": _flip_record(flip, sign, float(on_side[np.argmax(np.abs(on_side))])
-                             if len(on_side) else 0.0),
+        "flip": _flip_record(flip, search_direction(base, direction.threshold), grid.lambdas),
     }
     if flip is not None:
         record["flip_frame"] = put_array(store, job_key(job_id, "flip_frame.npy"),
@@ -119,8 +120,9 @@ def traverse(backend: ModelBackend, store: ArtifactStore, job_id: str, encoding_
     return put_json(store, job_key(job_id, "traversal.json"), record)
 
 
-def _flip_record(flip: Flip | None, sign: float, limit: float) -> dict[str, Any]:
+def _flip_record(flip: Flip | None, sign: float, lambdas: np.ndarray) -> dict[str, Any]:
     side = "negative" if sign < 0 else "positive"
+    limit = float(min(lambdas.min(), 0.0) if sign < 0 else max(lambdas.max(), 0.0))
     if flip is None:
         return asdict(FlipInfo(found=False, side=side, limit=limit))
     return asdict(FlipInfo(found=True, side=side, limit=limit, at_lambda=flip.lambda_,
@@ -133,7 +135,7 @@ def assemble(store: ArtifactStore, job_id: str, input_key: str, encoding_key: st
     """The typed result from the stage records."""
     record_in = get_json(store, input_key)
     encoding = get_json(store, encoding_key)
-    direction = _load_direction(store, direction_key)
+    direction = load_direction(store, direction_key)
     traversal = get_json(store, traversal_key)
     return ExplanationResult(
         job_id=job_id, model_set=encoding["model_set"], target=encoding["target"],
