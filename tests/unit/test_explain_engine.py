@@ -146,6 +146,7 @@ def test_dicom_is_explained_and_flagged_out_of_domain(tiny: LocalBackend, tmp_pa
     ({"options": ExplainOptions(orthogonalize=("blur",))}, DirectionError),
     ({"image": np.full((16, 16, 1), np.nan, np.float32)}, ImageDecodeError),
     ({"image": b""}, ImageDecodeError),
+    ({"job_id": "../escape"}, ValueError),
 ])
 def test_bad_requests_write_nothing(tiny: LocalBackend, tmp_path: Path, kwargs: dict,
                                     error: type[Exception]) -> None:

@@ -10,6 +10,7 @@ tasks on separate workers. A job's artifacts lie under ``jobs/<job id>/``; its
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -40,6 +41,7 @@ from styleprobe.explain.traverse import Flip, decode_frames, find_flip, search_d
 from styleprobe.storage.base import ArtifactStore
 
 log = logging.getLogger(__name__)
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 Progress = Callable[[str, float], None]
 
 
@@ -237,6 +239,9 @@ class Explainer:
         model_set.classifier.class_index(target)
         parse_lambdas(lambdas)
         orthogonalize = check_nuisance_names(model_set, options.orthogonalize)
+        if job_id is not None and not JOB_ID.fullmatch(job_id):
+            raise ValueError(f"job id {job_id!r} must be 1-128 letters, digits, '_', '.' or "
+                             "'-', starting with a letter or digit")
         model_input = load_input(image, model_set.preprocessing, filename)
         job_id = job_id or uuid.uuid4().hex[:12]
         try:
