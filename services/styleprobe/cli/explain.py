@@ -139,8 +139,8 @@ def _run(args: argparse.Namespace, model_set: str, image: ImageSource, target: s
 def _print_summary(result: ExplanationResult, store: LocalStore) -> None:
     for line in result.summary_lines():
         print(line)
-    print(f"report: {store.path(result.outputs['report'])}")
-    print(f"manifest: {store.path(result.outputs['manifest'])}")
+    print(f"report: {store.path(result.outputs['report']).resolve()}")
+    print(f"manifest: {store.path(result.outputs['manifest']).resolve()}")
 
 
 @contextmanager
