@@ -99,6 +99,11 @@ class ServerProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def terminate(self) -> None:
+        """SIGTERM to its process group, without waiting (see :meth:`stop`)."""
+        if self.running():
+            self._signal(signal.SIGTERM)
+
     def stop(self) -> None:
         """SIGTERM to its process group; SIGKILL if it has not exited in ``stop_timeout_s``."""
         if not self.running():
@@ -292,8 +297,11 @@ class ServiceStack:
         return worker
 
     def stop(self) -> None:
-        """Stop the service processes first, then the servers they use."""
-        for process in [*self.workers.values(), self.orchestrator, self.s3, self.redis]:
+        """Stop the service processes first (all at once), then the servers they use."""
+        own = [p for p in (*self.workers.values(), self.orchestrator) if p is not None]
+        for process in own:
+            process.terminate()
+        for process in [*own, self.s3, self.redis]:
             if process is not None:
                 process.stop()
 
