@@ -33,7 +33,6 @@ LAMBDA_SPEC_OR_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$|^-[\d.]*:")
 
 def register(sub: argparse._SubParsersAction) -> None:
     explain = sub.add_parser("explain", help="explain the classifier's prediction on an image")
-    explain._negative_number_matcher = LAMBDA_SPEC_OR_NUMBER
     explain.add_argument("image", help="PNG, JPEG, TIFF, DICOM or .npy file")
     explain.add_argument("--model-set", default=DEFAULT_MODEL_SET)
     explain.add_argument("--target", default=None,
@@ -50,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _common_args(p: argparse.ArgumentParser) -> None:
+    p._negative_number_matcher = LAMBDA_SPEC_OR_NUMBER
     p.add_argument("--lambdas", default=DEFAULT_LAMBDAS,
                    help=f"λ grid start:stop:steps (default {DEFAULT_LAMBDAS})")
     p.add_argument("--out", default=None, help="artifact folder (default: STYLEPROBE_STORE_DIR)")
