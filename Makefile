@@ -21,7 +21,7 @@ help: ## list the targets
 # resolves to the CPU wheel on this disk; the check refuses a CUDA build pulled by mistake.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev,serving]'
+	$(PY) -m pip install --quiet -e '.[dev,serving,service]'
 	$(PY) -m pip install --quiet --no-deps 'nvidia-pytriton==0.7.0'  # pyproject: triton-server
 	$(PY) -c "import torch, sys; sys.exit('a CUDA build of torch was installed' if torch.version.cuda else 0)"
 	touch $@
