@@ -241,9 +241,9 @@ class ServiceStack:
             self.orchestrator = self.orchestrator_process().launch()
             workers = [self.launch_worker(f"worker{index + 1}")
                        for index in range(self.worker_count)]
-            self.orchestrator.wait_ready()
+            self.orchestrator.wait_ready(timeout_s=180)
             for worker in workers:
-                worker.wait_ready(timeout_s=120)
+                worker.wait_ready(timeout_s=180)
         except BaseException:
             self.stop()
             raise
@@ -278,7 +278,7 @@ class ServiceStack:
 
     def start_worker(self, name: str, queues: str = "gpu,cpu") -> ServerProcess:
         """Start a worker node ``name`` on ``queues`` and wait until it answers a ping."""
-        return self.launch_worker(name, queues).wait_ready(timeout_s=120)
+        return self.launch_worker(name, queues).wait_ready(timeout_s=180)
 
     def launch_worker(self, name: str, queues: str = "gpu,cpu") -> ServerProcess:
         """Start a worker node ``name`` on ``queues`` (ready when it answers a ping)."""

@@ -291,7 +291,7 @@ def test_a_worker_killed_mid_job_the_job_still_completes_once(
     keys = open_store(stack.settings()).list(f"jobs/{job.job_id}/")
     assert [k for k in keys if k.endswith("manifest.json")] == [
         f"jobs/{job.job_id}/manifest.json"]
-    replacement.wait_ready(timeout_s=120)
+    replacement.wait_ready(timeout_s=180)
 
 
 def test_job_records_survive_an_orchestrator_restart(stack: ServiceStack,
@@ -302,7 +302,7 @@ def test_job_records_survive_an_orchestrator_restart(stack: ServiceStack,
                        metadata=token, timeout=30)
     before = watch(stub, stack.token, job.job_id)[-1].job
     stack.orchestrator.stop()
-    stack.orchestrator = stack.orchestrator_process().start()
+    stack.orchestrator = stack.orchestrator_process().start(timeout_s=180)
     with grpc.insecure_channel(stack.grpc_address) as chan:
         after = rpc.StyleProbeStub(chan).GetJob(pb.GetJobRequest(job_id=job.job_id),
                                                 metadata=token, timeout=10)
