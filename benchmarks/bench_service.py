@@ -1,0 +1,206 @@
+"""Benchmark: one explanation end to end through the service against the same work in process.
+
+Through the service: a gRPC client submits a knee phantom PNG to the orchestrator and
+watches the job until it has succeeded (Redis, S3 on SeaweedFS, a CPU tritonserver and two
+Celery workers, all started here on free ports). In process: the embedded mode,
+:class:`~styleprobe.explain.engine.Explainer` with the models loaded locally and a local
+artifact folder. Both run twice over: cold (the job probes its direction) and warm (the
+direction is stored; the median of ``--repeats`` runs). Reported: wall times, their ratio,
+and where the time goes by stage (the workers' own stage timings; the rest is queueing,
+transport and bookkeeping).
+
+    .venv/bin/python benchmarks/bench_service.py [--repository model_repository]
+        [--model-set knee-oa] [--repeats 5] [--probe-samples 2000]
+
+Writes benchmarks/results/service.md and service.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import torch
+from PIL import Image
+
+from styleprobe.api import pb, rpc
+from styleprobe.backends.local import LocalBackend
+from styleprobe.config import Settings
+from styleprobe.data.knee import KneePhantoms
+from styleprobe.explain.direction import ProbeSettings
+from styleprobe.explain.engine import Explainer, ExplainOptions
+from styleprobe.explain.lambdas import DEFAULT_LAMBDAS
+from styleprobe.modelset import load_model_set
+from styleprobe.servers import ServiceStack
+from styleprobe.serving.cpu_repository import build_cpu_repository
+from styleprobe.serving.server import TritonProcess
+from styleprobe.storage.local import LocalStore
+
+RESULTS = Path(__file__).resolve().parent / "results"
+STAGES = ("encode", "direction", "traverse", "render", "manifest")
+
+
+def phantom_png(size: int, index: int) -> bytes:
+    image = KneePhantoms(seed=11, size=size).sample(index).image
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(image[..., 0] * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def through_service(stub: rpc.StyleProbeStub, token: str, request: pb.ExplainRequest
+                    ) -> dict[str, Any]:
+    """Submit, watch to the end; wall seconds and the workers' seconds by stage."""
+    metadata = (("authorization", f"Bearer {token}"),)
+    start = time.perf_counter()
+    job = stub.Explain(request, metadata=metadata, timeout=60)
+    submitted = time.perf_counter() - start
+    for event in stub.WatchJob(pb.WatchJobRequest(job_id=job.job_id), metadata=metadata,
+                               timeout=1800):
+        job = event.job
+    wall = time.perf_counter() - start
+    if job.state != pb.JOB_STATE_SUCCEEDED:
+        raise RuntimeError(f"job {job.job_id} {pb.JobState.Name(job.state)}: {job.error}")
+    stages = {name: job.stage_seconds[name] for name in STAGES}
+    return {"wall_s": wall, "submit_s": submitted, "stages_s": stages,
+            "other_s": wall - submitted - sum(stages.values())}
+
+
+def in_process(explainer: Explainer, marks: list[tuple[str, float]], data: bytes,
+               options: ExplainOptions, lambdas: str) -> dict[str, Any]:
+    """The embedded pipeline; wall seconds and seconds by stage (from its progress calls)."""
+    marks.clear()
+    start = time.perf_counter()
+    explainer.explain(data, None, lambdas, options, filename="phantom.png")
+    wall = time.perf_counter() - start
+    first: dict[str, float] = {}
+    for stage, moment in marks:
+        first.setdefault(stage, moment)
+    bounds = sorted((moment, stage) for stage, moment in first.items())
+    ends = [moment for moment, _ in bounds[1:]] + [start + wall]
+    stages = {stage: end - moment for (moment, stage), end in zip(bounds, ends, strict=True)}
+    stages["input"] = stages.get("input", 0.0) + bounds[0][0] - start  # decoding comes first
+    return {"wall_s": wall, "stages_s": stages}
+
+
+def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    repository = Path(args.repository)
+    model_set = load_model_set(repository, args.model_set)
+    size = model_set.preprocessing.resolution
+    probe = ProbeSettings(samples=args.probe_samples, seed=1)
+    options = ExplainOptions(probe=probe)
+    marks: list[tuple[str, float]] = []
+    explainer = Explainer(LocalBackend(repository, args.model_set), LocalStore(work / "local"),
+                          progress=lambda stage, _f: marks.append((stage, time.perf_counter())))
+    local_cold = in_process(explainer, marks, phantom_png(size, 0), options, args.lambdas)
+    local_warm = [in_process(explainer, marks, phantom_png(size, i + 1), options, args.lambdas)
+                  for i in range(args.repeats)]
+
+    build_cpu_repository(repository, work / "triton-repository", [args.model_set])
+    with TritonProcess(work / "triton-repository", log_path=work / "tritonserver.log") as server, \
+            ServiceStack(work / "stack", repository, workers=2, backend="triton",
+                         triton_url=server.grpc_url) as stack, \
+            grpc.insecure_channel(stack.grpc_address) as channel:
+        stub = rpc.StyleProbeStub(channel)
+
+        def request(index: int) -> pb.ExplainRequest:
+            return pb.ExplainRequest(
+                image_bytes=phantom_png(size, index), filename="phantom.png",
+                model_set=args.model_set, lambdas=args.lambdas,
+                options=pb.ExplainOptions(probe=pb.ProbeOptions(samples=probe.samples,
+                                                                seed=probe.seed)))
+
+        service_cold = through_service(stub, stack.token, request(0))
+        service_warm = [through_service(stub, stack.token, request(i + 1))
+                        for i in range(args.repeats)]
+    return {"cold": {"service": service_cold, "in_process": local_cold},
+            "warm": {"service": _median_run(service_warm), "in_process": _median_run(local_warm),
+                     "service_runs_s": [r["wall_s"] for r in service_warm],
+                     "in_process_runs_s": [r["wall_s"] for r in local_warm]}}
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median wall time."""
+    ordered = sorted(runs, key=lambda r: r["wall_s"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def _stage_rows(service: dict[str, Any], local: dict[str, Any]) -> list[str]:
+    rows = [f"| {stage} | {service['stages_s'][stage]:.2f} | "
+            f"{local['stages_s'].get(stage, 0.0):.2f} |" for stage in STAGES]
+    rows.append("| decode the input, store it, queue the job (orchestrator; in process: "
+                f"decoding, storing) | {service['submit_s']:.2f} | "
+                f"{local['stages_s'].get('input', 0.0):.2f} |")
+    rows.append(f"| queue waits, hand-offs between workers, watch polling | "
+                f"{service['other_s']:.2f} | - |")
+    rows.append(f"| **total (wall)** | **{service['wall_s']:.2f}** | **{local['wall_s']:.2f}** |")
+    return rows
+
+
+def write_report(result: dict[str, Any]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "service.json").write_text(json.dumps(result, indent=2) + "\n")
+    m, cold, warm = result["machine"], result["runs"]["cold"], result["runs"]["warm"]
+    ratio_cold = cold["service"]["wall_s"] / cold["in_process"]["wall_s"]
+    ratio_warm = warm["service"]["wall_s"] / warm["in_process"]["wall_s"]
+    lines = [
+        f"# One explanation through the service against in process: model set "
+        f"{result['model_set']}", "",
+        f"`{result['command']}`", "",
+        f"{m['platform']}, {m['cpus']} CPUs, load average at start "
+        f"{', '.join(f'{x:.1f}' for x in m['load_average'])}. Service: orchestrator, two "
+        "Celery workers (one process each, both queues), Redis, S3 (SeaweedFS), tritonserver "
+        "2.51 CPU repository (Python backend over the exported TorchScript). In process: "
+        "LocalBackend and a local artifact folder, 1 torch thread. λ grid "
+        f"{result['lambdas']}, {result['probe_samples']} probe samples. CPU numbers; "
+        "production runs Triton on GPU.", "",
+        "| run | service (s) | in process (s) | service / in process |",
+        "| --- | --- | --- | --- |",
+        f"| cold: the job probes its direction | {cold['service']['wall_s']:.2f} | "
+        f"{cold['in_process']['wall_s']:.2f} | **{ratio_cold:.2f}** |",
+        f"| warm: direction stored (median of {result['repeats']}) | "
+        f"{warm['service']['wall_s']:.2f} | {warm['in_process']['wall_s']:.2f} | "
+        f"**{ratio_warm:.2f}** |", "",
+        "## Where the time goes, warm (the median run)", "",
+        "Service stages are the workers' own timings (Job.stage_seconds); each stage of the "
+        "service also reads its inputs from and writes its outputs to S3.", "",
+        "| stage | service (s) | in process (s) |", "| --- | --- | --- |",
+        *_stage_rows(warm["service"], warm["in_process"]), "",
+        "## Where the time goes, cold", "",
+        "| stage | service (s) | in process (s) |", "| --- | --- | --- |",
+        *_stage_rows(cold["service"], cold["in_process"]),
+    ]
+    (RESULTS / "service.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repository", default=Settings.from_env().model_repository)
+    parser.add_argument("--model-set", default="knee-oa")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--probe-samples", type=int, default=2000)
+    parser.add_argument("--lambdas", default=DEFAULT_LAMBDAS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    machine = {"platform": platform.platform(), "cpus": os.cpu_count(),
+               "load_average": os.getloadavg(), "torch": torch.__version__}
+    with tempfile.TemporaryDirectory(prefix="bench-service-") as folder:
+        runs = run(args, Path(folder))
+    command = (f"benchmarks/bench_service.py --model-set {args.model_set} --repeats "
+               f"{args.repeats} --probe-samples {args.probe_samples} --lambdas={args.lambdas}")
+    write_report({"model_set": args.model_set, "command": f".venv/bin/python {command}",
+                  "machine": machine, "lambdas": args.lambdas, "repeats": args.repeats,
+                  "probe_samples": args.probe_samples, "runs": runs})
+    print((RESULTS / "service.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
