@@ -11,7 +11,7 @@ LINT_PATHS := $(wildcard services tests benchmarks)
 BENCHMARKS := $(sort $(wildcard benchmarks/bench_*.py))
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test tools bench lint format models clean
+.PHONY: help demo test tools bench lint format models evaluate clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | \
@@ -51,6 +51,9 @@ format: $(STAMP) ## ruff: fix what it can, then format
 
 models: $(STAMP) ## retrain and export the bundled model sets (hours on a CPU)
 	bash scripts/build_model_sets.sh
+
+evaluate: $(STAMP) ## evaluate the bundled sets on held-out phantoms; regenerates docs/results.md
+	$(VENV)/bin/styleprobe evaluate --model-set knee-oa --model-set histology-tumour --n 200 --out docs/evaluation --results-table docs/results.md
 
 clean: ## remove caches and build leftovers (keeps .venv, runs/ and model_repository/)
 	find services tests $(wildcard benchmarks) -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -206,10 +206,12 @@ def run_bias_experiment(backend: ModelBackend, store: ArtifactStore, oracle: Ora
                                    else mass_inside(bundled_gradcam[marked], region))},
     }
     chosen = marked[:examples]
-    pictures = {"input": images[chosen], "shortcut_end_frame": traversals.end_frames[chosen],
-                "shortcut_difference": shortcut_diff[chosen]}
-    if shortcut_cam is not None:
-        pictures["shortcut_gradcam"] = shortcut_cam[:examples]
+    pictures = {"input": images[chosen]}
     if bundled_gradcam is not None:
         pictures["bundled_gradcam"] = bundled_gradcam[chosen]
+    if shortcut_cam is not None:
+        pictures["shortcut_gradcam"] = shortcut_cam[:examples]
+    pictures |= {"reconstruction": reconstructions[chosen],
+                 "counterfactual": traversals.end_frames[chosen],
+                 "difference": shortcut_diff[chosen]}
     return BiasOutcome(results, pictures)

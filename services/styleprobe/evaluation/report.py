@@ -142,9 +142,7 @@ def panel_figure(columns: dict[str, np.ndarray], title: str) -> bytes:
                 ax.imshow(np.clip(image, 0, 1))
             else:
                 image = image[..., 0] if image.ndim == 3 else image
-                colour = image.ndim == 2 and name not in ("input", "reconstruction",
-                                                          "counterfactual",
-                                                          "shortcut_end_frame")
+                colour = name not in ("input", "reconstruction", "counterfactual")
                 ax.imshow(image, cmap="inferno" if colour else "gray",
                           vmin=None if colour else 0, vmax=None if colour else 1)
             ax.set_xticks([])
@@ -289,8 +287,9 @@ def blocks(r: dict[str, Any], figure_names: Sequence[str]) -> list[Block]:
              fmt(bias["bundled_direction_identified"])],
         ])),
         ("figure", ("bias_motion.png", "How far each factor moves")),
-        ("figure", ("bias.png", "Images with a marker: Grad-CAM of both classifiers, the "
-                                "shortcut direction's counterfactual and difference")),
+        ("figure", ("bias.png", "Images with a marker: Grad-CAM of the bundled and the "
+                                "shortcut classifier; reconstruction, counterfactual and "
+                                "difference along the shortcut classifier's direction")),
         ("h2", "Timings"),
         ("table", (["Stage", "Seconds"], [[k, fmt(v, 1)] for k, v in r["timings_s"].items()])),
     ]
