@@ -17,7 +17,7 @@ import pytest
 
 from styleprobe.backends import BackendError
 from styleprobe.modelset import load_model_set
-from styleprobe.serving.server import free_port
+from styleprobe.serving.server import free_port, python_stubs
 
 triton = pytest.importorskip("styleprobe.backends.triton")  # needs tritonclient[grpc]
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("pytriton") is None,
@@ -31,6 +31,24 @@ def wait_serving(cli: subprocess.Popen[bytes], output: Path, timeout_s: float = 
         assert cli.poll() is None, f"serve exited early:\n{output.read_text()[-3000:]}"
         assert time.monotonic() < deadline, "serve was not ready in time"
         time.sleep(0.5)
+
+
+def status(pid: int) -> list[str]:
+    """Fields of ``/proc/<pid>/stat`` after the command name (state, parent, ...)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def children(pid: int) -> list[int]:
+    return [int(p.name) for p in Path("/proc").glob("[0-9]*")
+            if status(int(p.name))[1:2] == [str(pid)]]
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not gone, not a zombie)."""
+    return status(pid)[:1] not in ([], ["Z"])
 
 
 def nothing_listens(port: int) -> bool:
@@ -69,6 +87,8 @@ def test_server_stopped_mid_run(two_set_repository: Path, tmp_path: Path) -> Non
         worker.start()
         while len(done) < 3 and worker.is_alive():
             time.sleep(0.05)
+        stubs = [stub for server in children(cli.pid) for stub in python_stubs(server)]
+        assert len(stubs) == 4  # one per model of the set
         os.kill(cli.pid, signal.SIGTERM)  # `serve` stops tritonserver on SIGTERM
         worker.join(120)
         assert not worker.is_alive(), "a call hung after the server stopped"
@@ -78,6 +98,7 @@ def test_server_stopped_mid_run(two_set_repository: Path, tmp_path: Path) -> Non
         assert cli.wait(60) == 0
         assert "tritonserver stopped" in output.read_text(errors="replace")
         assert nothing_listens(grpc) and nothing_listens(http)
+        assert not [pid for pid in stubs if running(pid)]
         with pytest.raises(BackendError, match=r"tiny-mapping: Triton at .* is unavailable"):
             backend.mapping(np.zeros((1, model_set.z_dim), np.float32))
     finally:

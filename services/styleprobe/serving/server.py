@@ -89,6 +89,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def python_stubs(parent: int | None, among: list[int] | None = None) -> list[int]:
+    """Process ids of Python-backend stubs (Linux ``/proc``): children of ``parent`` if it
+    is given, among the ids ``among`` if they are given."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        pid = int(stat.parent.name)
+        if among is not None and pid not in among:
+            continue
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile
+        if parent in (None, ppid) and b"triton_python_backend_stub" in command:
+            found.append(pid)
+    return found
+
+
 class TritonProcess:
     """One ``tritonserver`` process serving ``repository``; ports 0 mean free ones.
 
@@ -177,9 +195,14 @@ class TritonProcess:
         return self._process is not None and self._process.poll() is None
 
     def stop(self, timeout_s: float = EXIT_TIMEOUT_S + 5) -> None:
-        """SIGTERM by process id, then SIGKILL if it has not exited within ``timeout_s``."""
+        """SIGTERM by process id, then SIGKILL if it has not exited within ``timeout_s``.
+
+        Python-backend stubs that outlive it (tritonserver leaves them behind when its
+        exit timeout expires before they have unloaded) are killed by their ids.
+        """
         if self._process is None:
             return
+        stubs = python_stubs(self._process.pid)
         if self._process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._process.pid, signal.SIGTERM)
@@ -190,6 +213,9 @@ class TritonProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self._process.pid, signal.SIGKILL)
                 self._process.wait()
+        for pid in python_stubs(None, among=stubs):  # left behind if the exit timeout expired
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         log.info("tritonserver stopped", extra={"pid": self.pid,
                                                 "returncode": self._process.returncode})
 
