@@ -187,24 +187,23 @@ class TritonBackend:
 
     def _call(self, served: ServedModel, request: Callable[[], T]) -> T:
         """``request()``, retried with backoff on UNAVAILABLE; errors name the model."""
-        started = time.monotonic()
-        for attempt in range(self.retries + 1):
+        started, attempts = time.monotonic(), 0
+        while True:
             try:
                 return request()
             except InferenceServerException as exc:
-                status = exc.status()
-                if status != UNAVAILABLE:
+                if exc.status() != UNAVAILABLE:
                     raise BackendError(self._describe(served, exc)) from exc
-                if attempt == self.retries:
+                attempts += 1
+                if attempts > self.retries:
                     raise BackendError(
                         f"{served.name}: Triton at {self.url} is unavailable (server down?) "
-                        f"after {attempt + 1} attempts in {time.monotonic() - started:.1f} s: "
+                        f"after {attempts} attempts in {time.monotonic() - started:.1f} s: "
                         f"{exc.message()}") from exc
-                delay = self.backoff_s * 2**attempt
+                delay = self.backoff_s * 2 ** (attempts - 1)
                 log.warning("triton unavailable; retrying", extra={
-                    "model": served.name, "attempt": attempt + 1, "delay_s": delay})
+                    "model": served.name, "attempt": attempts, "delay_s": delay})
                 time.sleep(delay)
-        raise AssertionError("unreachable")
 
     def _describe(self, served: ServedModel, exc: InferenceServerException) -> str:
         status, message = exc.status(), exc.message()
