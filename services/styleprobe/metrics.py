@@ -56,12 +56,9 @@ SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 MODEL_CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
-RPCS = Counter("styleprobe_grpc_requests_total",
-               "gRPC calls handled by the orchestrator, by method and status code",
-               ["method", "code"])
-RPC_SECONDS = Histogram("styleprobe_grpc_request_duration_seconds",
-                        "Time to handle a gRPC call (a stream: until it ends), by method",
-                        ["method"], buckets=SECONDS_BUCKETS)
+# The gRPC series (styleprobe_grpc_requests_total, styleprobe_grpc_request_duration_seconds)
+# are still defined in styleprobe.orchestrator.interceptors; they move here with the
+# service's metrics wiring (registering them twice in one process is an error).
 JOBS = Counter("styleprobe_jobs_total", "Jobs that entered each state, by job kind",
                ["kind", "state"])
 STAGE_SECONDS = Histogram("styleprobe_stage_duration_seconds",
@@ -112,12 +109,6 @@ def observe_backend_call(model: str, batch: int, seconds: float) -> None:
     BACKEND_BATCH.labels(model).observe(batch)
     if model in GENERATOR_MODELS:
         IMAGES_GENERATED.inc(batch)
-
-
-def observe_rpc(method: str, code: str, seconds: float) -> None:
-    """Record one gRPC call: its full method name, status code name and duration."""
-    RPCS.labels(method, code).inc()
-    RPC_SECONDS.labels(method).observe(seconds)
 
 
 def count_job(kind: str, state: str) -> None:
