@@ -60,6 +60,7 @@ from styleprobe.training.assess import real_vs_generated_accuracy
 log = logging.getLogger(__name__)
 EVALUATION_SEED = 2_000_003  # test phantoms: no model of the bundled sets saw this seed
 MIN_IMAGES = 10
+MIN_REALISM_SAMPLES = 200
 ORACLE_MIN_R2 = 0.5  # below this held-out R² a factor's reading is not used for a target
 PAPER = {  # Schutte, Moindrot et al. 2021, as summarised in DESIGN.md
     "knee": {"classifier_auc": 0.89, "latent_auc": 0.80, "realism_accuracy": 0.58},
@@ -80,7 +81,7 @@ class EvaluationSettings:
     lambdas: str = DEFAULT_LAMBDAS
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     seed: int = 0
-    realism_samples: int = 1000
+    realism_samples: int | None = None  # real and generated images each; None: 5 per test image
     oracle: OracleConfig = field(default_factory=OracleConfig)
     shortcut: ShortcutConfig = field(default_factory=ShortcutConfig)
     examples: int = 4  # images shown in each panel of the report
@@ -109,6 +110,7 @@ def evaluate(backend: ModelBackend, store: ArtifactStore, phantoms: str, cache_d
     target = model_set.default_target
     class_index = model_set.classifier.class_index(target)
     threshold = model_set.classifier.threshold
+    realism_samples = settings.realism_samples or max(5 * settings.n, MIN_REALISM_SAMPLES)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -144,8 +146,8 @@ def evaluate(backend: ModelBackend, store: ArtifactStore, phantoms: str, cache_d
         "latent_auc_sampled": plain.auc,
         "latent_accuracy_sampled": plain.accuracy,
         **_latent_aucs(w @ plain.array(), labels, predicted(p_input, threshold)),
-        "realism_accuracy": _realism(backend, phantoms, settings),
-        "realism_samples": settings.realism_samples,
+        "realism_accuracy": _realism(backend, phantoms, settings, realism_samples),
+        "realism_samples": realism_samples,
     }
     lap("table")
     traversals = {"plain": traverse_many(backend, w, p_rec, plain, lambdas, oracle)}
@@ -226,14 +228,16 @@ def _latent_aucs(projection: np.ndarray, labels: np.ndarray,
     }
 
 
-def _realism(backend: ModelBackend, phantoms: str, settings: EvaluationSettings) -> float:
-    """Held-out accuracy of a small real-vs-generated classifier (0.5 is perfect)."""
+def _realism(backend: ModelBackend, phantoms: str, settings: EvaluationSettings,
+             samples: int) -> float:
+    """Held-out accuracy of a small real-vs-generated classifier (0.5 is perfect), trained
+    on ``samples`` real and as many generated images."""
     model_set = backend.model_set
     prep = model_set.preprocessing
     real = render(PHANTOMS[phantoms](seed=EVALUATION_SEED + settings.seed + 1,
-                                     size=prep.resolution), settings.realism_samples)
+                                     size=prep.resolution), samples)
     z = np.random.default_rng(settings.seed + 11).standard_normal(
-        (settings.realism_samples, model_set.z_dim)).astype(np.float32)
+        (samples, model_set.z_dim)).astype(np.float32)
     fake = backend.synthesis(backend.mapping(z))
     return real_vs_generated_accuracy(torch.from_numpy(to_tensor(real.images, prep)),
                                       torch.from_numpy(fake), settings.seed)
