@@ -3,9 +3,13 @@ series that docs/metrics.md documents, and label values are checked."""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import subprocess
+import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
@@ -78,3 +82,12 @@ def test_endpoint_serves_exactly_the_documented_series() -> None:
     assert served.items() <= documented.items()
     assert set(documented) - set(served) <= {"styleprobe_grpc_requests_total",
                                              "styleprobe_grpc_request_duration_seconds"}
+
+
+def test_a_worker_start_removes_only_files_of_processes_gone(tmp_path: Path) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    for name in (f"counter_{gone}.db", f"histogram_{gone}.db", f"counter_{os.getpid()}.db"):
+        (tmp_path / name).write_bytes(b"")
+    assert metrics.remove_stale_files(tmp_path) == 2
+    assert [p.name for p in tmp_path.iterdir()] == [f"counter_{os.getpid()}.db"]
