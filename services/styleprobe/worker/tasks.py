@@ -101,8 +101,9 @@ class StageTask(Task):
         else:
             reason = f"stage {stage} failed: {exc}"
         log.error("job failed", extra={"job_id": job_id, "stage": stage, "error": reason})
-        if _process.jobs.transition(job_id, ACTIVE, state=FAILED, stage=stage, error=reason,
-                                    message=reason):
+        _process.jobs.transition(job_id, ACTIVE, state=FAILED, stage=stage, error=reason,
+                                 message=reason)
+        if _process.jobs.get(job_id).state in (FAILED, CANCELLED):  # cancelled meanwhile
             engine.delete_job(_process.store, job_id)
 
 
