@@ -13,11 +13,14 @@ store or Redis unreachable) are retried with backoff; any other failure, or the 
 retry, fails the job with its reason and removes its artifacts.
 
 The direction is single-flight: concurrent jobs that need the same direction wait on one
-Redis lock, and only the first probes it; the others find it stored.
+Redis lock, and only the first probes it; the others find it stored. The lock is a lease
+renewed while probing, so a prober killed mid-way blocks the others for seconds, not for
+a whole task time limit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -27,6 +30,7 @@ import redis
 from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.signals import worker_process_init
+from redis.exceptions import LockError
 
 from styleprobe.backends import BackendError, ModelBackend, open_backend
 from styleprobe.config import Settings
@@ -41,6 +45,9 @@ log = logging.getLogger(__name__)
 TRANSIENT = (BackendError, StoreError, redis.ConnectionError, redis.TimeoutError)
 MAX_RETRIES = 3
 DIRECTION_PROBED, DIRECTION_STORED = "direction probed", "direction found stored"
+# The direction lock's lease, renewed at each probe chunk: a prober that dies holds it
+# this long at most; one that stalls longer may see a second prober (same result).
+DIRECTION_LEASE_S = 30
 PROGRESS_EVERY_S = 0.5  # least time between two progress events of one stage
 # Overall progress when each stage starts; a stage ends where the next begins.
 STAGE_START = {"encode": 0.05, "direction": 0.15, "traverse": 0.6, "render": 0.8,
@@ -191,13 +198,26 @@ def direction(self: Task, keys: dict[str, Any], job_id: str) -> dict[str, Any]:
         key = direction_key(backend.model_set, request["target"], probe, names)
         probed = False
         if not _process.store.exists(key):
-            limit = _process.settings.task_time_limit_s
-            lock = _process.jobs.redis.lock(f"styleprobe:lock:{key}", timeout=limit,
-                                            blocking_timeout=limit)
-            with lock:  # single flight: whoever waited here finds the direction stored
+            lock = _process.jobs.redis.lock(
+                f"styleprobe:lock:{key}", timeout=DIRECTION_LEASE_S,
+                blocking_timeout=_process.settings.task_time_limit_s)
+
+            def probing(_stage: str, fraction: float) -> None:
+                with contextlib.suppress(LockError):  # lapsed: someone else may probe too
+                    lock.reacquire()  # renew the lease while probing; it lapses if we die
+                progress(fraction)
+
+            # single flight: whoever waited here finds the direction stored
+            if not lock.acquire():
+                raise LockError(f"waited {_process.settings.task_time_limit_s} s for another "
+                                f"job to probe direction {key}")
+            try:
                 probed = not _process.store.exists(key)
                 engine.ensure_direction(backend, _process.store, request["target"], probe,
-                                        names, lambda _stage, fraction: progress(fraction))
+                                        names, probing)
+            finally:
+                with contextlib.suppress(LockError):
+                    lock.release()
         _process.jobs.transition(job_id, [RUNNING], message=DIRECTION_PROBED if probed
                                  else DIRECTION_STORED)
         return {"direction": key}
