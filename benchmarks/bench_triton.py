@@ -7,10 +7,11 @@
    (``nv_inference_count`` / ``nv_inference_exec_count``; target ≥ 4), against the same
    eight explanations with the models in process.
 
-    .venv/bin/python benchmarks/bench_triton.py [--model-set knee-oa] [--repeats 20]
+    .venv/bin/python benchmarks/bench_triton.py [--model-set knee-oa ...] [--repeats 20]
                                                 [--explanations 8] [--probe-samples 2000]
 
-Starts its own tritonserver (CPU repository, Python backend) on free ports; writes
+Starts its own tritonserver (CPU repository, Python backend) on free ports, serving every
+set at once (default: every set of the model repository); writes
 benchmarks/results/triton.md and triton.json.
 """
 
@@ -41,7 +42,7 @@ from styleprobe.explain.engine import Explainer, ExplainOptions
 from styleprobe.explain.inputs import from_tensor
 from styleprobe.explain.lambdas import DEFAULT_LAMBDAS, parse_lambdas
 from styleprobe.explain.traverse import decode_frames
-from styleprobe.modelset import load_model_set
+from styleprobe.modelset import list_model_sets, load_model_set
 from styleprobe.serving.cpu_repository import build_cpu_repository
 from styleprobe.serving.server import TritonProcess
 from styleprobe.storage.local import LocalStore
@@ -169,30 +170,22 @@ def bench_concurrency(local: LocalBackend, remote: TritonBackend, server: Triton
             "batch_size": total_inferences / max(total_executions, 1)}
 
 
-def write_report(result: dict[str, Any]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "triton.json").write_text(json.dumps(result, indent=2) + "\n")
-    m, t, c = result["machine"], result["traversal"], result["concurrency"]
+def set_section(r: dict[str, Any]) -> list[str]:
+    t, c = r["traversal"], r["concurrency"]
     met = "met" if c["batch_size"] >= TARGET_BATCH else "NOT met"
     lines = [
-        f"# Triton against in process: model set {result['model_set']}", "",
-        f"`{result['command']}`", "",
-        f"{m['platform']}, {m['cpus']} CPUs, load average at start "
-        f"{', '.join(f'{x:.1f}' for x in m['load_average'])}; tritonserver "
-        f"{m['tritonserver']} from nvidia-pytriton, CPU repository (Python backend running "
-        "the exported TorchScript, one instance per model, 1 torch thread each); in process: "
-        "LocalBackend, 1 torch thread. These are CPU numbers: production runs "
-        "`pytorch_libtorch` on GPU.", "",
-        f"## {t['frames']}-frame traversal (decode and classify, one batch)", "",
+        f"## {r['model_set']}", "",
+        f"Load average when this set started: {', '.join(f'{x:.1f}' for x in r['load'])}.", "",
+        f"### {t['frames']}-frame traversal (decode and classify, one batch)", "",
         f"Median of {t['repeats']} runs after {WARMUP} warm-up runs.", "",
         "| backend | median (ms) | p90 (ms) |", "| --- | --- | --- |",
         f"| in process (LocalBackend) | {t['median_ms']['in_process']:.1f} | "
         f"{t['p90_ms']['in_process']:.1f} |",
-        f"| Triton (`{result['model_set']}-decode` ensemble over gRPC) | "
+        f"| Triton (`{r['model_set']}-decode` ensemble over gRPC) | "
         f"{t['median_ms']['triton']:.1f} | {t['p90_ms']['triton']:.1f} |", "",
         f"Ratio Triton / in process: **{t['ratio']:.2f}**; largest difference between their "
         f"target probabilities: {t['max_probability_difference']:.1e}.", "",
-        f"## {c['explanations']} concurrent explanations", "",
+        f"### {c['explanations']} concurrent explanations", "",
         f"One process per explanation, started together, sharing a stored direction "
         f"({c['probe_samples']} probe samples, probed once beforehand); each encodes, "
         "traverses 17 frames, searches the flip and renders.", "",
@@ -208,39 +201,62 @@ def write_report(result: dict[str, Any]) -> None:
         lines.append(f"| {model} | {s['inferences']:.0f} | {s['executions']:.0f} | "
                      f"{s['requests']:.0f} | {s['batch_size']:.1f} | "
                      f"{s['requests_per_execution']:.2f} |")
-    lines += ["", f"Achieved batch size over the four models: **{c['batch_size']:.1f}** "
-              f"(target ≥ {TARGET_BATCH:g}: {met}). The ensemble executes no model itself; "
-              "its requests are counted in synthesis and classifier."]
-    (RESULTS / "triton.md").write_text("\n".join(lines) + "\n")
+    return [*lines, "", f"Achieved batch size over the four models: **{c['batch_size']:.1f}** "
+            f"(target ≥ {TARGET_BATCH:g}: {met}). The ensemble's own row counts its requests; "
+            "its models' executions are in the synthesis and classifier rows.", ""]
+
+
+def write_report(report: dict[str, Any]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "triton.json").write_text(json.dumps(report, indent=2) + "\n")
+    m = report["machine"]
+    lines = [
+        "# Triton against in process", "", f"`{report['command']}`", "",
+        f"{m['platform']}, {m['cpus']} CPUs; tritonserver {m['tritonserver']} from "
+        "nvidia-pytriton serving every set below side by side from one CPU repository "
+        "(Python backend running the exported TorchScript, one instance per model, 1 torch "
+        "thread each); in process: LocalBackend, 1 torch thread. These are CPU numbers on a "
+        "shared machine: production runs `pytorch_libtorch` on GPU.", "",
+    ]
+    for result in report["sets"]:
+        lines += set_section(result)
+    (RESULTS / "triton.md").write_text("\n".join(lines))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repository", default=Settings.from_env().model_repository)
-    parser.add_argument("--model-set", default="knee-oa")
+    parser.add_argument("--model-set", action="append", default=None,
+                        help="repeatable; default: every set in the repository")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--explanations", type=int, default=8)
     parser.add_argument("--probe-samples", type=int, default=2000)
     args = parser.parse_args()
     torch.set_num_threads(1)
     repository = Path(args.repository)
+    names = args.model_set or list_model_sets(repository)
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(),
-               "load_average": os.getloadavg(), "torch": torch.__version__, "tritonserver": "2.51"}
+               "torch": torch.__version__, "tritonserver": "2.51"}
+    results = []
     with tempfile.TemporaryDirectory(prefix="bench-triton-") as folder:
         work = Path(folder)
-        build_cpu_repository(repository, work / "repository", [args.model_set])
+        build_cpu_repository(repository, work / "repository", names)
         with TritonProcess(work / "repository", log_path=work / "tritonserver.log") as server:
-            local = LocalBackend(repository, args.model_set)
-            remote = TritonBackend(local.model_set, server.grpc_url)
-            traversal = bench_traversal(local, remote, args.repeats)
-            concurrency = bench_concurrency(local, remote, server, repository, work,
-                                            args.explanations, args.probe_samples)
-            remote.close()
-    command = (f"benchmarks/bench_triton.py --model-set {args.model_set} --repeats "
-               f"{args.repeats} --explanations {args.explanations} --probe-samples "
-               f"{args.probe_samples}")
-    write_report({"model_set": args.model_set, "command": f".venv/bin/python {command}",
-                  "machine": machine, "traversal": traversal, "concurrency": concurrency})
+            for name in names:
+                load = os.getloadavg()
+                local = LocalBackend(repository, name)
+                remote = TritonBackend(local.model_set, server.grpc_url)
+                results.append({
+                    "model_set": name, "load": load,
+                    "traversal": bench_traversal(local, remote, args.repeats),
+                    "concurrency": bench_concurrency(local, remote, server, repository,
+                                                     work / name, args.explanations,
+                                                     args.probe_samples)})
+                remote.close()
+    sets = " ".join(f"--model-set {name}" for name in names)
+    command = (f".venv/bin/python benchmarks/bench_triton.py {sets} --repeats {args.repeats} "
+               f"--explanations {args.explanations} --probe-samples {args.probe_samples}")
+    write_report({"command": command, "machine": machine, "sets": results})
     print((RESULTS / "triton.md").read_text())
 
 

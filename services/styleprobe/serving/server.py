@@ -150,7 +150,7 @@ class TritonProcess:
             f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
         ]
 
-    def start(self, timeout_s: float = 120.0) -> TritonProcess:
+    def start(self, timeout_s: float = 300.0) -> TritonProcess:
         """Start the server and return once ``/v2/health/ready`` says so."""
         if self.is_running():
             raise TritonError(f"tritonserver (pid {self.pid}) is already running")
