@@ -176,13 +176,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _require_multiprocess_dir() -> Path:
+    folder = multiprocess_dir()
+    if folder is None:
+        raise ValueError(f"worker metrics need {MULTIPROC_ENV} to name a writable folder of "
+                         "the worker's own, set in its environment before it starts")
+    return folder
+
+
 def start_worker_metrics_server(port: int, host: str = "0.0.0.0") -> None:
     """In the parent of a prefork worker pool, before it forks: clear what a previous run
     left and serve every process's samples. ValueError without multiprocess mode."""
-    folder = multiprocess_dir()
-    if folder is None:
-        raise ValueError(f"worker metrics need {MULTIPROC_ENV} to name an empty, writable "
-                         "folder in the worker's environment (set before it starts)")
+    folder = _require_multiprocess_dir()
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_files(folder)
     start_metrics_server(port, host)
@@ -198,9 +203,10 @@ def child_exited(pid: int) -> None:
 def connect_celery_worker(port: int, host: str = "0.0.0.0") -> None:
     """Wire a Celery worker: the parent serves metrics on ``port`` when it starts (0: no
     server), and each pool child marks itself dead when it exits. Call at import of the
-    Celery app module."""
+    Celery app module; ValueError if ``PROMETHEUS_MULTIPROC_DIR`` is not set."""
     if not port:
         return
+    _require_multiprocess_dir()  # fail at start, not silently inside a signal handler
     from celery.signals import worker_init, worker_process_shutdown
 
     def on_worker_init(**_: Any) -> None:

@@ -91,3 +91,11 @@ def test_a_worker_start_removes_only_files_of_processes_gone(tmp_path: Path) -> 
         (tmp_path / name).write_bytes(b"")
     assert metrics.remove_stale_files(tmp_path) == 2
     assert [p.name for p in tmp_path.iterdir()] == [f"counter_{os.getpid()}.db"]
+
+
+def test_worker_metrics_without_multiprocess_mode_fail_at_start(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
+    with pytest.raises(ValueError, match="PROMETHEUS_MULTIPROC_DIR"):
+        metrics.connect_celery_worker(9465)
+    metrics.connect_celery_worker(0)  # no port: nothing to serve, nothing to check
