@@ -1,13 +1,13 @@
 """Benchmark: one explanation end to end through the service against the same work in process.
 
-Through the service: a gRPC client submits a knee phantom PNG to the orchestrator and
-watches the job until it has succeeded (Redis, S3 on SeaweedFS, a CPU tritonserver and two
-Celery workers, all started here on free ports). In process: the embedded mode,
-:class:`~styleprobe.explain.engine.Explainer` with the models loaded locally and a local
-artifact folder. Both run twice over: cold (the job probes its direction) and warm (the
-direction is stored; the median of ``--repeats`` runs). Reported: wall times, their ratio,
-and where the time goes by stage (the workers' own stage timings; the rest is queueing,
-transport and bookkeeping).
+Through the service: a gRPC client submits a phantom PNG (knee or histology, as the model
+set expects) to the orchestrator and watches the job until it has succeeded (Redis, S3 on
+SeaweedFS, a CPU tritonserver and two Celery workers, all started here on free ports). In
+process: the embedded mode, :class:`~styleprobe.explain.engine.Explainer` with the models
+loaded locally and a local artifact folder. Both run cold (the job probes its direction)
+and warm (the direction is stored; the median of ``--repeats`` runs). Reported: wall
+times, their ratio, and where the time goes by stage (the workers' own stage timings; the
+rest is queueing, transport and bookkeeping).
 
     .venv/bin/python benchmarks/bench_service.py [--repository model_repository]
         [--model-set knee-oa] [--repeats 5] [--probe-samples 2000]
@@ -35,7 +35,7 @@ from PIL import Image
 from styleprobe.api import pb, rpc
 from styleprobe.backends.local import LocalBackend
 from styleprobe.config import Settings
-from styleprobe.data.knee import KneePhantoms
+from styleprobe.data.datasets import phantom_set
 from styleprobe.explain.direction import ProbeSettings
 from styleprobe.explain.engine import Explainer, ExplainOptions
 from styleprobe.explain.lambdas import DEFAULT_LAMBDAS
@@ -49,10 +49,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 STAGES = ("encode", "direction", "traverse", "render", "manifest")
 
 
-def phantom_png(size: int, index: int) -> bytes:
-    image = KneePhantoms(seed=11, size=size).sample(index).image
+def phantom_png(kind: str, size: int, index: int) -> bytes:
+    """A phantom of ``kind`` (knee: grayscale, histology: RGB) as PNG bytes."""
+    image = np.round(phantom_set(kind, seed=11, size=size).sample(index).image * 255)
     buffer = io.BytesIO()
-    Image.fromarray(np.round(image[..., 0] * 255).astype(np.uint8)).save(buffer, format="PNG")
+    Image.fromarray(np.squeeze(image.astype(np.uint8), axis=-1) if image.shape[-1] == 1
+                    else image.astype(np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -95,14 +97,15 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     repository = Path(args.repository)
     model_set = load_model_set(repository, args.model_set)
     size = model_set.preprocessing.resolution
+    kind = "knee" if model_set.preprocessing.channels == 1 else "histology"
     probe = ProbeSettings(samples=args.probe_samples, seed=1)
     options = ExplainOptions(probe=probe)
     marks: list[tuple[str, float]] = []
     explainer = Explainer(LocalBackend(repository, args.model_set), LocalStore(work / "local"),
                           progress=lambda stage, _f: marks.append((stage, time.perf_counter())))
-    local_cold = in_process(explainer, marks, phantom_png(size, 0), options, args.lambdas)
-    local_warm = [in_process(explainer, marks, phantom_png(size, i + 1), options, args.lambdas)
-                  for i in range(args.repeats)]
+    local_cold = in_process(explainer, marks, phantom_png(kind, size, 0), options, args.lambdas)
+    local_warm = [in_process(explainer, marks, phantom_png(kind, size, i + 1), options,
+                             args.lambdas) for i in range(args.repeats)]
 
     build_cpu_repository(repository, work / "triton-repository", [args.model_set])
     with TritonProcess(work / "triton-repository", log_path=work / "tritonserver.log") as server, \
@@ -113,7 +116,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
         def request(index: int) -> pb.ExplainRequest:
             return pb.ExplainRequest(
-                image_bytes=phantom_png(size, index), filename="phantom.png",
+                image_bytes=phantom_png(kind, size, index), filename="phantom.png",
                 model_set=args.model_set, lambdas=args.lambdas,
                 options=pb.ExplainOptions(probe=pb.ProbeOptions(samples=probe.samples,
                                                                 seed=probe.seed)))
