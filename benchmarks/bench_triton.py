@@ -128,7 +128,7 @@ def concurrent_explanations(kind: str, repository: Path, name: str, url: str, st
     seconds = [results.get(timeout=1800) for _ in children]
     wall = time.perf_counter() - start
     for child in children:
-        child.join(60)
+        child.join()
         if child.exitcode != 0:
             raise RuntimeError(f"an explanation process exited with {child.exitcode}")
     return {"wall_s": wall, "mean_explanation_s": statistics.mean(seconds)}
