@@ -39,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     enc.add_argument("--iterations", type=int, default=3000)
     enc.add_argument("--minutes", type=float, default=None)
     enc.add_argument("--bank-size", type=int, default=10240)
+    enc.add_argument("--pixel-weight", type=float, default=1.0,
+                     help="weight of the pixel loss on real images (0: generated pairs only)")
+    enc.add_argument("--lowpass-weight", type=float, default=2.0,
+                     help="weight of the loss on 8x8 local means of real images")
     enc.add_argument("--restart", action="store_true")
     enc.set_defaults(func=_encoder)
 
@@ -125,7 +129,9 @@ def _encoder(args: argparse.Namespace) -> None:
     G = load_generator(Path(args.gan))
     cfg = G.cfg
     out = Path(args.out)
-    trainer = EncoderTrainer(G, EncoderTrainConfig(bank_size=args.bank_size, seed=args.seed))
+    trainer = EncoderTrainer(G, EncoderTrainConfig(
+        bank_size=args.bank_size, seed=args.seed, pixel_weight=args.pixel_weight,
+        lowpass_weight=args.lowpass_weight))
     ckpt = out / "encoder.pt"
     if ckpt.exists() and not args.restart:
         trainer.load_state_dict(load_checkpoint(ckpt, kind="encoder"))

@@ -40,13 +40,13 @@ class Encoder(nn.Module):
         self.resolution, self.channels, self.w_dim = resolution, channels, w_dim
         layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, 1, 1)]
         ch, res = width, resolution
-        while res > 4:
-            nxt = min(ch * 2, 256)
-            layers += [ResidualBlock(ch, nxt, stride=2), ResidualBlock(nxt, nxt, stride=1)]
+        while res > 4:  # one strided residual block per resolution, down to 4x4
+            nxt = min(ch * 2, 128)
+            layers.append(ResidualBlock(ch, nxt, stride=2))
             ch, res = nxt, res // 2
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(ch * 16, 512), nn.LeakyReLU(0.2),
-                                  nn.Linear(512, w_dim))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(ch * 16, 256), nn.LeakyReLU(0.2),
+                                  nn.Linear(256, w_dim))
         self.register_buffer("w_avg", torch.zeros(w_dim) if w_avg is None else w_avg.clone())
         assert int(math.log2(resolution)) == math.log2(resolution)
 

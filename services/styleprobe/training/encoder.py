@@ -87,7 +87,7 @@ class EncoderTrainer:
         loss_latent = F.mse_loss(w_hat, w)
         loss = cfg.latent_weight * loss_latent
         loss_real = torch.zeros([])
-        if real is not None:
+        if real is not None and (cfg.pixel_weight > 0 or cfg.lowpass_weight > 0):
             ridx = torch.from_numpy(rng.choice(len(real), cfg.real_batch, replace=False))
             xr = real[ridx]
             rec = decode(self.G, self.E(xr))
