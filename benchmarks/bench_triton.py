@@ -50,6 +50,7 @@ from styleprobe.storage.local import LocalStore
 RESULTS = Path(__file__).resolve().parent / "results"
 WARMUP = 3
 TARGET_BATCH = 4.0
+READY_TIMEOUT_S = 1800  # every stub imports torch; on a busy 2-core machine that crawls
 METRIC = re.compile(r'^(nv_inference_(?:count|exec_count|request_success))'
                     r'\{model="([^"]+)",version="[^"]*"\} (\S+)$')
 
@@ -241,7 +242,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-triton-") as folder:
         work = Path(folder)
         build_cpu_repository(repository, work / "repository", names)
-        with TritonProcess(work / "repository", log_path=work / "tritonserver.log") as server:
+        server = TritonProcess(work / "repository", log_path=work / "tritonserver.log")
+        with server.start(timeout_s=READY_TIMEOUT_S):
             for name in names:
                 load = os.getloadavg()
                 local = LocalBackend(repository, name)

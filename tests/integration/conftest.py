@@ -47,6 +47,6 @@ def triton_server(two_set_repository: Path,
     work = tmp_path_factory.mktemp("triton")
     build_cpu_repository(two_set_repository, work / "repository")
     server = TritonProcess(work / "repository", log_path=work / "tritonserver.log")
-    server.start(timeout_s=300)
+    server.start(timeout_s=900)  # generous: stubs import torch, slow on a loaded machine
     yield server
     server.stop()

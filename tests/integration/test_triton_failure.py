@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("pytriton") is None,
 SERVE = "from styleprobe.cli import main; main()"
 
 
-def wait_serving(cli: subprocess.Popen[bytes], output: Path, timeout_s: float = 300) -> None:
+def wait_serving(cli: subprocess.Popen[bytes], output: Path, timeout_s: float = 900) -> None:
     deadline = time.monotonic() + timeout_s
     while "serving tiny" not in output.read_text(errors="replace"):
         assert cli.poll() is None, f"serve exited early:\n{output.read_text()[-3000:]}"
@@ -63,7 +63,7 @@ def test_server_stopped_mid_run(two_set_repository: Path, tmp_path: Path) -> Non
         cli = subprocess.Popen(
             [sys.executable, "-c", SERVE, "triton", "serve", "--repository",
              str(two_set_repository), "--model-set", "tiny", "--http-port", str(http),
-             "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
+             "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--ready-timeout", "900"],
             stdout=sink, stderr=subprocess.STDOUT)
     try:
         wait_serving(cli, output)
