@@ -59,6 +59,7 @@ def test_report_has_every_section_and_file(report: Path) -> None:
     assert {t["id"] for t in results["targets"]} >= {"latent_auc_gap", "flip_rate",
                                                       "localization", "shortcut"}
     assert all(t["met"] in (True, False, None) for t in results["targets"])
+    assert all(t["reason"] for t in results["targets"] if t["met"] is None)
     for name in ("probability", "flip_lambdas", "faithfulness", "localization", "bias",
                  "bias_motion"):
         assert (folder / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"

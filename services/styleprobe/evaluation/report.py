@@ -476,14 +476,15 @@ def results_table(results: Sequence[dict[str, Any]], reports: dict[str, str]) ->
             lines.append("| " + " | ".join(_cell(c) for c in (
                 r["model_set"], t["name"], fmt(t["measured"]), t["target"],
                 verdict(t["met"]))) + " |")
-    misses = [(r, t) for r in results for t in r["targets"] if t["met"] is False]
+    misses = [(r, t) for r in results for t in r["targets"] if t["met"] is not True]
     lines += ["", "## Misses and what would fix them", ""]
     if not misses:
-        lines.append("None: every measured target was met.")
+        lines.append("None: every target was met.")
     for r, t in misses:
         hint = HINTS[t["id"].removesuffix("_plain").removesuffix("_orthogonalized")]
-        lines.append(f"- **{r['model_set']}**, {t['name']}: {fmt(t['measured'])} "
-                     f"(goal {t['target']}). Fix: {hint}")
+        state = (f"{fmt(t['measured'])} (goal {t['target']})" if t["met"] is False
+                 else f"not measured: {t.get('reason', 'nothing to measure')}")
+        lines.append(f"- **{r['model_set']}**, {t['name']}: {state}. Fix: {hint}")
     lines += ["", "## Notes", "", f"- {GRADCAM_NOTE}",
               "- Full reports (every number, plots, examples): "
               + ", ".join(f"[{name}]({path})" for name, path in reports.items()) + ".", ""]
