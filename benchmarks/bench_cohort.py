@@ -11,7 +11,7 @@ timed runs measure the per-image work, not the one-off probe). The model set com
 the model repository; if it is missing there (or with ``--no-bundled``), an untrained
 stand-in is exported: ``--stand-in knee`` has the bundled set's architecture (the same
 compute per image), ``small`` the test suite's 16x16 one (the report says which was used).
-Writes benchmarks/results/cohort.md and cohort.json.
+Writes benchmarks/results/cohort.md and cohort.json (after each size).
 """
 
 from __future__ import annotations
@@ -119,23 +119,30 @@ def main() -> None:
         warm = work / "images-warm"
         write_folder(render(phantoms, 1), warm)
         probe = run_cohort(warm, out, args.model_set, env, args.threads)
-        rows = []
+        rows: list[dict[str, float]] = []
         for size in sizes:
             images = work / f"images-{size}"
             write_folder(render(phantoms, size, start=1), images)
             result = run_cohort(images, out, args.model_set, env, args.threads)
             rows.append({"images": size, "seconds": round(result["seconds"], 1),
                          "images_per_s": round(size / result["seconds"], 3),
-                         "peak_rss_mib": round(result["peak_rss_mib"], 1)})
+                         "peak_rss_mib": round(result["peak_rss_mib"], 1),
+                         "load_average": round(os.getloadavg()[1], 1)})
             print(rows[-1], flush=True)
+            write_results(args, trained, resolution, probe["seconds"], rows)
+    print((RESULTS / "cohort.md").read_text())
 
+
+def write_results(args: argparse.Namespace, trained: bool, resolution: int,
+                  probe_seconds: float, rows: list[dict[str, float]]) -> None:
+    """Write cohort.md and cohort.json from the sizes run so far."""
     flat = rows[-1]["peak_rss_mib"] / rows[0]["peak_rss_mib"]
     record = {
         "model_set": args.model_set,
         "models": ("trained (bundled)" if trained else
                    f"untrained '{args.stand_in}' stand-in: {STAND_INS[args.stand_in]}"),
         "threads": args.threads, "probe_samples": args.probe_samples,
-        "probe_run_seconds": round(probe["seconds"], 1), "runs": rows,
+        "probe_run_seconds": round(probe_seconds, 1), "runs": rows,
         "peak_rss_ratio_largest_to_smallest": round(flat, 3),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
                    f"{platform.python_version()}, torch {torch.__version__}",
@@ -149,15 +156,16 @@ def main() -> None:
         f"`{args.model_set}` ({record['models']}), {args.threads} torch thread(s), default λ "
         "grid (17 frames), full per-image outputs (frames, GIF, strip, report, manifest). "
         "Each size is its own process; the direction was probed beforehand by a one-image "
-        f"cohort in the same artifact folder ({probe['seconds']:.1f} s with "
+        f"cohort in the same artifact folder ({probe_seconds:.1f} s with "
         f"{args.probe_samples} probe samples), so these runs load it from the store. Wall "
         "time includes process start and model loading. Peak RSS is the child's "
-        "`ru_maxrss` (wait4).",
+        "`ru_maxrss` (wait4). Load average: the machine's 5-minute load when the run ended "
+        "(throughput is only comparable at similar load).",
         "",
-        "| images | wall time (s) | images/s | peak RSS (MiB) |",
-        "| ---: | ---: | ---: | ---: |",
-        *[f"| {r['images']} | {r['seconds']} | {r['images_per_s']} | {r['peak_rss_mib']} |"
-          for r in rows],
+        "| images | wall time (s) | images/s | peak RSS (MiB) | load average |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+        *[f"| {r['images']} | {r['seconds']} | {r['images_per_s']} | {r['peak_rss_mib']} "
+          f"| {r['load_average']} |" for r in rows],
         "",
         f"Peak RSS at {rows[-1]['images']} images / at {rows[0]['images']} images: "
         f"{flat:.3f} (flat means the cohort is streamed, not held in memory).",
@@ -172,7 +180,6 @@ def main() -> None:
         "come with the service path (SubmitCohort).",
     ]
     (RESULTS / "cohort.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":
