@@ -232,7 +232,8 @@ class TritonProcess:
         return ":\n" + "\n".join(tail)
 
     def __enter__(self) -> TritonProcess:
-        return self.start()
+        """Start it, unless ``with process.start(timeout_s=...)`` already did."""
+        return self if self.is_running() else self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
