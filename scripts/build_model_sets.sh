@@ -7,9 +7,7 @@
 #   scripts/build_model_sets.sh [knee|histology|all]    (DEVICE=cuda to train on a GPU)
 #
 # The defaults are the iteration counts of the bundled sets, trained on a shared 2-core
-# CPU (the time each took is in docs/model-cards/records/). The bundled encoders were
-# trained by the code of the commit that added them; the knee GAN ran with the earlier
-# grouped-convolution-free code, which is numerically the same network.
+# CPU (the time each took is in docs/model-cards/records/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SP=".venv/bin/styleprobe --threads ${THREADS:-1}"
