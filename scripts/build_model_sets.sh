@@ -14,8 +14,9 @@ SP=".venv/bin/styleprobe --threads ${THREADS:-1}"
 DEVICE="${DEVICE:-cpu}"
 WHICH="${1:-all}"
 
-build() {  # name data resolution gan_iterations encoder_iterations n_train description
+build() {  # name data resolution gan_iterations encoder_iterations n_train description [encoder flags]
   local name=$1 data=$2 res=$3 iters=$4 enc_iters=$5 n=$6 description=$7
+  local encoder_flags=${8:-}
   local run="runs/$name"
   $SP train gan --data "$data" --n "$n" --resolution "$res" --w-dim 128 \
       --channel-base 1024 --channel-max 128 --batch 32 --iterations "$iters" \
@@ -23,7 +24,7 @@ build() {  # name data resolution gan_iterations encoder_iterations n_train desc
   $SP train classifier --data "$data" --n 10000 --resolution "$res" --epochs 5 \
       --device "$DEVICE" --out "$run/classifier"
   $SP train encoder --data "$data" --n "$n" --gan "$run/gan/checkpoint.pt" \
-      --iterations "$enc_iters" --device "$DEVICE" --out "$run/encoder"
+      --iterations "$enc_iters" $encoder_flags --device "$DEVICE" --out "$run/encoder"
   $SP export --name "$name" --data "$data" --n 2000 --gan "$run/gan/checkpoint.pt" \
       --encoder "$run/encoder/encoder.pt" --classifier "$run/classifier/classifier.pt" \
       --description "$description" --training-record "docs/model-cards/records/$name.json" \
@@ -35,6 +36,7 @@ if [[ "$WHICH" == knee || "$WHICH" == all ]]; then
     "Knee radiograph phantoms, grayscale 64x64: StyleGAN2 (w 128-d), encoder, and an OA (KL grade >= 2) classifier. 30% of the GAN's training images carry a corner marker, independent of disease."
 fi
 if [[ "$WHICH" == histology || "$WHICH" == all ]]; then
-  build histology-tumour histology 32 "${HISTOLOGY_GAN_ITERATIONS:-1979}" "${HISTOLOGY_ENCODER_ITERATIONS:-2358}" 12000 \
-    "H&E-like histology patch phantoms, RGB 32x32: StyleGAN2 (w 128-d), encoder, and a tumour classifier."
+  build histology-tumour histology 32 "${HISTOLOGY_GAN_ITERATIONS:-1979}" "${HISTOLOGY_ENCODER_ITERATIONS:-2000}" 12000 \
+    "H&E-like histology patch phantoms, RGB 32x32: StyleGAN2 (w 128-d), encoder, and a tumour classifier." \
+    "--pixel-weight 0 --lowpass-weight 0"
 fi
