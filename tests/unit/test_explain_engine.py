@@ -25,7 +25,7 @@ from styleprobe.explain.engine import (
     write_manifest,
 )
 from styleprobe.explain.inputs import from_tensor, load_input
-from styleprobe.explain.lambdas import LambdaSpecError
+from styleprobe.explain.lambdas import DEFAULT_LAMBDAS, LambdaSpecError
 from styleprobe.explain.result import ExplanationResult
 from styleprobe.modelset import ModelSetError
 from styleprobe.storage.base import StoreError
@@ -101,7 +101,7 @@ def test_stages_run_apart_pass_only_keys(tiny_repository: Path, tiny: LocalBacke
     input_key = store_input(store, "job1", load_input(IMAGE, backend.model_set.preprocessing))
     encoding_key = encode(*worker(), "job1", input_key, "sick")
     direction_key = ensure_direction(*worker(), "sick", OPTIONS.probe)
-    traversal_key = traverse(*worker(), "job1", encoding_key, direction_key, "-3:3:17")
+    traversal_key = traverse(*worker(), "job1", encoding_key, direction_key, DEFAULT_LAMBDAS)
     keys = (input_key, encoding_key, direction_key, traversal_key)
     outputs = render(LocalStore(tmp_path / "apart"), "job1", *keys)
     manifest_key = write_manifest(LocalStore(tmp_path / "apart"), "job1", *keys, outputs)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 DEFAULT_MODEL_SET = "knee-oa"
 DEMO_SEED = 20_241_126  # phantoms no model of the bundled sets was trained or tested on
 DEMO_GRADE = 4  # the demo explains a knee with the clearest disease
-# λ specs start with a minus sign: let "--lambdas -3:3:17" through as a value
+# λ specs start with a minus sign: let "--lambdas -4:4:17" through as a value
 LAMBDA_SPEC_OR_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$|^-[\d.]*:")
 
 
