@@ -12,6 +12,7 @@ from PIL import Image
 
 from styleprobe.api import pb
 from styleprobe.config import Settings
+from styleprobe.explain.lambdas import DEFAULT_LAMBDAS
 from styleprobe.orchestrator.interceptors import AuthInterceptor, parse_tokens
 from styleprobe.orchestrator.messages import numbers
 from styleprobe.orchestrator.requests import RequestError, check_explain
@@ -36,7 +37,7 @@ def test_a_good_request_is_filled_with_defaults(tiny_repository: Path, tmp_path:
     store = LocalStore(tmp_path)
     job = check_explain(pb.ExplainRequest(image_bytes=png(), model_set="tiny"),
                         tiny_repository, store, default_samples=400)
-    assert (job.target, job.lambdas, job.probe.samples) == ("sick", "-3:3:17", 400)
+    assert (job.target, job.lambdas, job.probe.samples) == ("sick", DEFAULT_LAMBDAS, 400)
     assert (job.search_rounds, job.search_points) == (3, 8)
     assert job.image.image.shape == (16, 16, 1)
     request = job.job_request("jobs/x/input.json")
