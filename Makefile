@@ -53,7 +53,7 @@ models: $(STAMP) ## retrain and export the bundled model sets (hours on a CPU)
 	bash scripts/build_model_sets.sh
 
 evaluate: $(STAMP) ## evaluate the bundled sets on held-out phantoms; regenerates docs/results.md
-	$(VENV)/bin/styleprobe evaluate --model-set knee-oa --model-set histology-tumour --n 200 --out docs/evaluation --results-table docs/results.md
+	$(VENV)/bin/styleprobe --threads 1 evaluate --model-set knee-oa --model-set histology-tumour --n 100 --out docs/evaluation --results-table docs/results.md
 
 clean: ## remove caches and build leftovers (keeps .venv, runs/ and model_repository/)
 	find services tests $(wildcard benchmarks) -name __pycache__ -type d -prune -exec rm -rf {} +

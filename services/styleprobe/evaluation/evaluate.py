@@ -60,7 +60,6 @@ from styleprobe.training.assess import real_vs_generated_accuracy
 log = logging.getLogger(__name__)
 EVALUATION_SEED = 2_000_003  # test phantoms: no model of the bundled sets saw this seed
 MIN_IMAGES = 10
-MIN_REALISM_SAMPLES = 200
 MIN_GENERATOR_MARKER_SHARE = 0.01  # below this the shortcut experiment cannot be run
 ORACLE_MIN_R2 = 0.5  # below this held-out R² a factor's reading is not used for a target
 PAPER = {  # Schutte, Moindrot et al. 2021, as summarised in DESIGN.md
@@ -82,7 +81,9 @@ class EvaluationSettings:
     lambdas: str = DEFAULT_LAMBDAS
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     seed: int = 0
-    realism_samples: int | None = None  # real and generated images each; None: 5 per test image
+    # real and generated images each: the real-vs-generated classifier needs this many to
+    # learn what tells them apart (with a few hundred it stays near chance, flattering the GAN)
+    realism_samples: int = 2000
     oracle: OracleConfig = field(default_factory=OracleConfig)
     shortcut: ShortcutConfig = field(default_factory=ShortcutConfig)
     examples: int = 4  # images shown in each panel of the report
@@ -111,7 +112,7 @@ def evaluate(backend: ModelBackend, store: ArtifactStore, phantoms: str, cache_d
     target = model_set.default_target
     class_index = model_set.classifier.class_index(target)
     threshold = model_set.classifier.threshold
-    realism_samples = settings.realism_samples or max(5 * settings.n, MIN_REALISM_SAMPLES)
+    realism_samples = settings.realism_samples
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 

@@ -38,14 +38,19 @@ HINTS = {  # what would fix a missed target
     "main_spearman": "the traversal changes the prediction by other means than the disease "
     "factors, or the generator cannot yet draw them: train the GAN longer (osteophytes and "
     "markers come late) and check the oracle's R² for the disease score.",
-    "nuisance_spearman": "remove that factor's direction (`--orthogonalize`; export a "
-    "nuisance direction for it if the model set has none), or train the generator longer so "
-    "that the factors disentangle.",
+    "nuisance_spearman": "Spearman is scale-free, so a small but steady drift counts as much "
+    "as a large one (compare the changes in std units above); remove that factor's direction "
+    "(`--orthogonalize`; export a nuisance direction for it if the model set has none), train "
+    "the generator longer so that the factors disentangle, or find the direction by "
+    "conditional manipulation against the oracle's readings of generated samples.",
     "localization": "the difference map is taken against the reconstruction G(E(x)), so "
     "encoder error shifts it off the real image's mask: a better encoder (or optimisation "
     "refinement of the encoding) sharpens it.",
     "shortcut": "the generator must be able to draw the marker before a direction can move "
-    "it: train the GAN on data with the marker on more images, or for longer.",
+    "it: train the GAN on data with the marker on more images, or for longer; and the "
+    "shortcut classifier must lean on the marker (if its AUC barely drops with the marker "
+    "reversed it learned the disease): train it with the marker fully predictive and the "
+    "disease harder to see.",
 }
 
 
@@ -453,6 +458,8 @@ def results_table(results: Sequence[dict[str, Any]], reports: dict[str, str]) ->
                               for k in r["validity"])),
         ("max abs Spearman(λ, nuisance) (plain / orthogonalized)", None,
          lambda r: " / ".join(_nuisance_cell(r["faithfulness"][k]) for k in r["validity"])),
+        ("Largest nuisance change vs disease-score change, std units (plain / orth.)", None,
+         lambda r: " / ".join(_change_cell(r["faithfulness"], k) for k in r["validity"])),
         ("Localization AUROC: difference map / Grad-CAM", None,
          lambda r: f"{fmt(r['localization']['difference_map']['auroc_mean'])} / "
                    f"{fmt((r['localization']['gradcam'] or {}).get('auroc_mean'))}"),
@@ -461,6 +468,10 @@ def results_table(results: Sequence[dict[str, Any]], reports: dict[str, str]) ->
                    f"{fmt((r['localization']['gradcam'] or {}).get('pointing_game'))}"),
         ("Shortcut found: marker change vs largest disease change (std)", None,
          lambda r: _shortcut_cell(r["bias"])),
+        ("Shortcut classifier AUC: marker as trained / reversed; generator draws marker",
+         None, lambda r: f"{fmt(r['bias']['classifier']['auc_marker_as_trained'])} / "
+                         f"{fmt(r['bias']['classifier']['auc_marker_reversed'])}; "
+                         f"{r['bias']['generator_marker_share']:.1%}"),
     ]
     lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for label, paper_key, value in rows:
@@ -489,6 +500,13 @@ def results_table(results: Sequence[dict[str, Any]], reports: dict[str, str]) ->
               "- Full reports (every number, plots, examples): "
               + ", ".join(f"[{name}]({path})" for name, path in reports.items()) + ".", ""]
     return "\n".join(lines)
+
+
+def _change_cell(faith: dict[str, Any], kind: str) -> str:
+    factors = faith[kind]["factors"]
+    worst = max(faith["nuisance_factors"], key=lambda k: factors[k]["abs_change_mean"])
+    return (f"{fmt(factors[worst]['abs_change_mean'])} ({worst}) vs "
+            f"{fmt(factors[faith['main_factor']]['abs_change_mean'])}")
 
 
 def _nuisance_cell(faith: dict[str, Any]) -> str:
