@@ -27,12 +27,12 @@ import statistics
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from bench_traversal import WARMUP, timed  # the same warm-up-then-time loop
 
 from styleprobe.backends.local import LocalBackend
 from styleprobe.backends.triton import TritonBackend
@@ -48,23 +48,10 @@ from styleprobe.serving.server import TritonProcess
 from styleprobe.storage.local import LocalStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
-WARMUP = 3
 TARGET_BATCH = 4.0
 READY_TIMEOUT_S = 1800  # every stub imports torch; on a busy 2-core machine that crawls
 METRIC = re.compile(r'^(nv_inference_(?:count|exec_count|request_success))'
                     r'\{model="([^"]+)",version="[^"]*"\} (\S+)$')
-
-
-def timed(fn: Callable[[], object], repeats: int) -> list[float]:
-    """Seconds of ``repeats`` calls of ``fn``, after :data:`WARMUP` untimed ones."""
-    for _ in range(WARMUP):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def scrape(url: str) -> dict[str, dict[str, float]]:
