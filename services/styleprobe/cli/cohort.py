@@ -20,14 +20,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from styleprobe.cli.common import UserError
-from styleprobe.cli.explain import (
-    DEFAULT_MODEL_SET,
-    LAMBDA_SPEC_OR_NUMBER,
-    _common_args,
-    _settings,
-    _user_errors,
-)
+from styleprobe.cli.common import UserError, add_common_args, settings_from_args, user_errors
+from styleprobe.cli.explain import DEFAULT_MODEL_SET
 from styleprobe.cohort.ledger import DEFAULT_CHUNK_SIZE
 
 if TYPE_CHECKING:
@@ -42,12 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     run = actions.add_parser(
         "run", help="explain every image of a folder in this process (no servers); the "
                     "same command resumes an interrupted run")
-    run._negative_number_matcher = LAMBDA_SPEC_OR_NUMBER
     run.add_argument("folder", help="folder of PNG, JPEG, TIFF, DICOM (.dcm) or .npy files")
     run.add_argument("--model-set", default=DEFAULT_MODEL_SET)
     run.add_argument("--target", default=None,
                      help="class to explain (default: the model set's default target)")
-    _common_args(run)
+    add_common_args(run)
     run.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
                      help=f"images per chunk (default {DEFAULT_CHUNK_SIZE})")
     run.add_argument("--cohort-id", default=None,
@@ -64,11 +57,11 @@ def _run(args: argparse.Namespace) -> None:
     from styleprobe.explain.lambdas import parse_lambdas
     from styleprobe.storage.local import LocalStore
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     folder = Path(args.folder)
     out = Path(args.out or settings.store_dir)
     samples = settings.probe_samples if args.probe_samples is None else args.probe_samples
-    with _user_errors(), _cohort_errors(CohortError):
+    with user_errors(), _cohort_errors(CohortError):
         if args.chunk_size < 1:
             raise UserError(f"--chunk-size must be at least 1, got {args.chunk_size}")
         images = list_folder(folder)

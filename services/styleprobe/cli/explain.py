@@ -7,17 +7,14 @@ Models run in this process; results go to a local artifact folder (``--out``, de
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from styleprobe.cli.common import UserError
+from styleprobe.cli.common import UserError, add_common_args, settings_from_args, user_errors
 from styleprobe.config import Settings
-from styleprobe.explain.lambdas import DEFAULT_LAMBDAS
 from styleprobe.storage.local import LocalStore
 
 if TYPE_CHECKING:
@@ -27,8 +24,6 @@ if TYPE_CHECKING:
 DEFAULT_MODEL_SET = "knee-oa"
 DEMO_SEED = 20_241_126  # phantoms no model of the bundled sets was trained or tested on
 DEMO_GRADE = 4  # the demo explains a knee with the clearest disease
-# λ specs start with a minus sign: let "--lambdas -4:4:17" through as a value
-LAMBDA_SPEC_OR_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$|^-[\d.]*:")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,29 +32,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     explain.add_argument("--model-set", default=DEFAULT_MODEL_SET)
     explain.add_argument("--target", default=None,
                          help="class to explain (default: the model set's default target)")
-    _common_args(explain)
+    add_common_args(explain)
     explain.set_defaults(func=_explain)
 
     demo = sub.add_parser("demo", help="explain a knee phantom with clear disease")
-    _common_args(demo)
+    add_common_args(demo)
     demo.set_defaults(func=_demo)
 
     models = sub.add_parser("models", help="list model sets, their targets and versions")
     models.set_defaults(func=_models)
-
-
-def _common_args(p: argparse.ArgumentParser) -> None:
-    p._negative_number_matcher = LAMBDA_SPEC_OR_NUMBER
-    p.add_argument("--lambdas", default=DEFAULT_LAMBDAS,
-                   help=f"λ grid start:stop:steps (default {DEFAULT_LAMBDAS})")
-    p.add_argument("--out", default=None, help="artifact folder (default: STYLEPROBE_STORE_DIR)")
-    p.add_argument("--probe-samples", type=int, default=None,
-                   help="latents sampled to probe the direction (default: "
-                        "STYLEPROBE_PROBE_SAMPLES, 10000)")
-    p.add_argument("--probe-seed", type=int, default=0)
-    p.add_argument("--orthogonalize", default="",
-                   help="comma-separated nuisance directions to remove, e.g. exposure,rotation")
-    p.add_argument("--backend", default=None, help="model backend (default: STYLEPROBE_BACKEND)")
 
 
 def _explain(args: argparse.Namespace) -> None:
@@ -72,7 +53,7 @@ def _explain(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from styleprobe.data.knee import KneePhantoms
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     resolution = _resolution(settings, DEFAULT_MODEL_SET)
     phantoms = KneePhantoms(seed=DEMO_SEED, size=resolution)
     index = next(i for i in range(10_000) if phantoms.sample(i).extra["kl_grade"] == DEMO_GRADE)
@@ -99,11 +80,6 @@ def _models(args: argparse.Namespace) -> None:
             print(f"  {kind:<10} {entry.version_id}")
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env()
-    return replace(settings, backend=args.backend or settings.backend)
-
-
 def _resolution(settings: Settings, model_set: str) -> int:
     from styleprobe.modelset import load_model_set
 
@@ -117,10 +93,10 @@ def _run(args: argparse.Namespace, model_set: str, image: ImageSource, target: s
     from styleprobe.explain.engine import Explainer, ExplainOptions
     from styleprobe.explain.lambdas import parse_lambdas
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     out = Path(args.out or settings.store_dir)
     samples = settings.probe_samples if args.probe_samples is None else args.probe_samples
-    with _user_errors():
+    with user_errors():
         parse_lambdas(args.lambdas)
         options = ExplainOptions(
             probe=ProbeSettings(samples=samples, seed=args.probe_seed),
@@ -141,21 +117,6 @@ def _print_summary(result: ExplanationResult, store: LocalStore) -> None:
         print(line)
     print(f"report: {store.path(result.outputs['report']).resolve()}")
     print(f"manifest: {store.path(result.outputs['manifest']).resolve()}")
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Errors caused by the input or the options, and model backends that cannot serve
-    (unknown, unreachable, failing), become one-line errors with exit code 2."""
-    from styleprobe.backends.base import BackendError
-    from styleprobe.data.codecs import ImageDecodeError
-    from styleprobe.explain.direction import DirectionError
-    from styleprobe.explain.lambdas import LambdaSpecError
-
-    try:
-        yield
-    except (ImageDecodeError, LambdaSpecError, DirectionError, BackendError) as exc:
-        raise UserError(str(exc)) from exc
 
 
 @contextmanager
