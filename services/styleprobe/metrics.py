@@ -56,9 +56,11 @@ SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 MODEL_CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
-# The gRPC series (styleprobe_grpc_requests_total, styleprobe_grpc_request_duration_seconds)
-# are still defined in styleprobe.orchestrator.interceptors; they move here with the
-# service's metrics wiring (registering them twice in one process is an error).
+RPCS = Counter("styleprobe_grpc_requests_total", "gRPC calls handled, by method and code",
+               ["method", "code"])
+RPC_SECONDS = Histogram("styleprobe_grpc_request_duration_seconds",
+                        "Time to handle a gRPC call (a stream: until it ends), by method",
+                        ["method"], buckets=SECONDS_BUCKETS)
 JOBS = Counter("styleprobe_jobs_total", "Jobs that entered each state, by job kind",
                ["kind", "state"])
 STAGE_SECONDS = Histogram("styleprobe_stage_duration_seconds",
@@ -89,6 +91,12 @@ def _checked(value: str, allowed: tuple[str, ...], what: str) -> str:
 
 
 # --- recording ----------------------------------------------------------------------------
+
+def observe_rpc(method: str, code: str, seconds: float) -> None:
+    """Record one gRPC call of ``method`` (full name) that ended with status ``code``."""
+    RPCS.labels(method, code).inc()
+    RPC_SECONDS.labels(method).observe(seconds)
+
 
 @contextmanager
 def stage_timer(stage: str) -> Iterator[None]:

@@ -10,7 +10,6 @@ and ``grpcurl`` work without a token.
 
 from __future__ import annotations
 
-import contextvars
 import hmac
 import logging
 import time
@@ -19,19 +18,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from prometheus_client import Counter, Histogram
+
+from styleprobe.logs import log_context
+from styleprobe.metrics import observe_rpc
 
 log = logging.getLogger("styleprobe.orchestrator.access")
 REQUEST_ID = "x-request-id"
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
                  "/grpc.reflection.v1.ServerReflection/")
-request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
-
-RPCS = Counter("styleprobe_grpc_requests_total", "gRPC calls handled, by method and code",
-               ["method", "code"])
-RPC_SECONDS = Histogram("styleprobe_grpc_request_duration_seconds",
-                        "Time to handle a gRPC call (a stream: until it ends), by method",
-                        ["method"])
 
 Behaviour = Callable[[Any, grpc.aio.ServicerContext], Any]
 
@@ -72,32 +66,34 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
 
         def unary(behaviour: Behaviour) -> Behaviour:
             async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started = await self._begin(context)
-                try:
-                    return await behaviour(request, context)
-                finally:
-                    self._end(method, context, started)
+                with log_context(request_id=await self._begin(context)):
+                    started = time.perf_counter()
+                    try:
+                        return await behaviour(request, context)
+                    finally:
+                        self._end(method, context, started)
             return wrapped
 
         def stream(behaviour: Behaviour) -> Behaviour:
             async def wrapped(request: Any, context: grpc.aio.ServicerContext
                               ) -> AsyncIterator[Any]:
-                started = await self._begin(context)
-                try:
-                    async for response in behaviour(request, context):
-                        yield response
-                finally:
-                    self._end(method, context, started)
+                with log_context(request_id=await self._begin(context)):
+                    started = time.perf_counter()
+                    try:
+                        async for response in behaviour(request, context):
+                            yield response
+                    finally:
+                        self._end(method, context, started)
             return wrapped
 
         return _rewrap(handler, unary, stream)
 
     @staticmethod
-    async def _begin(context: grpc.aio.ServicerContext) -> float:
+    async def _begin(context: grpc.aio.ServicerContext) -> str:
+        """The call's request id (the client's, or a new one), sent back to the client."""
         rid = _metadata(context, REQUEST_ID) or uuid.uuid4().hex
-        request_id.set(rid)
         await context.send_initial_metadata(((REQUEST_ID, rid),))
-        return time.perf_counter()
+        return rid
 
     @staticmethod
     def _end(method: str, context: grpc.aio.ServicerContext, started: float) -> None:
@@ -106,10 +102,8 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         if context.cancelled() and code == grpc.StatusCode.OK:
             code = grpc.StatusCode.CANCELLED
         name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-        RPCS.labels(method, name).inc()
-        RPC_SECONDS.labels(method).observe(seconds)
-        log.info("rpc", extra={"request_id": request_id.get(), "method": method, "code": name,
-                               "seconds": round(seconds, 4)})
+        observe_rpc(method, name, seconds)
+        log.info("rpc", extra={"method": method, "code": name, "seconds": round(seconds, 4)})
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):

@@ -23,10 +23,18 @@ from styleprobe.config import Settings
 from styleprobe.explain import engine
 from styleprobe.explain.direction import Direction, direction_key
 from styleprobe.explain.result import ExplanationResult
-from styleprobe.jobs import ACTIVE, CANCELLED, ENDED, JobNotFoundError, JobStore, new_job_id
+from styleprobe.jobs import (
+    ACTIVE,
+    CANCELLED,
+    ENDED,
+    QUEUED,
+    JobNotFoundError,
+    JobStore,
+    new_job_id,
+)
+from styleprobe.metrics import count_job
 from styleprobe.modelset import ModelSetError, list_model_sets, load_model_set
 from styleprobe.orchestrator import messages
-from styleprobe.orchestrator.interceptors import request_id
 from styleprobe.orchestrator.requests import (
     RequestError,
     check_explain,
@@ -121,8 +129,9 @@ class StyleProbeService(rpc.StyleProbeServicer):
         except BaseException:
             engine.delete_job(self.store, job_id)
             raise
-        log.info("job queued", extra={"job_id": job_id, "request_id": request_id.get(),
-                                      "model_set": checked.model_set, "target": checked.target})
+        count_job("explain", QUEUED)
+        log.info("job queued", extra={"job_id": job_id, "model_set": checked.model_set,
+                                      "target": checked.target})
         return messages.job_message(record)
 
     def _record(self, job_id: str) -> Any:
@@ -159,6 +168,7 @@ class StyleProbeService(rpc.StyleProbeServicer):
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                                f"job {job_id} has already {ended.state} and cannot be "
                                "cancelled")
+        count_job(record.kind, CANCELLED)
         log.info("job cancelled", extra={"job_id": job_id, "was": record.state})
         return messages.job_message(self._record(job_id))
 
