@@ -3,7 +3,9 @@
 Every ``interval_s`` it checks what the service needs (Redis, the object store, Triton when
 the backend is Triton) and reports SERVING for the server (``""``) and for the StyleProbe
 service only while every check passes; NOT_SERVING otherwise (and until the first round
-has run). A change is logged with the failing checks and their causes.
+has run). A change is logged with the failing checks and their causes. Each round also
+sets the metrics ``styleprobe_dependency_ready`` (one per check) and
+``styleprobe_queue_depth`` (the Celery queues' lengths in Redis, read by the Redis check).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from grpc_health.v1 import health, health_pb2
 from styleprobe.api import SERVICE_NAME
 from styleprobe.config import Settings
 from styleprobe.jobs import JobStore
+from styleprobe.metrics import set_dependency_ready, set_queue_depth
 from styleprobe.storage import ArtifactStore
 from styleprobe.storage.s3 import S3Store
+from styleprobe.worker.app import QUEUES
 
 log = logging.getLogger(__name__)
 CHECK_TIMEOUT_S = 5.0
@@ -27,7 +31,13 @@ Check = Callable[[], None]
 
 def service_checks(settings: Settings, jobs: JobStore, store: ArtifactStore) -> dict[str, Check]:
     """The checks for this configuration, by name; each raises when its server is down."""
-    checks: dict[str, Check] = {"redis": jobs.ping}
+
+    def redis_and_queues() -> None:
+        jobs.ping()
+        for queue in QUEUES:  # Celery's Redis transport keeps a queue as a list of that name
+            set_queue_depth(queue, int(jobs.redis.llen(queue)))
+
+    checks: dict[str, Check] = {"redis": redis_and_queues}
     if isinstance(store, S3Store):
         checks["s3"] = store.ensure_bucket
     if settings.backend == "triton":
@@ -56,6 +66,8 @@ class HealthChecker:
         results = await asyncio.gather(*(self._run(name, check)
                                          for name, check in self.checks.items()))
         failing = {name: cause for name, cause in results if cause}
+        for name in self.checks:
+            set_dependency_ready(name, name not in failing)
         status = (health_pb2.HealthCheckResponse.NOT_SERVING if failing
                   else health_pb2.HealthCheckResponse.SERVING)
         for service in ("", SERVICE_NAME):

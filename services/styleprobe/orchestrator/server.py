@@ -4,6 +4,9 @@ Limits: requests and responses up to ``grpc_max_message_bytes`` (16 MiB by defau
 large DICOM fits; a larger message is refused with RESOURCE_EXHAUSTED before any handler
 runs). On SIGTERM or SIGINT the health status turns NOT_SERVING, new calls are refused,
 and calls in flight get ``grpc_grace_s`` seconds to finish before they are cancelled.
+It starts whether or not Redis, S3 and Triton answer yet: the health status is
+NOT_SERVING until they all do (see :mod:`.health`). With ``metrics_port`` set it serves
+``/metrics`` (:mod:`styleprobe.metrics`).
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ import signal
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
 
 from styleprobe.api import SERVICE_NAME, rpc
 from styleprobe.config import Settings
 from styleprobe.jobs import JobStore
+from styleprobe.metrics import start_metrics_server
 from styleprobe.orchestrator.health import HealthChecker, service_checks
 from styleprobe.orchestrator.interceptors import AuthInterceptor, RequestInterceptor, parse_tokens
 from styleprobe.orchestrator.service import StyleProbeService
@@ -35,7 +38,9 @@ class Orchestrator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         auth = AuthInterceptor(parse_tokens(settings.api_tokens))
-        self.store = open_store(settings)
+        # S3 may come up after the orchestrator: the health checker creates the bucket and
+        # reports NOT_SERVING until it can.
+        self.store = open_store(settings, check=False)
         self.jobs = JobStore(settings.redis_url, settings.job_ttl_s)
         size = settings.grpc_max_message_bytes
         self.server = grpc.aio.server(
@@ -78,7 +83,7 @@ class Orchestrator:
 def serve(settings: Settings) -> None:
     """Run the orchestrator until SIGTERM or SIGINT."""
     if settings.metrics_port:
-        start_http_server(settings.metrics_port)
+        start_metrics_server(settings.metrics_port, settings.metrics_host)
 
     async def main() -> None:
         orchestrator = Orchestrator(settings)

@@ -10,8 +10,10 @@ from styleprobe.storage.base import ArtifactStore, ObjectNotFound, StoreError
 __all__ = ["ArtifactStore", "ObjectNotFound", "StoreError", "open_store"]
 
 
-def open_store(settings: Settings, root: Path | str | None = None) -> ArtifactStore:
-    """The store that ``settings.store`` names; ``root`` overrides ``settings.store_dir``."""
+def open_store(settings: Settings, root: Path | str | None = None,
+               check: bool = True) -> ArtifactStore:
+    """The store that ``settings.store`` names; ``root`` overrides ``settings.store_dir``;
+    ``check`` False: a remote store's server is not contacted when it opens."""
     if settings.store == "local":
         from styleprobe.storage.local import LocalStore
 
@@ -19,6 +21,6 @@ def open_store(settings: Settings, root: Path | str | None = None) -> ArtifactSt
     if settings.store == "s3":
         from styleprobe.storage.s3 import S3Store
 
-        return S3Store.from_settings(settings)
+        return S3Store.from_settings(settings, check=check)
     raise StoreError(f"unknown artifact store {settings.store!r} (STYLEPROBE_STORE); "
                      "this build supports: local, s3")

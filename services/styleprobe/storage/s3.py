@@ -41,7 +41,8 @@ class S3Store:
 
     def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str,
                  secure: bool = False, region: str = "us-east-1",
-                 presign_expiry_s: int = 3600, public_endpoint: str = "") -> None:
+                 presign_expiry_s: int = 3600, public_endpoint: str = "",
+                 check: bool = True) -> None:
         if not access_key or not secret_key:
             raise StoreError("the S3 store needs an access key and a secret key "
                              "(STYLEPROBE_S3_ACCESS_KEY, STYLEPROBE_S3_SECRET_KEY or their "
@@ -61,14 +62,17 @@ class S3Store:
         self._signer = (Minio(public_endpoint, access_key=access_key, secret_key=secret_key,
                               secure=secure, region=region)
                         if public_endpoint else self.client)
-        self.ensure_bucket()
+        if check:
+            self.ensure_bucket()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> S3Store:
+    def from_settings(cls, settings: Settings, check: bool = True) -> S3Store:
+        """The store of ``settings``; ``check`` False: the server is not contacted now
+        (a caller that checks it later with :meth:`ensure_bucket`)."""
         return cls(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key,
                    settings.s3_bucket, secure=settings.s3_secure, region=settings.s3_region,
                    presign_expiry_s=settings.presign_expiry_s,
-                   public_endpoint=settings.s3_public_endpoint)
+                   public_endpoint=settings.s3_public_endpoint, check=check)
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (several processes may race to); a
