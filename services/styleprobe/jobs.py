@@ -50,6 +50,30 @@ redis.call('EXPIRE', KEYS[2], ARGV[5])
 return 1
 """
 
+# A cohort image finished. KEYS: job hash, event stream, set of the images counted.
+# ARGV: image, outcome (done | failed), event message, time, ttl seconds, events kept.
+# Counts the image once however often it is reported (a redelivered chunk), while the
+# job runs; progress is the share of images finished. Returns 1 if the job is running
+# (counted now or before), 0 if not, -1 if there is no such job.
+_COUNT_IMAGE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return -1 end
+if state ~= 'running' then return 0 end
+if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 1 end
+local field = 'count.' .. ARGV[2]
+redis.call('HINCRBY', KEYS[1], field, 1)
+local finished = tonumber(redis.call('HGET', KEYS[1], 'count.done') or '0')
+    + tonumber(redis.call('HGET', KEYS[1], 'count.failed') or '0')
+local total = tonumber(redis.call('HGET', KEYS[1], 'count.total') or '1')
+local progress = tostring(finished / math.max(total, 1))
+redis.call('HSET', KEYS[1], 'progress', progress, 'updated_at', ARGV[4])
+local stage = redis.call('HGET', KEYS[1], 'stage') or ''
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'state', state, 'stage', stage,
+           'progress', progress, 'message', ARGV[3], 'time', ARGV[4])
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+return 1
+"""
+
 
 class JobNotFoundError(KeyError):
     """No job with that id (never created, or expired)."""
@@ -120,6 +144,7 @@ class JobStore:
                                           socket_connect_timeout=5, health_check_interval=30)
         self.ttl_s = ttl_s
         self._transition = self.redis.register_script(_TRANSITION)
+        self._count_image = self.redis.register_script(_COUNT_IMAGE)
 
     def ping(self) -> None:
         """Raise ``redis.RedisError`` unless Redis answers."""
@@ -149,7 +174,8 @@ class JobStore:
 
     def delete(self, job_id: str) -> None:
         """Remove a job and its events (used when a job could not be queued at all)."""
-        self.redis.delete(PREFIX + job_id, PREFIX + job_id + ":events")
+        self.redis.delete(PREFIX + job_id, PREFIX + job_id + ":events",
+                          PREFIX + job_id + ":counted")
 
     def transition(self, job_id: str, allowed: Iterable[str], state: str | None = None,
                    message: str = "", stage: str | None = None, progress: float | None = None,
@@ -195,6 +221,19 @@ class JobStore:
         if applied == -1:
             raise JobNotFoundError(job_id)
         return applied == 1
+
+    def count_image(self, job_id: str, image: str, outcome: str, message: str) -> bool:
+        """Count a finished image of a running cohort as ``outcome`` (done or failed), once
+        per image, with the event ``message``; False if the job is not running (any more).
+        Raises :class:`JobNotFoundError`."""
+        if outcome not in ("done", "failed"):
+            raise ValueError(f"outcome must be done or failed, got {outcome!r}")
+        key = PREFIX + job_id
+        answer = self._count_image(keys=[key, key + ":events", key + ":counted"], args=[
+            image, outcome, message, repr(time.time()), self.ttl_s, EVENTS_MAXLEN])
+        if answer == -1:
+            raise JobNotFoundError(job_id)
+        return answer == 1
 
     def last_event_id(self, job_id: str) -> str:
         """Id of the newest event ("0-0" if none)."""

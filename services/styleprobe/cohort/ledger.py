@@ -37,6 +37,8 @@ class CohortSpec:
     lambdas: str
     probe: dict[str, Any] = field(default_factory=dict)
     orthogonalize: tuple[str, ...] = ()
+    search_rounds: int = 3  # the counterfactual search (ExplainOptions)
+    search_points: int = 8
 
     def __post_init__(self) -> None:
         _check_id(self.cohort_id)

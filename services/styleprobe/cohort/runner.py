@@ -53,7 +53,8 @@ def list_folder(folder: Path) -> list[str]:
 
 def options_for(spec: CohortSpec) -> ExplainOptions:
     """The engine's options for every image of ``spec``."""
-    return ExplainOptions(probe=ProbeSettings(**spec.probe), orthogonalize=spec.orthogonalize)
+    return ExplainOptions(probe=ProbeSettings(**spec.probe), orthogonalize=spec.orthogonalize,
+                          search_rounds=spec.search_rounds, search_points=spec.search_points)
 
 
 class CohortRunner:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,8 @@ def timestamp(seconds: float) -> Timestamp | None:
     return stamp
 
 
-def job_message(record: JobRecord, explanation: pb.Explanation | None = None) -> pb.Job:
+def job_message(record: JobRecord, explanation: pb.Explanation | None = None,
+                cohort: pb.CohortSummary | None = None) -> pb.Job:
     counts = record.counts
     total, done, failed = counts.get("total", 1), counts.get("done", 0), counts.get("failed", 0)
     return pb.Job(
@@ -39,7 +41,33 @@ def job_message(record: JobRecord, explanation: pb.Explanation | None = None) ->
         target=record.request.get("target", ""), lambdas=record.request.get("lambdas", ""),
         counts=pb.JobCounts(total=total, done=done, failed=failed,
                             pending=max(0, total - done - failed)),
-        stage_seconds=record.stage_seconds, explanation=explanation)
+        stage_seconds=record.stage_seconds, explanation=explanation,
+        seconds_left=seconds_left(record), cohort=cohort)
+
+
+def seconds_left(record: JobRecord, now: float | None = None) -> float:
+    """Estimated seconds until a running cohort has finished its images: the time per
+    image finished so far (since its prepare stage) times the images pending; 0 while no
+    image has finished, and for any other job."""
+    counts = record.counts
+    finished = counts.get("done", 0) + counts.get("failed", 0)
+    pending = max(0, counts.get("total", 1) - finished)
+    if record.kind != "cohort" or record.state != "running" or not finished:
+        return 0.0
+    elapsed = ((time.time() if now is None else now) - record.started_at
+               - record.stage_seconds.get("prepare", 0.0))
+    return max(0.0, elapsed) / finished * pending
+
+
+def cohort_message(record: JobRecord, url: Callable[[str], str]) -> pb.CohortSummary | None:
+    """The summary files of a cohort (with a URL from ``url``), once written."""
+    names = ("csv", "parquet", "report")
+    if not all(name in record.keys for name in names):
+        return None
+    return pb.CohortSummary(
+        artifacts=[pb.Artifact(name=name, key=record.keys[name], url=url(record.keys[name]))
+                   for name in names],
+        unreliable=record.counts.get("unreliable", 0), flipped=record.counts.get("flipped", 0))
 
 
 def event_message(job: pb.Job, event: JobEvent) -> pb.JobEvent:

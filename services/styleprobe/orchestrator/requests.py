@@ -40,8 +40,8 @@ def invalid(message: str) -> RequestError:
 
 
 @dataclass
-class ExplainJob:
-    """A checked Explain request: what the workers need, and the decoded input."""
+class JobSettings:
+    """The checked settings every image of a job shares (Explain and SubmitCohort)."""
 
     model_set: str
     target: str
@@ -50,14 +50,23 @@ class ExplainJob:
     orthogonalize: list[str]
     search_rounds: int
     search_points: int
+
+    def record(self) -> dict[str, Any]:
+        """The settings as the workers read them from the job record."""
+        return {"model_set": self.model_set, "target": self.target, "lambdas": self.lambdas,
+                "probe": asdict(self.probe), "orthogonalize": self.orthogonalize,
+                "search_rounds": self.search_rounds, "search_points": self.search_points}
+
+
+@dataclass
+class ExplainJob(JobSettings):
+    """A checked Explain request: what the workers need, and the decoded input."""
+
     image: ModelInput
 
     def job_request(self, input_key: str) -> dict[str, Any]:
         """The job's request as the workers read it from the job record."""
-        return {"model_set": self.model_set, "target": self.target, "lambdas": self.lambdas,
-                "probe": asdict(self.probe), "orthogonalize": self.orthogonalize,
-                "search_rounds": self.search_rounds, "search_points": self.search_points,
-                "input_key": input_key}
+        return {**self.record(), "input_key": input_key}
 
 
 def model_set_named(repository: Path, name: str) -> ModelSet:
@@ -139,9 +148,9 @@ def image_bytes(request: pb.ExplainRequest, store: ArtifactStore) -> bytes:
                            f"the object store cannot be read: {exc}") from exc
 
 
-def check_explain(request: pb.ExplainRequest, repository: Path, store: ArtifactStore,
-                  default_samples: int) -> ExplainJob:
-    """Check every field of an Explain request, decoding the image last (the costliest)."""
+def check_settings(request: pb.ExplainRequest | pb.SubmitCohortRequest, repository: Path,
+                   default_samples: int) -> tuple[ModelSet, JobSettings]:
+    """Check the model set, target, λ grid and options of a request; the model set too."""
     model_set = model_set_named(repository, request.model_set)
     target = target_of(model_set, request.target)
     lambdas = request.lambdas or DEFAULT_LAMBDAS
@@ -154,12 +163,19 @@ def check_explain(request: pb.ExplainRequest, repository: Path, store: ArtifactS
     names = nuisance_names(model_set, list(options.orthogonalize))
     rounds = _search(options.search_rounds, SEARCH_ROUNDS, 1, MAX_SEARCH_ROUNDS, "search_rounds")
     points = _search(options.search_points, SEARCH_POINTS, 2, MAX_SEARCH_POINTS, "search_points")
+    return model_set, JobSettings(model_set=model_set.name, target=target, lambdas=lambdas,
+                                  probe=probe, orthogonalize=names, search_rounds=rounds,
+                                  search_points=points)
+
+
+def check_explain(request: pb.ExplainRequest, repository: Path, store: ArtifactStore,
+                  default_samples: int) -> ExplainJob:
+    """Check every field of an Explain request, decoding the image last (the costliest)."""
+    model_set, settings = check_settings(request, repository, default_samples)
     data = image_bytes(request, store)
     name = request.filename or request.image_key or "image"
     try:
         image = load_input(data, model_set.preprocessing, name)
     except ImageDecodeError as exc:
         raise invalid(f"the image cannot be used: {exc}") from exc
-    return ExplainJob(model_set=model_set.name, target=target, lambdas=lambdas, probe=probe,
-                      orthogonalize=names, search_rounds=rounds, search_points=points,
-                      image=image)
+    return ExplainJob(**vars(settings), image=image)

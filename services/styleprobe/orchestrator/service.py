@@ -35,6 +35,7 @@ from styleprobe.jobs import (
 from styleprobe.metrics import count_job
 from styleprobe.modelset import ModelSetError, list_model_sets, load_model_set
 from styleprobe.orchestrator import messages
+from styleprobe.orchestrator.cohorts import submit_cohort
 from styleprobe.orchestrator.requests import (
     RequestError,
     check_explain,
@@ -47,7 +48,7 @@ from styleprobe.orchestrator.requests import (
 from styleprobe.storage import ArtifactStore, ObjectNotFound, StoreError
 from styleprobe.storage.local import validate_key
 from styleprobe.storage.s3 import S3Store
-from styleprobe.worker.app import explain_chain
+from styleprobe.worker.app import cohort_summary, explain_chain
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,6 +69,10 @@ class StyleProbeService(rpc.StyleProbeServicer):
     async def Explain(self, request: pb.ExplainRequest,  # noqa: N802 (gRPC's name)
                       context: grpc.aio.ServicerContext) -> pb.Job:
         return await self._serve(context, self._explain, request, context)
+
+    async def SubmitCohort(self, request: pb.SubmitCohortRequest,  # noqa: N802
+                           context: grpc.aio.ServicerContext) -> pb.Job:
+        return await self._serve(context, self._submit_cohort, request)
 
     async def GetJob(self, request: pb.GetJobRequest,  # noqa: N802
                      context: grpc.aio.ServicerContext) -> pb.Job:
@@ -134,6 +139,10 @@ class StyleProbeService(rpc.StyleProbeServicer):
                                       "target": checked.target})
         return messages.job_message(record)
 
+    def _submit_cohort(self, request: pb.SubmitCohortRequest) -> pb.Job:
+        return messages.job_message(submit_cohort(request, self.settings, self.store,
+                                                  self.jobs))
+
     def _record(self, job_id: str) -> Any:
         if not job_id:
             raise invalid("job_id is required")
@@ -145,7 +154,9 @@ class StyleProbeService(rpc.StyleProbeServicer):
                                f"{self.settings.job_ttl_s // 3600} h)") from None
 
     def _job(self, record: Any) -> pb.Job:
-        """The job message, with the explanation once the job has succeeded."""
+        """The job message, with the explanation (or the cohort's summary) once written."""
+        if record.kind == "cohort":
+            return messages.job_message(record, cohort=messages.cohort_message(record, self._url))
         manifest = record.keys.get("manifest")
         if record.state != "succeeded" or not manifest:
             return messages.job_message(record)
@@ -169,6 +180,8 @@ class StyleProbeService(rpc.StyleProbeServicer):
                                f"job {job_id} has already {ended.state} and cannot be "
                                "cancelled")
         count_job(record.kind, CANCELLED)
+        if record.kind == "cohort":  # the summary of the images that finished
+            cohort_summary(job_id).apply_async()
         log.info("job cancelled", extra={"job_id": job_id, "was": record.state})
         return messages.job_message(self._record(job_id))
 

@@ -8,7 +8,9 @@ must exceed the hard time limit, so a slow task is never run twice while it is a
 There is no result backend: job state lives in Redis through :mod:`styleprobe.jobs`.
 
 Queues: ``gpu`` (encode, direction, traverse: model calls) and ``cpu`` (render,
-manifest), so each kind of worker scales on its own.
+manifest), so each kind of worker scales on its own. A cohort
+(:mod:`~styleprobe.worker.cohort_tasks`) runs a prepare task and its chunks on ``gpu``
+and its summary on ``cpu``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ STAGES = {
     "render": ("styleprobe.render", CPU_QUEUE),
     "manifest": ("styleprobe.manifest", CPU_QUEUE),
 }
+# A cohort's tasks: name -> (task name, queue).
+COHORT_TASKS = {
+    "prepare": ("styleprobe.cohort.prepare", GPU_QUEUE),
+    "chunk": ("styleprobe.cohort.chunk", GPU_QUEUE),
+    "summary": ("styleprobe.cohort.summary", CPU_QUEUE),
+}
 RESTORE_SWEEPS = 4  # unacknowledged tasks are looked for this often per visibility timeout
 
 
@@ -39,7 +47,8 @@ def make_app(settings: Settings) -> Celery:
             "need 0 < STYLEPROBE_TASK_SOFT_TIME_LIMIT_S < STYLEPROBE_TASK_TIME_LIMIT_S < "
             f"STYLEPROBE_VISIBILITY_TIMEOUT_S, got {settings.task_soft_time_limit_s}, "
             f"{settings.task_time_limit_s}, {settings.visibility_timeout_s}")
-    app = Celery("styleprobe", broker=settings.redis_url, include=["styleprobe.worker.tasks"])
+    app = Celery("styleprobe", broker=settings.redis_url,
+                 include=["styleprobe.worker.tasks", "styleprobe.worker.cohort_tasks"])
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -52,7 +61,8 @@ def make_app(settings: Settings) -> Celery:
             "unacked_restore_throttle": 1,
         },
         broker_connection_retry_on_startup=True,
-        task_routes={name: {"queue": queue} for name, queue in STAGES.values()},
+        task_routes={name: {"queue": queue}
+                     for name, queue in (*STAGES.values(), *COHORT_TASKS.values())},
         task_default_queue=GPU_QUEUE,
         task_serializer="json",
         accept_content=["json"],
@@ -73,3 +83,14 @@ def explain_chain(job_id: str) -> Signature:
     return chain(app.signature(first, args=({}, job_id), task_id=f"{job_id}-{first}"),
                  *(app.signature(name, args=(job_id,), task_id=f"{job_id}-{name}")
                    for name in rest))
+
+
+def cohort_start(job_id: str) -> Signature:
+    """The first task of a cohort job: it probes the direction and queues the chunks."""
+    return app.signature(COHORT_TASKS["prepare"][0], args=(job_id,),
+                         task_id=f"{job_id}-prepare")
+
+
+def cohort_summary(job_id: str) -> Signature:
+    """The task that writes a cohort's summary (after its last chunk, or a cancel)."""
+    return app.signature(COHORT_TASKS["summary"][0], args=(job_id,))

@@ -37,7 +37,8 @@ from styleprobe.config import Settings
 from styleprobe.explain import engine
 from styleprobe.explain.artifacts import job_key
 from styleprobe.explain.direction import ProbeSettings, check_nuisance_names, direction_key
-from styleprobe.jobs import ACTIVE, CANCELLED, FAILED, RUNNING, SUCCEEDED, JobStore
+from styleprobe.jobs import ACTIVE, CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobStore
+from styleprobe.metrics import count_job
 from styleprobe.storage import ArtifactStore, ObjectNotFound, StoreError, open_store
 from styleprobe.worker.app import STAGES, app
 
@@ -96,6 +97,11 @@ def _fresh_clients(**_: Any) -> None:
     _process = _Process()
 
 
+def worker_process() -> _Process:
+    """What this worker process keeps: settings, store, job store, backends."""
+    return _process
+
+
 class StageTask(Task):
     """A stage of a job: fails the job when the task fails for good."""
 
@@ -108,9 +114,12 @@ class StageTask(Task):
         else:
             reason = f"stage {stage} failed: {exc}"
         log.error("job failed", extra={"job_id": job_id, "stage": stage, "error": reason})
-        _process.jobs.transition(job_id, ACTIVE, state=FAILED, stage=stage, error=reason,
-                                 message=reason)
-        if _process.jobs.get(job_id).state in (FAILED, CANCELLED):  # cancelled meanwhile
+        failed = _process.jobs.transition(job_id, ACTIVE, state=FAILED, stage=stage,
+                                          error=reason, message=reason)
+        record = _process.jobs.get(job_id)
+        if failed:
+            count_job(record.kind, FAILED)
+        if record.state in (FAILED, CANCELLED):  # cancelled meanwhile
             engine.delete_job(_process.store, job_id)
 
 
@@ -124,6 +133,8 @@ def _run_stage(task: Task, job_id: str, stage: str, keys: dict[str, Any],
                            progress=STAGE_START[stage], worker=task.request.hostname or "",
                            message=f"stage {stage} started"):
         _stop(job_id, record.state)
+    if record.state == QUEUED:
+        count_job(record.kind, RUNNING)
     last = [0.0]
 
     def progress(fraction: float) -> None:
@@ -155,6 +166,8 @@ def _run_stage(task: Task, job_id: str, stage: str, keys: dict[str, Any],
                            counts={"done": 1} if final else None,
                            message="job succeeded" if final else f"stage {stage} done"):
         _stop(job_id, jobs.get(job_id).state)
+    if final:
+        count_job(record.kind, SUCCEEDED)
     log.info("stage done", extra={"job_id": job_id, "stage": stage, "seconds": seconds})
     return {**keys, **added}
 
@@ -193,35 +206,43 @@ def direction(self: Task, keys: dict[str, Any], job_id: str) -> dict[str, Any]:
     """The stored direction for the job's settings, probed once across all jobs."""
     def work(request: dict[str, Any], progress: Callable[[float], None]) -> dict[str, Any]:
         backend = _process.backend(request["model_set"])
-        probe = _probe_settings(request)
-        names = check_nuisance_names(backend.model_set, request["orthogonalize"])
-        key = direction_key(backend.model_set, request["target"], probe, names)
-        probed = False
-        if not _process.store.exists(key):
-            lock = _process.jobs.redis.lock(
-                f"styleprobe:lock:{key}", timeout=DIRECTION_LEASE_S,
-                blocking_timeout=_process.settings.task_time_limit_s)
-
-            def probing(_stage: str, fraction: float) -> None:
-                with contextlib.suppress(LockError):  # lapsed: someone else may probe too
-                    lock.reacquire()  # renew the lease while probing; it lapses if we die
-                progress(fraction)
-
-            # single flight: whoever waited here finds the direction stored
-            if not lock.acquire():
-                raise LockError(f"waited {_process.settings.task_time_limit_s} s for another "
-                                f"job to probe direction {key}")
-            try:
-                probed = not _process.store.exists(key)
-                engine.ensure_direction(backend, _process.store, request["target"], probe,
-                                        names, probing)
-            finally:
-                with contextlib.suppress(LockError):
-                    lock.release()
+        key, probed = probe_once(backend, request["target"], _probe_settings(request),
+                                 request["orthogonalize"], progress)
         _process.jobs.transition(job_id, [RUNNING], message=DIRECTION_PROBED if probed
                                  else DIRECTION_STORED)
         return {"direction": key}
     return _run_stage(self, job_id, "direction", keys, work)
+
+
+def probe_once(backend: ModelBackend, target: str, probe: ProbeSettings,
+               orthogonalize: list[str], progress: Callable[[float], None]
+               ) -> tuple[str, bool]:
+    """The key of the stored direction for these settings, and whether this call probed
+    it: single flight across workers, behind a Redis lock whose lease is renewed while
+    probing."""
+    names = check_nuisance_names(backend.model_set, orthogonalize)
+    key = direction_key(backend.model_set, target, probe, names)
+    if _process.store.exists(key):
+        return key, False
+    lock = _process.jobs.redis.lock(f"styleprobe:lock:{key}", timeout=DIRECTION_LEASE_S,
+                                    blocking_timeout=_process.settings.task_time_limit_s)
+
+    def probing(_stage: str, fraction: float) -> None:
+        with contextlib.suppress(LockError):  # lapsed: someone else may probe too
+            lock.reacquire()  # renew the lease while probing; it lapses if we die
+        progress(fraction)
+
+    # single flight: whoever waited here finds the direction stored
+    if not lock.acquire():
+        raise LockError(f"waited {_process.settings.task_time_limit_s} s for another "
+                        f"job to probe direction {key}")
+    try:
+        probed = not _process.store.exists(key)
+        engine.ensure_direction(backend, _process.store, target, probe, names, probing)
+    finally:
+        with contextlib.suppress(LockError):
+            lock.release()
+    return key, probed
 
 
 @_stage("traverse")

@@ -1,0 +1,194 @@
+"""A cohort's tasks: prepare, its chunks, and the summary.
+
+- ``prepare`` (gpu queue) probes the direction once (single flight, as an explain job's
+  direction stage), records the indices of the cohort's chunks in the Redis set
+  ``styleprobe:job:<id>:chunks`` and then queues one ``chunk`` task per
+  :data:`~styleprobe.cohort.ledger.DEFAULT_CHUNK_SIZE` images.
+- ``chunk`` (gpu queue) explains the images of its chunk that have no row in the
+  cohort's ledger yet, each as a single-image job (:class:`~styleprobe.cohort.runner.
+  CohortRunner`); an image that cannot be read gets a failed row with its reason. Each
+  finished image is counted once on the job (:meth:`~styleprobe.jobs.JobStore.
+  count_image`), which also tells a chunk that the cohort was cancelled. A chunk whose
+  images all have rows removes its index from the set; the one that empties it queues
+  the summary.
+- ``summary`` (cpu queue) writes ``summary.csv``, ``summary.parquet`` and ``report.html``
+  from the rows and ends the job; after a cancel it writes the summary of what finished.
+
+Every task may run twice (its worker died before acknowledging it: ``acks_late``): the
+ledger skips finished images, rows are keyed by image, counts are per image, the chunk
+set is a set, the summary is the same when written twice and the job ends once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, NoReturn
+
+from celery import Task
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+
+from styleprobe.cohort.ledger import CohortLedger, chunked
+from styleprobe.cohort.rows import ImageRow
+from styleprobe.cohort.runner import CohortRunner
+from styleprobe.cohort.summary import write_summary
+from styleprobe.explain.artifacts import get_json
+from styleprobe.explain.direction import ProbeSettings
+from styleprobe.explain.engine import Explainer
+from styleprobe.jobs import ACTIVE, CANCELLED, FAILED, PREFIX, QUEUED, RUNNING, SUCCEEDED
+from styleprobe.logs import log_context
+from styleprobe.metrics import count_job
+from styleprobe.storage import ObjectNotFound
+from styleprobe.worker.app import COHORT_TASKS, app, cohort_summary
+from styleprobe.worker.tasks import MAX_RETRIES, TRANSIENT, JobStopped, probe_once, worker_process
+
+log = logging.getLogger(__name__)
+
+
+def chunks_key(job_id: str) -> str:
+    """The Redis set of a cohort's chunks not finished yet."""
+    return f"{PREFIX}{job_id}:chunks"
+
+
+class CohortTask(Task):
+    """A task of a cohort: fails the cohort when the task fails for good (its finished
+    images are kept)."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any], einfo: Any) -> None:
+        job_id, step = args[0], self.name.rsplit(".", 1)[-1]
+        process = worker_process()
+        if isinstance(exc, SoftTimeLimitExceeded):
+            reason = (f"cohort {step} took longer than its time limit of "
+                      f"{process.settings.task_soft_time_limit_s} s")
+        else:
+            reason = f"cohort {step} failed: {exc}"
+        log.error("cohort failed", extra={"job_id": job_id, "stage": step, "error": reason})
+        if process.jobs.transition(job_id, ACTIVE, state=FAILED, error=reason, message=reason):
+            count_job("cohort", FAILED)
+
+
+def _retry(task: Task, job_id: str, exc: Exception) -> NoReturn:
+    """Retry ``task`` after a transient failure, with backoff; re-raise it when it is not
+    transient (a missing object) or the retries are spent."""
+    if isinstance(exc, ObjectNotFound) or task.request.retries >= MAX_RETRIES:
+        raise exc
+    log.warning("cohort task retried", extra={"job_id": job_id, "error": str(exc)})
+    raise task.retry(exc=exc, countdown=2 ** task.request.retries,
+                     max_retries=MAX_RETRIES) from exc
+
+
+def _task(name: str) -> Any:
+    return app.task(name=COHORT_TASKS[name][0], base=CohortTask, bind=True)
+
+
+@_task("prepare")
+def prepare(self: Task, job_id: str) -> None:
+    """Probe the cohort's direction once, then queue its chunks."""
+    process = worker_process()
+    jobs, store = process.jobs, process.store
+    record = jobs.get(job_id)
+    with log_context(job_id=job_id):
+        if not jobs.transition(job_id, ACTIVE, state=RUNNING, stage="prepare",
+                               worker=self.request.hostname or "",
+                               message="cohort started: the direction is prepared"):
+            log.info("cohort not started", extra={"state": record.state})
+            raise Ignore()
+        if record.state == QUEUED:
+            count_job("cohort", RUNNING)
+        request = record.request
+        started = time.perf_counter()
+        try:
+            key, probed = probe_once(process.backend(request["model_set"]), request["target"],
+                                     ProbeSettings(**request["probe"]),
+                                     request["orthogonalize"], lambda _fraction: None)
+            images = get_json(store, request["images"])["images"]
+        except TRANSIENT as exc:
+            _retry(self, job_id, exc)
+        chunks = list(chunked(images, request["chunk_size"]))
+        with jobs.redis.pipeline() as pipe:  # recorded before any chunk can finish
+            pipe.sadd(chunks_key(job_id), *range(len(chunks)))
+            pipe.expire(chunks_key(job_id), jobs.ttl_s)
+            pipe.execute()
+        for index, images_of_chunk in enumerate(chunks):
+            app.signature(COHORT_TASKS["chunk"][0], args=(job_id, index, images_of_chunk),
+                          task_id=f"{job_id}-chunk-{index}").apply_async()
+        seconds = time.perf_counter() - started
+        jobs.transition(job_id, [RUNNING], stage="images", keys={"direction": key},
+                        stage_seconds={"prepare": seconds},
+                        message=f"direction {'probed' if probed else 'found stored'}; "
+                                f"{len(chunks)} chunk(s) of {len(images)} images queued")
+        log.info("cohort prepared", extra={"chunks": len(chunks), "seconds": seconds})
+
+
+@_task("chunk")
+def chunk(self: Task, job_id: str, index: int, images: list[str]) -> None:
+    """Explain the unfinished images of one chunk; queue the summary after the last chunk."""
+    process = worker_process()
+    jobs, store = process.jobs, process.store
+    record = jobs.get(job_id)
+    with log_context(job_id=job_id):
+        if record.state != RUNNING:
+            log.info("chunk skipped", extra={"chunk": index, "state": record.state})
+            raise Ignore()
+        backend = process.backend(record.request["model_set"])
+        runner = CohortRunner(Explainer(backend, store), CohortLedger(store, job_id), store.get)
+
+        def counted(row: ImageRow, _skipped: bool) -> None:
+            message = f"image {row.image} {row.status}" + (f": {row.error}" if row.error
+                                                          else "")
+            if not jobs.count_image(job_id, row.image, row.status, message):
+                raise JobStopped(job_id)
+
+        try:
+            runner.run_chunk(images, counted)
+        except JobStopped:
+            log.info("chunk stopped", extra={"chunk": index,
+                                             "state": jobs.get(job_id).state})
+            raise Ignore() from None
+        except TRANSIENT as exc:
+            _retry(self, job_id, exc)
+        with jobs.redis.pipeline() as pipe:
+            pipe.srem(chunks_key(job_id), index)
+            pipe.scard(chunks_key(job_id))
+            _, remaining = pipe.execute()
+        log.info("chunk done", extra={"chunk": index, "chunks_left": remaining})
+        if remaining == 0:
+            cohort_summary(job_id).apply_async()
+
+
+@_task("summary")
+def summary(self: Task, job_id: str) -> None:
+    """Write the cohort's summary from its rows; the job succeeds with it (a cancelled
+    job keeps its state and gets the summary of what finished)."""
+    process = worker_process()
+    jobs, store = process.jobs, process.store
+    record = jobs.get(job_id)
+    with log_context(job_id=job_id):
+        pending_chunks = jobs.redis.scard(chunks_key(job_id))
+        if record.state not in (RUNNING, CANCELLED) or (record.state == RUNNING
+                                                        and pending_chunks):
+            log.info("summary not due", extra={"state": record.state,
+                                               "chunks_left": pending_chunks})
+            raise Ignore()
+        started = time.perf_counter()
+        try:
+            written = write_summary(CohortLedger(store, job_id),
+                                    get_json(store, record.request["images"])["images"])
+        except TRANSIENT as exc:
+            _retry(self, job_id, exc)
+        counts = {"done": written.done, "failed": written.failed,
+                  "unreliable": written.unreliable, "flipped": written.flipped}
+        seconds = {"summary": time.perf_counter() - started}
+        if jobs.transition(job_id, [RUNNING], state=SUCCEEDED, stage="summary", progress=1.0,
+                           keys=written.outputs, counts=counts, stage_seconds=seconds,
+                           message=f"cohort succeeded: {written.done} explained, "
+                                   f"{written.failed} failed"):
+            count_job("cohort", SUCCEEDED)
+        else:
+            jobs.transition(job_id, [CANCELLED], keys=written.outputs, counts=counts,
+                            stage_seconds=seconds,
+                            message=f"summary of the cancelled cohort: {written.done} "
+                                    f"explained, {written.failed} failed, "
+                                    f"{written.pending} not done")
+        log.info("cohort summary written", extra={"total": written.total})
