@@ -230,6 +230,8 @@ class ServiceStack:
         self.orchestrator: ServerProcess | None = None
         self.workers: dict[str, ServerProcess] = {}
         self.env: dict[str, str] = {}
+        # /metrics of each service process: "orchestrator", and each worker by node name
+        self.metrics_urls: dict[str, str] = {}
 
     def start(self) -> ServiceStack:
         try:
@@ -260,9 +262,12 @@ class ServiceStack:
             "STYLEPROBE_BACKEND": self.backend, "STYLEPROBE_TRITON_URL": self.triton_url,
             "STYLEPROBE_API_TOKENS": self.token, "STYLEPROBE_GRPC_LISTEN": self.grpc_address,
             "STYLEPROBE_HEALTH_INTERVAL_S": "0.5", "OMP_NUM_THREADS": "1",
-            "PYTHONUNBUFFERED": "1",
+            "PYTHONUNBUFFERED": "1", "STYLEPROBE_METRICS_PORT": str(free_port()),
+            "STYLEPROBE_METRICS_HOST": "127.0.0.1",
         })
         env.update(self.extra_env)
+        self.metrics_urls["orchestrator"] = (
+            f"http://127.0.0.1:{env['STYLEPROBE_METRICS_PORT']}/metrics")
         return env
 
     def settings(self) -> Settings:
@@ -292,8 +297,12 @@ class ServiceStack:
         def ready() -> bool:
             return bool(control.control.ping(destination=[node], timeout=0.5))
 
-        worker = ServerProcess(name, command, ready, self.workdir / f"{name}.log", self.env)
+        port = free_port()  # each worker its own metrics port and samples folder
+        env = {**self.env, "STYLEPROBE_WORKER_METRICS_PORT": str(port),
+               "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / f"{name}-metrics")}
+        worker = ServerProcess(name, command, ready, self.workdir / f"{name}.log", env)
         self.workers[node] = worker.launch()
+        self.metrics_urls[node] = f"http://127.0.0.1:{port}/metrics"
         return worker
 
     def stop(self) -> None:

@@ -95,3 +95,12 @@ def test_worker_metrics_without_multiprocess_mode_fail_at_start(
     with pytest.raises(ValueError, match="PROMETHEUS_MULTIPROC_DIR"):
         metrics.connect_celery_worker(9465)
     metrics.connect_celery_worker(0)  # no port: nothing to serve, nothing to check
+
+
+def test_the_command_line_leaves_prometheus_client_unimported() -> None:
+    """``styleprobe serve worker`` sets PROMETHEUS_MULTIPROC_DIR before prometheus-client
+    reads it: importing the command line must not import it already."""
+    code = "import sys, styleprobe.cli; print('prometheus_client' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False"

@@ -1,8 +1,13 @@
-"""The local model backend: a model set's four TorchScript files, run in this process."""
+"""The local model backend: a model set's four TorchScript files, run in this process.
+
+Each chunk a model runs is recorded in the metrics (latency, batch size) like a Triton
+call; ``decode_and_classify`` is recorded as its two calls, synthesis and classifier.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from pathlib import Path
 
@@ -10,6 +15,7 @@ import numpy as np
 import torch
 
 from styleprobe.backends.base import BackendError
+from styleprobe.metrics import observe_backend_call
 from styleprobe.modelset import MODEL_KINDS, ModelEntry, load_model_set
 
 log = logging.getLogger(__name__)
@@ -71,10 +77,12 @@ class LocalBackend:
         with torch.inference_mode():
             for start in range(0, len(batch), self.max_batch):
                 chunk = torch.from_numpy(np.ascontiguousarray(batch[start:start + self.max_batch]))
+                started = time.perf_counter()
                 try:
                     outputs.append(module(chunk).numpy())
                 except RuntimeError as exc:
                     raise BackendError(f"{entry.triton_name} failed: {exc}") from exc
+                observe_backend_call(kind, len(chunk), time.perf_counter() - started)
         expected = entry.outputs[0].dims
         if not outputs:
             return np.zeros((0, *expected), np.float32)

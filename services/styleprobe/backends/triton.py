@@ -7,6 +7,7 @@ Batches are cut into chunks of the model's ``max_batch_size``, read from the ser
 the chunks are sent concurrently so that Triton's dynamic batcher and instances get work.
 Every call has a deadline; UNAVAILABLE is retried with exponential backoff, and every
 error is a :class:`~styleprobe.backends.base.BackendError` naming the model and the cause.
+Each inference request that succeeds is recorded in the metrics (latency, batch size).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from styleprobe.backends.base import BackendError
+from styleprobe.metrics import observe_backend_call
 from styleprobe.modelset import ModelSet, TensorSpec
 from styleprobe.serving.triton_config import ENSEMBLE_VERSION, decode_ensemble_name, output_name
 
@@ -128,20 +130,24 @@ class TritonBackend:
         size = self._max_batch_size(client, served)
         chunks = [batch[i:i + size] for i in range(0, len(batch), size)]
         if len(chunks) == 1:
-            results = [self._infer_chunk(client, served, chunks[0])]
+            results = [self._infer_chunk(client, kind, chunks[0])]
         else:
-            results = list(pool.map(lambda c: self._infer_chunk(client, served, c), chunks))
+            results = list(pool.map(lambda c: self._infer_chunk(client, kind, c), chunks))
         return [np.concatenate([r[i] for r in results]) for i in range(len(served.outputs))]
 
-    def _infer_chunk(self, client: grpcclient.InferenceServerClient, served: ServedModel,
+    def _infer_chunk(self, client: grpcclient.InferenceServerClient, kind: str,
                      chunk: np.ndarray) -> list[np.ndarray]:
+        """One inference request; its latency and batch size are recorded (metrics)."""
+        served = self._served[kind]
         name, spec = served.inputs[0]
         tensor = grpcclient.InferInput(name, list(chunk.shape), spec.dtype)
         tensor.set_data_from_numpy(np.ascontiguousarray(chunk))
         wanted = [grpcclient.InferRequestedOutput(n) for n, _ in served.outputs]
+        started = time.perf_counter()
         result = self._call(served, lambda: client.infer(
             served.name, [tensor], model_version=served.version, outputs=wanted,
             client_timeout=self.timeout_s))
+        observe_backend_call(kind, len(chunk), time.perf_counter() - started)
         arrays = []
         for out_name, out_spec in served.outputs:
             array = result.as_numpy(out_name)

@@ -3,7 +3,9 @@ processes, ``styleprobe client explain`` calls it.
 
 Every setting comes from ``STYLEPROBE_*`` (see :mod:`styleprobe.config`): Redis, the S3
 store, the backend, tokens, limits. The gRPC and Celery libraries are imported only when
-one of these commands runs.
+one of these commands runs. A worker with ``STYLEPROBE_WORKER_METRICS_PORT`` serves the
+metrics of all its pool processes (prometheus-client's multiprocess mode: see
+:mod:`styleprobe.metrics`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +22,7 @@ from styleprobe.cli.common import UserError
 from styleprobe.config import Settings
 
 DOWNLOADS = ("manifest", "animation", "strip", "report")  # what the client saves
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client at its import
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,6 +69,10 @@ def _orchestrator(args: argparse.Namespace) -> None:
 
 
 def _worker(args: argparse.Namespace) -> None:
+    settings = Settings.from_env()
+    if settings.worker_metrics_port:
+        _fresh_multiprocess_dir()  # before prometheus-client is imported
+    from styleprobe.metrics import connect_celery_worker
     from styleprobe.worker.app import QUEUES, app
 
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
@@ -73,11 +81,23 @@ def _worker(args: argparse.Namespace) -> None:
         raise UserError(f"--queues takes {' and/or '.join(QUEUES)}, got {args.queues!r}")
     if args.concurrency < 1:
         raise UserError("--concurrency must be at least 1")
+    connect_celery_worker(settings.worker_metrics_port, settings.metrics_host)
     argv = ["worker", "--queues", ",".join(queues), "--concurrency", str(args.concurrency),
             "--pool", "prefork", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
     if args.name:
         argv += ["--hostname", args.name]
     app.worker_main(argv)
+
+
+def _fresh_multiprocess_dir() -> None:
+    """The folder where the worker's processes write their metric samples
+    (``PROMETHEUS_MULTIPROC_DIR``; a new temporary one if unset), emptied of what an
+    earlier run of the worker left there (the folder is the worker's own)."""
+    folder = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="styleprobe-metrics-")
+    os.environ[MULTIPROC_ENV] = folder
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for stale in Path(folder).glob("*.db"):
+        stale.unlink()
 
 
 def _client_explain(args: argparse.Namespace) -> None:

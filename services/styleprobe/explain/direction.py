@@ -29,6 +29,7 @@ from sklearn.model_selection import train_test_split
 from styleprobe.backends.base import ModelBackend
 from styleprobe.explain.artifacts import get_json, put_json
 from styleprobe.explain.scores import predicted, target_probability
+from styleprobe.metrics import stage_timer
 from styleprobe.modelset import ModelSet
 from styleprobe.storage.base import ArtifactStore
 
@@ -109,6 +110,7 @@ def direction_key(model_set: ModelSet, target: str, probe: ProbeSettings,
     return f"directions/{digest}.json"
 
 
+@stage_timer("direction")
 def ensure_direction(backend: ModelBackend, store: ArtifactStore, target: str,
                      probe: ProbeSettings, orthogonalize: list[str] | tuple[str, ...] = (),
                      progress: Progress | None = None) -> str:

@@ -4,7 +4,9 @@
 each stage reads what it needs from the store by key and returns the key of the record
 it wrote, so the same functions run inline here (:class:`Explainer`) or as separate
 tasks on separate workers. A job's artifacts lie under ``jobs/<job id>/``; its
-``manifest.json`` is written last, and a failed job leaves no artifact behind.
+``manifest.json`` is written last, and a failed job leaves no artifact behind. Each stage
+is timed in the metric ``styleprobe_stage_duration_seconds`` (``traverse`` as ``decode``,
+``store_input`` and ``write_manifest`` as ``store``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from styleprobe.explain.result import (
 )
 from styleprobe.explain.scores import predicted, target_probability
 from styleprobe.explain.traverse import Flip, decode_frames, find_flip, search_direction
+from styleprobe.metrics import stage_timer
 from styleprobe.storage.base import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ class ExplainOptions:
 
 # --- stages ---------------------------------------------------------------------------------
 
+@stage_timer("store")
 def store_input(store: ArtifactStore, job_id: str, model_input: ModelInput) -> str:
     """Store the preprocessed input; the key of its record ``input.json``."""
     image_key = put_array(store, job_key(job_id, "input.npy"), model_input.image)
@@ -65,6 +69,7 @@ def store_input(store: ArtifactStore, job_id: str, model_input: ModelInput) -> s
         "image": image_key})
 
 
+@stage_timer("encode")
 def encode(backend: ModelBackend, store: ArtifactStore, job_id: str, input_key: str,
            target: str) -> str:
     """``w = E(x)``, ``G(w)``, ``f(x)``, ``f(G(w))`` and the quality verdict; the key of
@@ -94,6 +99,7 @@ def encode(backend: ModelBackend, store: ArtifactStore, job_id: str, input_key: 
     })
 
 
+@stage_timer("decode")
 def traverse(backend: ModelBackend, store: ArtifactStore, job_id: str, encoding_key: str,
              direction_key: str, lambdas: str, search_rounds: int = 3,
              search_points: int = 8) -> str:
@@ -157,6 +163,7 @@ def assemble(store: ArtifactStore, job_id: str, input_key: str, encoding_key: st
     )
 
 
+@stage_timer("render")
 def render(store: ArtifactStore, job_id: str, input_key: str, encoding_key: str,
            direction_key: str, traversal_key: str) -> dict[str, str]:
     """Write frames, animation, strip, plot, difference maps and the HTML report; their
@@ -200,6 +207,7 @@ def render(store: ArtifactStore, job_id: str, input_key: str, encoding_key: str,
     return outputs
 
 
+@stage_timer("store")
 def write_manifest(store: ArtifactStore, job_id: str, input_key: str, encoding_key: str,
                    direction_key: str, traversal_key: str, outputs: dict[str, str]) -> str:
     """Write ``manifest.json`` (the last artifact of a job); its key."""
