@@ -10,7 +10,7 @@ from styleprobe.data.histology import DISEASE_FACTORS as HISTOLOGY_DISEASE
 from styleprobe.data.histology import HistologyPhantoms, tumour_score
 from styleprobe.data.knee import DISEASE_FACTORS as KNEE_DISEASE
 from styleprobe.data.knee import KneePhantoms, kl_grade
-from styleprobe.data.phantom import Shortcut
+from styleprobe.data.phantom import MARKER_SHARE, Shortcut
 
 PHANTOM_KINDS = [KneePhantoms, HistologyPhantoms]
 
@@ -134,10 +134,11 @@ def test_planted_shortcut_agrees_with_the_label_at_its_rate(cls: type) -> None:
     assert abs((marker == labels).mean() - 0.95) < 0.04
 
 
-def test_default_knee_marker_is_independent_of_the_label() -> None:
-    marker, labels = marker_and_labels(KneePhantoms(seed=0, size=16))
+@pytest.mark.parametrize("phantoms", PHANTOM_KINDS)
+def test_default_marker_is_independent_of_the_label(phantoms: type) -> None:
+    marker, labels = marker_and_labels(phantoms(seed=0, size=16))
     for cls in (0, 1):
-        assert abs(marker[labels == cls].mean() - 0.3) < 0.1
+        assert abs(marker[labels == cls].mean() - MARKER_SHARE) < 0.1
 
 
 def test_marker_is_drawn_in_the_top_left_corner() -> None:

@@ -131,7 +131,7 @@ def _encoder(args: argparse.Namespace) -> None:
     out = Path(args.out)
     trainer = EncoderTrainer(G, EncoderTrainConfig(
         bank_size=args.bank_size, seed=args.seed, pixel_weight=args.pixel_weight,
-        lowpass_weight=args.lowpass_weight))
+        lowpass_weight=args.lowpass_weight), device=args.device)
     ckpt = out / "encoder.pt"
     if ckpt.exists() and not args.restart:
         trainer.load_state_dict(load_checkpoint(ckpt, kind="encoder"))

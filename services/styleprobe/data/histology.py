@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from styleprobe.data import shapes
-from styleprobe.data.phantom import Sample, Shortcut, draw_marker, sample_rng
+from styleprobe.data.phantom import MARKER_SHARE, Sample, Shortcut, draw_marker, sample_rng
 
 DISEASE_FACTORS = ("nuclear_size", "nuclear_density", "irregularity", "hyperchromasia")
 NUISANCE_FACTORS = ("stain_intensity", "hue_shift", "blur", "noise", "marker")
@@ -38,7 +38,7 @@ class HistologyPhantoms:
     seed: int = 0
     size: int = 64
     shortcut: Shortcut = field(default_factory=Shortcut)
-    marker_share: float = 0.0
+    marker_share: float = MARKER_SHARE
 
     name = "histology"
     channels = 3

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from styleprobe.data import shapes
-from styleprobe.data.phantom import Sample, Shortcut, draw_marker, sample_rng
+from styleprobe.data.phantom import MARKER_SHARE, Sample, Shortcut, draw_marker, sample_rng
 
 DISEASE_FACTORS = ("joint_space_narrowing", "osteophytes", "sclerosis")
 NUISANCE_FACTORS = (
@@ -51,7 +51,7 @@ class KneePhantoms:
     seed: int = 0
     size: int = 64
     shortcut: Shortcut = field(default_factory=Shortcut)
-    marker_share: float = 0.3
+    marker_share: float = MARKER_SHARE
 
     name = "knee"
     channels = 1

@@ -9,6 +9,8 @@ import numpy as np
 
 from styleprobe.data import shapes
 
+MARKER_SHARE = 0.3  # images with the corner marker where it is independent of the label
+
 
 @dataclass(frozen=True)
 class Shortcut:

@@ -41,8 +41,9 @@ class EncoderTrainConfig:
 
 def make_bank(G: Generator, n: int, seed: int,
               batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` pairs (w, G(w)) with deterministic noise; images NCHW in [-1, 1]."""
-    z = seeded_z(n, G.cfg.z_dim, seed)
+    """``n`` pairs (w, G(w)) with deterministic noise, on G's device; images NCHW in
+    [-1, 1]."""
+    z = seeded_z(n, G.cfg.z_dim, seed).to(G.mapping.w_avg.device)
     ws, images = [], []
     with torch.no_grad():
         for i in range(0, n, batch):
@@ -71,11 +72,13 @@ def decode(G: Generator, w: torch.Tensor) -> torch.Tensor:
 class EncoderTrainer:
     """Encoder, optimiser and step counter; resumable from ``encoder.pt``."""
 
-    def __init__(self, G: Generator, cfg: EncoderTrainConfig) -> None:
+    def __init__(self, G: Generator, cfg: EncoderTrainConfig, device: str = "cpu") -> None:
         torch.manual_seed(cfg.seed)
-        self.G, self.cfg = G.eval().requires_grad_(False), cfg
+        self.device = torch.device(device)
+        self.G, self.cfg = G.eval().requires_grad_(False).to(self.device), cfg
         gc = G.cfg
-        self.E = Encoder(gc.resolution, gc.channels, gc.w_dim, cfg.width, G.mapping.w_avg)
+        self.E = Encoder(gc.resolution, gc.channels, gc.w_dim, cfg.width,
+                         G.mapping.w_avg).to(self.device)
         self.opt = torch.optim.Adam(self.E.parameters(), lr=cfg.lr)
         self.step = 0
         self.history: list[dict[str, float]] = []
@@ -147,7 +150,8 @@ def train_encoder(trainer: EncoderTrainer, real: ImageSet, held_out: ImageSet, o
     cfg = trainer.cfg
     bank_w, bank_x = make_bank(trainer.G, cfg.bank_size, seed=cfg.seed + 1)
     test_w, test_x = make_bank(trainer.G, 512, seed=cfg.seed + 2)
-    real_x, held_x = to_tensor(real.images), to_tensor(held_out.images)
+    real_x = to_tensor(real.images).to(trainer.device)
+    held_x = to_tensor(held_out.images).to(trainer.device)
     ckpt = out / "encoder.pt"
     deadline = None if minutes is None else time.monotonic() + minutes * 60
     bar = tqdm(total=iterations, initial=trainer.step, desc="encoder", unit="it")
