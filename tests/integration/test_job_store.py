@@ -99,3 +99,24 @@ def test_unknown_jobs(jobs: JobStore) -> None:
     jobs.delete(job_id)
     with pytest.raises(JobNotFoundError):
         jobs.get(job_id)
+
+
+def test_cohort_images_are_counted_once_while_the_cohort_runs(jobs: JobStore) -> None:
+    job_id = new_job_id()
+    jobs.create(job_id, "cohort", {}, total=4)
+    assert not jobs.count_image(job_id, "inputs/a.png", "done", "image a done")  # queued
+    jobs.transition(job_id, ACTIVE, state=RUNNING, stage="images")
+    assert jobs.count_image(job_id, "inputs/a.png", "done", "image a done")
+    assert jobs.count_image(job_id, "inputs/a.png", "done", "again")  # a redelivered chunk
+    assert jobs.count_image(job_id, "inputs/b.png", "failed", "image b failed: corrupt")
+    record = jobs.get(job_id)
+    assert record.counts == {"total": 4, "done": 1, "failed": 1} and record.progress == 0.5
+    messages = [e.message for e in jobs.events(job_id, "0-0")]
+    assert messages[-2:] == ["image a done", "image b failed: corrupt"]
+    with pytest.raises(ValueError, match="outcome"):
+        jobs.count_image(job_id, "inputs/c.png", "skipped", "")
+    jobs.transition(job_id, ACTIVE, state=CANCELLED)
+    assert not jobs.count_image(job_id, "inputs/c.png", "done", "image c done")
+    assert jobs.get(job_id).counts["done"] == 1
+    with pytest.raises(JobNotFoundError):
+        jobs.count_image("0" * 32, "inputs/a.png", "done", "")

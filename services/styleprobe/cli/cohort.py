@@ -1,11 +1,17 @@
-"""``styleprobe cohort run FOLDER``: explain every image of a folder, in this process.
+"""``styleprobe cohort run|submit|watch|download``: whole cohorts, in process or through
+the service.
 
-Results go to the artifact folder (``--out``, default ``STYLEPROBE_STORE_DIR``): each
-image as a job under ``jobs/``, the cohort under ``cohorts/<id>/`` with ``summary.csv``,
-``summary.parquet`` and ``report.html``. The cohort id is derived from the folder and the
-settings, so running the same command again resumes an interrupted cohort without
-redoing finished images. (``cohort submit|watch|download``, the service mode, are to join
-``run`` here.)
+``run FOLDER`` explains every image of a folder in this process. Results go to the
+artifact folder (``--out``, default ``STYLEPROBE_STORE_DIR``): each image as a job under
+``jobs/``, the cohort under ``cohorts/<id>/`` with ``summary.csv``, ``summary.parquet``
+and ``report.html``. The cohort id is derived from the folder and the settings, so
+running the same command again resumes an interrupted cohort without redoing finished
+images.
+
+``submit`` sends a cohort to a running service (SubmitCohort: a prefix of the bucket, a
+file of object keys, or a few local files inline) and prints its job id; ``watch`` shows
+its progress (a tqdm bar from WatchJob) until it ends; ``download`` saves its summary
+table (CSV, Parquet) and report once it has ended.
 """
 
 from __future__ import annotations
@@ -13,18 +19,28 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from styleprobe.cli.common import UserError, add_common_args, settings_from_args, user_errors
+from styleprobe.cli.common import (
+    LAMBDA_SPEC_OR_NUMBER,
+    UserError,
+    add_common_args,
+    settings_from_args,
+    user_errors,
+)
 from styleprobe.cli.explain import DEFAULT_MODEL_SET
 from styleprobe.cohort.ledger import DEFAULT_CHUNK_SIZE
 
 if TYPE_CHECKING:
+    from styleprobe.api import pb, rpc
     from styleprobe.cohort.rows import ImageRow
     from styleprobe.cohort.summary import CohortSummary
     from styleprobe.storage.local import LocalStore
@@ -46,6 +62,52 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--cohort-id", default=None,
                      help="name of the cohort (default: derived from the folder and settings)")
     run.set_defaults(func=_run)
+
+    submit = actions.add_parser(
+        "submit", help="submit a cohort to the service: objects under a prefix of its "
+                       "bucket, a file of object keys, or local files sent inline")
+    submit._negative_number_matcher = LAMBDA_SPEC_OR_NUMBER
+    submit.add_argument("images", nargs="*", type=Path,
+                        help="local image files, sent inline (a small batch: at most 64 "
+                             "files and 8 MiB)")
+    submit.add_argument("--prefix", default=None,
+                        help="every object under this prefix of the bucket, e.g. inputs/study-7/")
+    submit.add_argument("--keys-file", type=Path, default=None,
+                        help="file of object keys, one a line ('-': standard input)")
+    submit.add_argument("--model-set", default=DEFAULT_MODEL_SET)
+    submit.add_argument("--target", default="",
+                        help="class to explain (default: the model set's default target)")
+    submit.add_argument("--lambdas", default="", help="λ grid start:stop:steps (default: the "
+                                                      "server's)")
+    submit.add_argument("--probe-samples", type=int, default=0,
+                        help="latents sampled to probe the direction (default: the server's)")
+    submit.add_argument("--probe-seed", type=int, default=0)
+    submit.add_argument("--orthogonalize", default="",
+                        help="comma-separated nuisance directions to remove")
+    submit.add_argument("--watch", action="store_true",
+                        help="then show its progress until it ends (as cohort watch)")
+    _server_args(submit)
+    submit.set_defaults(func=_submit)
+
+    watch = actions.add_parser("watch", help="show a cohort's progress until it ends")
+    watch.add_argument("job_id")
+    _server_args(watch)
+    watch.set_defaults(func=_watch)
+
+    download = actions.add_parser(
+        "download", help="save a cohort's summary (CSV, Parquet) and report once it has ended")
+    download.add_argument("job_id")
+    download.add_argument("--out", type=Path, default=Path("."), help="folder to save them in")
+    _server_args(download)
+    download.set_defaults(func=_download)
+
+
+def _server_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", default="127.0.0.1:50051", help="the orchestrator's address")
+    p.add_argument("--token", default=os.environ.get("STYLEPROBE_TOKEN", ""),
+                   help="bearer token (default: STYLEPROBE_TOKEN)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds to wait for the service (default: no limit for watch)")
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -133,3 +195,139 @@ def _progress_bar(total: int) -> Iterator[Callable[[ImageRow, bool], None]]:
         yield update
     finally:
         bar.close()
+
+
+# --- through the service ---------------------------------------------------------------------
+
+CALL_TIMEOUT_S = 60.0  # a unary call (submit, get) without --timeout
+
+
+@contextmanager
+def _service(args: argparse.Namespace) -> Iterator[tuple[rpc.StyleProbeStub, tuple]]:
+    """A stub of the service at ``--server`` and the call metadata (the bearer token); an
+    error the service answers becomes one line and exit code 2."""
+    import grpc
+
+    from styleprobe.api import rpc
+
+    metadata = (("authorization", f"Bearer {args.token}"),)
+    with grpc.insecure_channel(args.server) as channel:
+        try:
+            yield rpc.StyleProbeStub(channel), metadata
+        except grpc.RpcError as exc:
+            raise UserError(f"{exc.code().name}: {exc.details()}") from exc
+
+
+def _read_keys(path: Path) -> list[str]:
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from exc
+    keys = [line.strip() for line in text.splitlines()]
+    keys = [key for key in keys if key and not key.startswith("#")]
+    if not keys:
+        raise UserError(f"{path} lists no object key")
+    return keys
+
+
+def _submit_request(args: argparse.Namespace) -> pb.SubmitCohortRequest:
+    from styleprobe.api import pb
+
+    given = [name for name, value in (("--prefix", args.prefix), ("--keys-file", args.keys_file),
+                                      ("IMAGES", args.images)) if value]
+    if len(given) != 1:
+        raise UserError("name the images one way: --prefix, --keys-file or IMAGES"
+                        + (f" (got {', '.join(given)})" if given else ""))
+    request = pb.SubmitCohortRequest(
+        model_set=args.model_set, target=args.target, lambdas=args.lambdas,
+        options=pb.ExplainOptions(
+            orthogonalize=[n.strip() for n in args.orthogonalize.split(",") if n.strip()],
+            probe=pb.ProbeOptions(samples=args.probe_samples, seed=args.probe_seed)))
+    if args.prefix:
+        request.prefix = args.prefix
+    elif args.keys_file:
+        request.keys.keys.extend(_read_keys(args.keys_file))
+    else:
+        for path in args.images:
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise UserError(f"cannot read {path}: {exc.strerror}") from exc
+            request.inline.images.add(data=data, filename=path.name)
+    return request
+
+
+def _submit(args: argparse.Namespace) -> None:
+    request = _submit_request(args)
+    with _service(args) as (stub, metadata):
+        job = stub.SubmitCohort(request, metadata=metadata,
+                                timeout=args.timeout or CALL_TIMEOUT_S)
+    print(f"cohort {job.job_id} queued: {job.counts.total} images, model set {job.model_set}, "
+          f"target {job.target}, λ {job.lambdas}", file=sys.stderr)
+    print(job.job_id)
+    if args.watch:
+        args.job_id = job.job_id
+        _watch(args)
+
+
+def _watch(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from styleprobe.api import pb
+
+    with _service(args) as (stub, metadata):
+        events = stub.WatchJob(pb.WatchJobRequest(job_id=args.job_id), metadata=metadata,
+                               timeout=args.timeout)
+        job = None
+        with tqdm(unit="image", disable=not sys.stderr.isatty(), dynamic_ncols=True) as bar:
+            for event in events:
+                job = event.job
+                counts = job.counts
+                bar.total = counts.total
+                bar.n = counts.done + counts.failed
+                bar.set_postfix({"done": counts.done, "failed": counts.failed,
+                                 "left_s": round(job.seconds_left)}, refresh=False)
+                bar.set_description_str(job.stage or "queued")
+                bar.refresh()
+    if job is None:  # pragma: no cover (the service always sends the current state)
+        raise UserError(f"no progress received for job {args.job_id}")
+    _print_cohort(job)
+
+
+def _print_cohort(job: pb.Job) -> None:
+    from styleprobe.api import pb
+
+    state = pb.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
+    counts = job.counts
+    print(f"cohort {job.job_id} {state}: {counts.total} images, {counts.done} explained, "
+          f"{counts.failed} failed, {counts.pending} not done")
+    if job.HasField("cohort"):
+        print(f"unreliable reconstructions: {job.cohort.unreliable} of {counts.done}; "
+              f"prediction flips within the grid: {job.cohort.flipped} of {counts.done}")
+    if job.state != pb.JOB_STATE_SUCCEEDED:
+        raise UserError(f"cohort {job.job_id} {state}" + (f": {job.error}" if job.error else ""))
+
+
+def _download(args: argparse.Namespace) -> None:
+    from styleprobe.api import pb
+
+    with _service(args) as (stub, metadata):
+        job = stub.GetJob(pb.GetJobRequest(job_id=args.job_id), metadata=metadata,
+                          timeout=args.timeout or CALL_TIMEOUT_S)
+    if job.kind != "cohort":
+        raise UserError(f"job {job.job_id} is a {job.kind} job, not a cohort")
+    if not job.HasField("cohort"):
+        state = pb.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
+        raise UserError(f"cohort {job.job_id} is {state}: its summary is written when it "
+                        "ends (styleprobe cohort watch waits for that)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for artifact in job.cohort.artifacts:
+        if not artifact.url:
+            raise UserError(f"the service gave no URL for {artifact.key} (its store is not S3)")
+        target = args.out / Path(artifact.key).name
+        try:
+            with urllib.request.urlopen(artifact.url, timeout=CALL_TIMEOUT_S) as response:
+                target.write_bytes(response.read())
+        except (urllib.error.URLError, OSError) as exc:
+            raise UserError(f"cannot download {artifact.key}: {exc}") from exc
+        print(f"{artifact.name}: {target}")

@@ -71,7 +71,14 @@ def _own_key(key: str, what: str) -> str:
 def _prefix_images(prefix: str, store: ArtifactStore) -> list[str]:
     if not prefix:
         raise invalid("prefix is empty: name a folder of the bucket, e.g. 'inputs/study-7/'")
-    _own_key(prefix.rstrip("/") or prefix, "prefix")
+    try:
+        validate_key(prefix.rstrip("/") or prefix)
+    except StoreError as exc:
+        raise invalid(f"prefix: {exc}") from exc
+    if any(prefix.startswith(own) or own.startswith(prefix) for own in RESERVED_PREFIXES):
+        raise invalid(f"prefix {prefix!r} covers objects under "
+                      f"{', '.join(RESERVED_PREFIXES)}: the service's own objects are not "
+                      "cohort images")
     try:
         images = store.list(prefix)
     except StoreError as exc:
