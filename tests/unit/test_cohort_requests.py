@@ -10,7 +10,7 @@ import pytest
 from styleprobe.api import pb
 from styleprobe.cli import run
 from styleprobe.jobs import JobRecord
-from styleprobe.orchestrator.cohorts import MAX_INLINE_IMAGES, check_cohort
+from styleprobe.orchestrator.cohorts import MAX_INLINE_IMAGES, CohortJob, check_cohort
 from styleprobe.orchestrator.messages import cohort_message, job_message, seconds_left
 from styleprobe.orchestrator.requests import RequestError
 from styleprobe.storage.local import LocalStore
@@ -18,7 +18,7 @@ from styleprobe.storage.local import LocalStore
 COHORT_ID = "c0ffee"
 
 
-def check(request: pb.SubmitCohortRequest, repository: Path, store: LocalStore):  # noqa: ANN201
+def check(request: pb.SubmitCohortRequest, repository: Path, store: LocalStore) -> CohortJob:
     return check_cohort(request, repository, store, default_samples=400, cohort_id=COHORT_ID)
 
 
