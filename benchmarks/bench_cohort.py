@@ -1,17 +1,28 @@
-"""Benchmark: embedded cohort throughput (images per second) and peak memory (RSS) of the
-``styleprobe cohort run`` process at two cohort sizes. Peak memory must stay flat from the
-small to the large cohort: the run streams, it never holds the cohort in memory.
+"""Benchmark: cohort throughput (images per second) and peak memory, embedded and through
+the service.
 
-    .venv/bin/python benchmarks/bench_cohort.py [--sizes 100,1000] [--model-set knee-oa]
-                                                [--threads 1] [--probe-samples 10000]
+Embedded: ``styleprobe cohort run`` at each of ``--sizes``, each its own process; its peak
+memory (RSS) must stay flat from the small to the large cohort: the run streams, it never
+holds the cohort in memory. Through the service (``--service-sizes``, '' to skip): the
+same phantoms uploaded to S3 and submitted with SubmitCohort (prefix) to a ServiceStack
+(Redis, S3 on SeaweedFS, a CPU tritonserver, the orchestrator and ``--workers`` Celery
+workers), timed from the submit to the job's end (summary written); its throughput is set
+against the embedded run of the same size (ratio), the workers' peak memory is read after
+each cohort, and Triton's achieved batch size during the cohort is the rise of
+``nv_inference_count`` over the rise of ``nv_inference_exec_count`` (Triton's metrics
+port), per model.
 
-Each size runs as its own process on a folder of knee phantoms (PNG), one torch thread,
-after a one-image cohort has probed the direction into the same artifact folder (so the
-timed runs measure the per-image work, not the one-off probe). The model set comes from
-the model repository; if it is missing there (or with ``--no-bundled``), an untrained
-stand-in is exported: ``--stand-in knee`` has the bundled set's architecture (the same
-compute per image), ``small`` the test suite's 16x16 one (the report says which was used).
-Writes benchmarks/results/cohort.md and cohort.json (after each size).
+    .venv/bin/python benchmarks/bench_cohort.py [--sizes 100,1000] [--service-sizes 100,1000]
+        [--model-set knee-oa] [--threads 1] [--probe-samples 10000] [--workers 2]
+
+Each embedded size runs on a folder of knee phantoms (PNG), one torch thread, after a
+one-image cohort has probed the direction into the same artifact folder (so the timed
+runs measure the per-image work, not the one-off probe); the service likewise runs a
+one-image cohort first. The model set comes from the model repository; if it is missing
+there (or with ``--no-bundled``), an untrained stand-in is exported: ``--stand-in knee``
+has the bundled set's architecture (the same compute per image), ``small`` the test
+suite's 16x16 one (the report says which was used). Writes benchmarks/results/cohort.md
+and cohort.json (``--results NAME``: NAME.md and NAME.json) after each run.
 """
 
 from __future__ import annotations
@@ -20,17 +31,26 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
+import grpc
 import torch
 
+from styleprobe.api import pb, rpc
 from styleprobe.config import Settings
 from styleprobe.data.datasets import phantom_set, render, write_folder
 from styleprobe.modelset import list_model_sets, load_model_set
+from styleprobe.servers import ServiceStack
+from styleprobe.serving.cpu_repository import build_cpu_repository
+from styleprobe.serving.server import TritonProcess
+from styleprobe.storage import ArtifactStore, open_store
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STYLEPROBE = Path(sys.executable).with_name("styleprobe")
@@ -90,9 +110,122 @@ def run_cohort(images: Path, out: Path, model_set: str, env: dict[str, str],
     return {"seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024, "output": output}
 
 
+def upload(store: ArtifactStore, folder: Path, prefix: str) -> str:
+    """Put the PNG files of ``folder`` under ``prefix``; the prefix."""
+    for path in sorted(folder.glob("*.png")):
+        store.put(prefix + path.name, path.read_bytes(), "image/png")
+    return prefix
+
+
+def service_cohort(stub: rpc.StyleProbeStub, token: str, prefix: str, model_set: str,
+                   probe_samples: int) -> dict[str, Any]:
+    """Submit the objects under ``prefix`` as a cohort and watch it to its end."""
+    metadata = (("authorization", f"Bearer {token}"),)
+    started = time.perf_counter()
+    job = stub.SubmitCohort(pb.SubmitCohortRequest(
+        prefix=prefix, model_set=model_set,
+        options=pb.ExplainOptions(probe=pb.ProbeOptions(samples=probe_samples))),
+        metadata=metadata, timeout=120)
+    for event in stub.WatchJob(pb.WatchJobRequest(job_id=job.job_id), metadata=metadata):
+        job = event.job
+    seconds = time.perf_counter() - started
+    if job.state != pb.JOB_STATE_SUCCEEDED or job.counts.failed:
+        raise SystemExit(f"cohort {job.job_id} {pb.JobState.Name(job.state)}: {job.error} "
+                         f"({job.counts.failed} images failed)")
+    return {"seconds": seconds, "stage_seconds": dict(job.stage_seconds)}
+
+
+TRITON_COUNTER = re.compile(r'^(nv_inference_count|nv_inference_exec_count)\{[^}]*model="([^"]+)"'
+                            r"[^}]*\} (\S+)$")
+
+
+def triton_counters(url: str) -> dict[str, dict[str, float]]:
+    """Triton's inference and execution counts by model, from its metrics page."""
+    with urllib.request.urlopen(url, timeout=30) as response:
+        text = response.read().decode()
+    counts: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        match = TRITON_COUNTER.match(line)
+        if match:
+            name, model, value = match.groups()
+            counts.setdefault(model, {}).setdefault(name, 0.0)
+            counts[model][name] += float(value)
+    return counts
+
+
+def batch_sizes(before: dict[str, dict[str, float]],
+                after: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per model: inferences, executions and their ratio (the achieved batch size)."""
+    sizes = {}
+    for model, now in sorted(after.items()):
+        then = before.get(model, {})
+        inferences = now.get("nv_inference_count", 0) - then.get("nv_inference_count", 0)
+        executions = (now.get("nv_inference_exec_count", 0)
+                      - then.get("nv_inference_exec_count", 0))
+        if executions:
+            sizes[model] = {"inferences": inferences, "executions": executions,
+                            "batch": round(inferences / executions, 2)}
+    return sizes
+
+
+def peak_rss_mib(pid: int) -> float:
+    """A live process's peak resident memory (VmHWM), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def worker_peaks(stack: ServiceStack) -> dict[str, list[float]]:
+    """Peak RSS of the workers' Celery parents and of their pool processes (the work)."""
+    peaks: dict[str, list[float]] = {"parents": [], "pool": []}
+    for worker in stack.workers.values():
+        children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+        peaks["parents"].append(round(peak_rss_mib(worker.pid), 1))
+        peaks["pool"] += [round(peak_rss_mib(int(pid)), 1) for pid in children]
+    return peaks
+
+
+def through_service(args: argparse.Namespace, repository: Path, work: Path,
+                    folders: dict[int, Path], warm: Path) -> dict[str, Any]:
+    """Each size of ``folders`` as a cohort through the service, on one stack."""
+    build_cpu_repository(repository, work / "triton-repository", [args.model_set])
+    runs = []
+    with TritonProcess(work / "triton-repository", log_path=work / "tritonserver.log") as triton, \
+            ServiceStack(work / "stack", repository, workers=args.workers, backend="triton",
+                         triton_url=triton.grpc_url,
+                         extra_env={"STYLEPROBE_PROBE_SAMPLES": str(args.probe_samples)}
+                         ) as stack, \
+            grpc.insecure_channel(stack.grpc_address) as channel:
+        stub = rpc.StyleProbeStub(channel)
+        store = open_store(stack.settings())
+        probe = service_cohort(stub, stack.token, upload(store, warm, "bench/warm/"),
+                               args.model_set, args.probe_samples)
+        for size, folder in folders.items():
+            prefix = upload(store, folder, f"bench/cohort-{size}/")
+            before = triton_counters(triton.metrics_url)
+            result = service_cohort(stub, stack.token, prefix, args.model_set,
+                                    args.probe_samples)
+            batches = batch_sizes(before, triton_counters(triton.metrics_url))
+            peaks = worker_peaks(stack)
+            runs.append({"images": size, "seconds": round(result["seconds"], 1),
+                         "images_per_s": round(size / result["seconds"], 3),
+                         "stage_seconds": result["stage_seconds"],
+                         "worker_peak_rss_mib": peaks, "triton_batch": batches,
+                         "load_average": round(os.getloadavg()[1], 1)})
+            print(runs[-1], flush=True)
+    return {"workers": args.workers, "probe_run_seconds": round(probe["seconds"], 1),
+            "runs": runs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,1000")
+    parser.add_argument("--service-sizes", default="100,1000",
+                        help="cohort sizes through the service ('' to skip)")
+    parser.add_argument("--workers", type=int, default=2, help="Celery workers of the service")
+    parser.add_argument("--results", default="cohort",
+                        help="name of the result files in benchmarks/results/ (default cohort)")
     parser.add_argument("--model-set", default="knee-oa")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--probe-samples", type=int, default=10_000)
@@ -102,7 +235,8 @@ def main() -> None:
     parser.add_argument("--no-bundled", action="store_true",
                         help="use the stand-in even if the model set is in the repository")
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    service_sizes = [int(s) for s in args.service_sizes.split(",") if s]
 
     with tempfile.TemporaryDirectory(prefix="bench-cohort-") as tmp:
         work = Path(tmp)
@@ -118,68 +252,117 @@ def main() -> None:
         phantoms = phantom_set("knee", seed=31_337, size=resolution)
         warm = work / "images-warm"
         write_folder(render(phantoms, 1), warm)
+        folders = {}
+        for size in sorted({*sizes, *service_sizes}):
+            folders[size] = work / f"images-{size}"
+            write_folder(render(phantoms, size, start=1), folders[size])
+        record = {"embedded": [], "service": None}
         probe = run_cohort(warm, out, args.model_set, env, args.threads)
-        rows: list[dict[str, float]] = []
         for size in sizes:
-            images = work / f"images-{size}"
-            write_folder(render(phantoms, size, start=1), images)
-            result = run_cohort(images, out, args.model_set, env, args.threads)
-            rows.append({"images": size, "seconds": round(result["seconds"], 1),
-                         "images_per_s": round(size / result["seconds"], 3),
-                         "peak_rss_mib": round(result["peak_rss_mib"], 1),
-                         "load_average": round(os.getloadavg()[1], 1)})
-            print(rows[-1], flush=True)
-            write_results(args, trained, resolution, probe["seconds"], rows)
-    print((RESULTS / "cohort.md").read_text())
+            result = run_cohort(folders[size], out, args.model_set, env, args.threads)
+            record["embedded"].append({
+                "images": size, "seconds": round(result["seconds"], 1),
+                "images_per_s": round(size / result["seconds"], 3),
+                "peak_rss_mib": round(result["peak_rss_mib"], 1),
+                "load_average": round(os.getloadavg()[1], 1)})
+            print(record["embedded"][-1], flush=True)
+            write_results(args, trained, resolution, probe["seconds"], record)
+        if service_sizes:
+            record["service"] = through_service(
+                args, repository, work, {size: folders[size] for size in service_sizes}, warm)
+            write_results(args, trained, resolution, probe["seconds"], record)
+    print((RESULTS / f"{args.results}.md").read_text())
 
 
 def write_results(args: argparse.Namespace, trained: bool, resolution: int,
-                  probe_seconds: float, rows: list[dict[str, float]]) -> None:
-    """Write cohort.md and cohort.json from the sizes run so far."""
-    flat = rows[-1]["peak_rss_mib"] / rows[0]["peak_rss_mib"]
-    record = {
+                  probe_seconds: float, record: dict[str, Any]) -> None:
+    """Write cohort.md and cohort.json from the runs so far."""
+    rows, service = record["embedded"], record["service"]
+    summary = {
         "model_set": args.model_set,
         "models": ("trained (bundled)" if trained else
                    f"untrained '{args.stand_in}' stand-in: {STAND_INS[args.stand_in]}"),
         "threads": args.threads, "probe_samples": args.probe_samples,
-        "probe_run_seconds": round(probe_seconds, 1), "runs": rows,
-        "peak_rss_ratio_largest_to_smallest": round(flat, 3),
+        "probe_run_seconds": round(probe_seconds, 1), "runs": rows, "service": service,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
                    f"{platform.python_version()}, torch {torch.__version__}",
     }
+    if rows:
+        summary["peak_rss_ratio_largest_to_smallest"] = round(
+            rows[-1]["peak_rss_mib"] / rows[0]["peak_rss_mib"], 3)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cohort.json").write_text(json.dumps(record, indent=2) + "\n")
+    (RESULTS / f"{args.results}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    command = (f".venv/bin/python benchmarks/bench_cohort.py --sizes {args.sizes} "
+               f"--service-sizes '{args.service_sizes}' --workers {args.workers} "
+               f"--model-set {args.model_set} --threads {args.threads} "
+               f"--probe-samples {args.probe_samples}"
+               + ("" if trained else f" --stand-in {args.stand_in}")
+               + (" --no-bundled" if args.no_bundled else "")
+               + ("" if args.results == "cohort" else f" --results {args.results}"))
     lines = [
-        "# Embedded cohort: throughput and peak memory",
+        "# Cohorts: throughput and peak memory, embedded and through the service",
         "",
-        f"`styleprobe cohort run` on knee phantoms (PNG, {resolution}x{resolution}), model set "
-        f"`{args.model_set}` ({record['models']}), {args.threads} torch thread(s), default λ "
-        "grid (17 frames), full per-image outputs (frames, GIF, strip, report, manifest). "
-        "Each size is its own process; the direction was probed beforehand by a one-image "
-        f"cohort in the same artifact folder ({probe_seconds:.1f} s with "
-        f"{args.probe_samples} probe samples), so these runs load it from the store. Wall "
-        "time includes process start and model loading. Peak RSS is the child's "
-        "`ru_maxrss` (wait4). Load average: the machine's 5-minute load when the run ended "
-        "(throughput is only comparable at similar load).",
+        f"Knee phantoms (PNG, {resolution}x{resolution}), model set `{args.model_set}` "
+        f"({summary['models']}), default λ grid (17 frames), full per-image outputs (frames, "
+        "GIF, strip, report, manifest) and the cohort summary (CSV, Parquet, HTML). "
+        f"Machine: {summary['machine']}. Command: `{command}`.",
+        "",
+        "## Embedded: `styleprobe cohort run`",
+        "",
+        f"{args.threads} torch thread(s). Each size is its own process; the direction was "
+        "probed beforehand by a one-image cohort in the same artifact folder "
+        f"({probe_seconds:.1f} s with {args.probe_samples} probe samples), so these runs load "
+        "it from the store. Wall time includes process start and model loading. Peak RSS is "
+        "the child's `ru_maxrss` (wait4). Load average: the machine's 5-minute load when the "
+        "run ended (throughput is only comparable at similar load).",
         "",
         "| images | wall time (s) | images/s | peak RSS (MiB) | load average |",
         "| ---: | ---: | ---: | ---: | ---: |",
         *[f"| {r['images']} | {r['seconds']} | {r['images_per_s']} | {r['peak_rss_mib']} "
           f"| {r['load_average']} |" for r in rows],
-        "",
-        f"Peak RSS at {rows[-1]['images']} images / at {rows[0]['images']} images: "
-        f"{flat:.3f} (flat means the cohort is streamed, not held in memory).",
-        "",
-        f"Machine: {record['machine']}. Command: `.venv/bin/python benchmarks/bench_cohort.py "
-        f"--sizes {args.sizes} --model-set {args.model_set} --threads {args.threads} "
-        f"--probe-samples {args.probe_samples}"
-        + ("" if trained else f" --stand-in {args.stand_in}")
-        + (" --no-bundled" if args.no_bundled else "") + "`.",
-        "",
-        "The service's cohort throughput (ratio to this) and Triton's achieved batch size "
-        "come with the service path (SubmitCohort).",
     ]
-    (RESULTS / "cohort.md").write_text("\n".join(lines) + "\n")
+    if len(rows) > 1:
+        lines += ["", f"Peak RSS at {rows[-1]['images']} images / at {rows[0]['images']} "
+                      f"images: {summary['peak_rss_ratio_largest_to_smallest']:.3f} (flat "
+                      "means the cohort is streamed, not held in memory)."]
+    if service:
+        lines += _service_lines(service, {r["images"]: r for r in rows})
+    (RESULTS / f"{args.results}.md").write_text("\n".join(lines) + "\n")
+
+
+def _service_lines(service: dict[str, Any], embedded: dict[int, dict[str, Any]]) -> list[str]:
+    lines = [
+        "", "## Through the service: SubmitCohort", "",
+        f"Orchestrator, {service['workers']} Celery workers (one process each, both queues), "
+        "Redis, S3 (SeaweedFS), tritonserver 2.51 on a CPU repository (Python backend over "
+        "the exported TorchScript), all on this machine. Wall time from the SubmitCohort "
+        "call until WatchJob reports the job SUCCEEDED (the summary written); the servers "
+        "were started beforehand and a one-image cohort probed the direction "
+        f"({service['probe_run_seconds']} s). Ratio: service images/s over the embedded "
+        "run's of the same size. Worker peak RSS: VmHWM of each worker's pool process (where "
+        "the images are explained) after the cohort, cumulative over the cohorts run so "
+        "far on the same workers (cohort.json has the Celery parents' too).",
+        "",
+        "| images | wall time (s) | images/s | service / embedded | worker peak RSS (MiB) "
+        "| load average |",
+        "| ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for run in service["runs"]:
+        local = embedded.get(run["images"])
+        ratio = f"**{run['images_per_s'] / local['images_per_s']:.2f}**" if local else "-"
+        lines.append(f"| {run['images']} | {run['seconds']} | {run['images_per_s']} | {ratio} "
+                     f"| {', '.join(map(str, run['worker_peak_rss_mib']['pool']))} "
+                     f"| {run['load_average']} |")
+    lines += ["", "### Triton's achieved batch size during each cohort", "",
+              "Inferences over executions (`nv_inference_count` / `nv_inference_exec_count`, "
+              "their rise during the cohort), per model; `-decode` is the ensemble (synthesis, "
+              "then classifier) that decodes and classifies the traversal frames.", "",
+              "| images | model | inferences | executions | batch size |",
+              "| ---: | --- | ---: | ---: | ---: |"]
+    for run in service["runs"]:
+        lines += [f"| {run['images']} | {model} | {b['inferences']:.0f} | {b['executions']:.0f} "
+                  f"| {b['batch']} |" for model, b in run["triton_batch"].items()]
+    return lines
 
 
 if __name__ == "__main__":
