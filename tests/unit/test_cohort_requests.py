@@ -9,11 +9,13 @@ import pytest
 
 from styleprobe.api import pb
 from styleprobe.cli import run
+from styleprobe.config import Settings
 from styleprobe.jobs import JobRecord
 from styleprobe.orchestrator.cohorts import MAX_INLINE_IMAGES, CohortJob, check_cohort
 from styleprobe.orchestrator.messages import cohort_message, job_message, seconds_left
 from styleprobe.orchestrator.requests import RequestError
 from styleprobe.storage.local import LocalStore
+from styleprobe.worker.app import COHORT_TASKS, make_app
 
 COHORT_ID = "c0ffee"
 
@@ -133,3 +135,9 @@ def test_cli_submit_reads_a_keys_file(tmp_path: Path, capsys: pytest.CaptureFixt
     keys.write_text("# a comment\n\n")
     assert run(["cohort", "submit", "--keys-file", str(keys)]) == 2
     assert "lists no object key" in capsys.readouterr().err
+
+
+def test_cohort_tasks_are_routed_to_their_queues() -> None:
+    routes = make_app(Settings()).conf.task_routes
+    assert {name: routes[task]["queue"] for name, (task, _) in COHORT_TASKS.items()} == {
+        "prepare": "gpu", "chunk": "gpu", "summary": "cpu"}
