@@ -1,7 +1,10 @@
-"""Shared fixtures: a tiny, untrained model set exported once per test session."""
+"""Shared fixtures: a tiny, untrained model set exported once per test session, and a
+CPU ``tritonserver`` on any model repository."""
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,8 @@ import torch
 from styleprobe.models.classifier import Classifier
 from styleprobe.models.encoder import Encoder
 from styleprobe.models.stylegan2 import Generator, GeneratorConfig, seeded_z
+from styleprobe.serving.cpu_repository import build_cpu_repository
+from styleprobe.serving.server import TritonProcess
 from styleprobe.training.export import export_model_set
 
 # One torch thread: the test machines have 2 cores shared with other work, where more
@@ -61,3 +66,25 @@ def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
         nuisance_directions=nuisance,
     )
     return repository
+
+
+@pytest.fixture(scope="session")
+def cpu_triton(tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[Callable[..., TritonProcess]]:
+    """``start(repository, timeout_s)``: tritonserver on the CPU repository built from a
+    model repository (free ports); the test skips if nvidia-pytriton is not installed.
+    Every server started is stopped by its process id at the end of the session."""
+    started: list[TritonProcess] = []
+
+    def start(repository: Path, timeout_s: float = 300.0) -> TritonProcess:
+        if importlib.util.find_spec("pytriton") is None:
+            pytest.skip("nvidia-pytriton is not installed (make installs the serving extra)")
+        work = tmp_path_factory.mktemp("triton")
+        build_cpu_repository(repository, work / "repository")
+        server = TritonProcess(work / "repository", log_path=work / "tritonserver.log")
+        started.append(server)
+        return server.start(timeout_s=timeout_s)
+
+    yield start
+    for server in started:
+        server.stop()

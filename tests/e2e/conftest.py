@@ -7,9 +7,8 @@ orchestrator and two Celery workers on both queues.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -18,7 +17,6 @@ import pytest
 from styleprobe.config import DEFAULT_MODEL_REPOSITORY
 from styleprobe.modelset import list_model_sets, load_model_set, manifest_path
 from styleprobe.servers import ServiceStack, venv_program
-from styleprobe.serving.cpu_repository import build_cpu_repository
 from styleprobe.serving.server import TritonProcess
 
 BUNDLED_SET = "knee-oa"
@@ -55,16 +53,8 @@ def explained_model_set(service_repository: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def triton(service_repository: Path,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonProcess]:
-    if importlib.util.find_spec("pytriton") is None:
-        pytest.skip("nvidia-pytriton is not installed (make installs the serving extra)")
-    work = tmp_path_factory.mktemp("triton")
-    build_cpu_repository(service_repository, work / "repository")
-    server = TritonProcess(work / "repository", log_path=work / "tritonserver.log")
-    server.start(timeout_s=300)
-    yield server
-    server.stop()
+def triton(service_repository: Path, cpu_triton: Callable[..., TritonProcess]) -> TritonProcess:
+    return cpu_triton(service_repository)
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,6 @@ import torch
 from styleprobe.models.classifier import Classifier
 from styleprobe.models.encoder import Encoder
 from styleprobe.models.stylegan2 import Generator, GeneratorConfig
-from styleprobe.serving.cpu_repository import build_cpu_repository
 from styleprobe.serving.server import TritonProcess
 from styleprobe.training.export import export_model_set
 
@@ -40,13 +38,6 @@ def two_set_repository(tiny_repository: Path, tmp_path_factory: pytest.TempPathF
 
 @pytest.fixture(scope="session")
 def triton_server(two_set_repository: Path,
-                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonProcess]:
+                  cpu_triton: Callable[..., TritonProcess]) -> TritonProcess:
     """tritonserver on a CPU repository of both sets; stopped by its process id at the end."""
-    if importlib.util.find_spec("pytriton") is None:
-        pytest.skip("nvidia-pytriton is not installed (make installs the serving extra)")
-    work = tmp_path_factory.mktemp("triton")
-    build_cpu_repository(two_set_repository, work / "repository")
-    server = TritonProcess(work / "repository", log_path=work / "tritonserver.log")
-    server.start(timeout_s=900)  # generous: stubs import torch, slow on a loaded machine
-    yield server
-    server.stop()
+    return cpu_triton(two_set_repository, timeout_s=900)  # stubs import torch: slow here
