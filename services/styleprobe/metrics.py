@@ -84,6 +84,13 @@ DEPENDENCY_READY = Gauge("styleprobe_dependency_ready",
                          ["dependency"], multiprocess_mode="livemax")
 
 
+# Every job series exists from the start, at 0: ratios over them (the failure rate of the
+# dashboard and the alert) have data before the first job fails.
+for _kind in JOB_KINDS:
+    for _state in JOB_STATES:
+        JOBS.labels(_kind, _state)
+
+
 def _checked(value: str, allowed: tuple[str, ...], what: str) -> str:
     if value not in allowed:
         raise ValueError(f"unknown {what} {value!r}; one of: {', '.join(allowed)}")

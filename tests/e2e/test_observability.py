@@ -34,11 +34,19 @@ PROBE = pb.ProbeOptions(samples=400, seed=31)
 STAGES = ("encode", "direction", "decode", "render", "store")
 COHORT_ONLY = {"styleprobe_cohort_images_total"}  # recorded by cohort jobs, not this one
 WAIT_S = 150.0
+# Dashboard queries with no data on this stack: no cohort has run, and Triton has no GPU.
+NO_DATA_HERE = re.compile(r"styleprobe_cohort_images_total|nv_gpu_")
 
 
 def documented_series() -> set[str]:
     text = (REPO_ROOT / "docs" / "metrics.md").read_text()
     return set(re.findall(r"^\| `(styleprobe_\w+)` \| \w+ \|", text, re.MULTILINE))
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads((REPO_ROOT / "deploy/grafana/dashboards/styleprobe.json").read_text())
+    return [target["expr"] for panel in dashboard["panels"]
+            for target in panel.get("targets", [])]
 
 
 def http_text(url: str) -> str:
@@ -164,6 +172,15 @@ def test_prometheus_scrapes_the_service_and_triton_with_the_repository_config(
         succeeded = api("query", query='sum(styleprobe_jobs_total{state="succeeded"})')
         assert float(succeeded["result"][0]["value"][1]) >= 1
         assert api("query", query="nv_inference_count")["result"]  # Triton's own series
+        # every query of the Grafana dashboard is valid, and has data where this job made it
+        deadline = time.monotonic() + 30
+        while (not api("query", query="rate(styleprobe_jobs_total[1m])")["result"]
+               and time.monotonic() < deadline):
+            time.sleep(0.5)
+        for expr in dashboard_queries():
+            result = api("query", query=expr.replace("$__rate_interval", "1m"))["result"]
+            if not NO_DATA_HERE.search(expr):
+                assert result, f"no data for the dashboard's {expr}"
         rules = {rule["name"]: rule for group in api("rules")["groups"]
                  for rule in group["rules"]}
         assert set(rules) == {"StyleProbeJobFailureRate", "StyleProbeQueueBacklog",
