@@ -7,10 +7,10 @@ typo cannot create an unbounded number of series.
 Exposition. The orchestrator is one process: :func:`start_metrics_server` serves the
 default registry. A Celery worker is a parent with forked children (prefork pool), each
 of which records its own samples: it runs in prometheus-client's *multiprocess mode* —
-``PROMETHEUS_MULTIPROC_DIR`` names an empty, writable folder in the worker's environment
-before the worker starts (prometheus-client reads it when it is first imported), every
-process writes its samples to files there, and the parent serves all of them summed on
-one port (:func:`connect_celery_worker`). One port per worker host, whatever the pool
+``PROMETHEUS_MULTIPROC_DIR`` names a writable folder of the worker's own before
+prometheus-client is first imported (``styleprobe serve worker`` sets and empties it),
+every process writes its samples to files there, and the parent serves all of them
+summed on one port (:func:`connect_celery_worker`). One port per worker host, whatever the pool
 size, so the scrape configuration does not change when the concurrency does.
 """
 
