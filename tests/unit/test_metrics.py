@@ -104,3 +104,18 @@ def test_the_command_line_leaves_prometheus_client_unimported() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "False"
+
+
+def test_a_worker_start_prepares_a_fresh_metrics_folder(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from styleprobe.cli.serve import _fresh_multiprocess_dir
+
+    (tmp_path / "counter_1.db").write_bytes(b"")  # left by an earlier run (pid reused)
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(tmp_path))
+    _fresh_multiprocess_dir()
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.delenv(metrics.MULTIPROC_ENV)
+    _fresh_multiprocess_dir()  # unset: a new folder of its own
+    folder = Path(os.environ[metrics.MULTIPROC_ENV])
+    assert folder.is_dir() and folder != tmp_path
+    folder.rmdir()
