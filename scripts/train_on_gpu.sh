@@ -2,9 +2,10 @@
 # Train the networks of both bundled model sets on one GPU, the two sets at once, within
 # a fixed time: classifier, then the GAN for GAN_MINUTES, then each encoder variant for
 # ENCODER_MINUTES. Checkpoints land in runs/<set>/ where scripts/build_model_sets.sh
-# finds them, resumes nothing more and exports (on any machine, CPU included).
+# finds them and exports them (EXPORT_ONLY=1; on any machine, CPU included).
 #
-#   scripts/train_on_gpu.sh           (DEVICE=cpu with small N_* and minutes: a dry run)
+#   scripts/train_on_gpu.sh [knee|histology|all]   (DEVICE=cpu with small N_* and minutes: a dry run)
+#   ENCODERS_ONLY=1 scripts/train_on_gpu.sh   (encoders for the GANs already in runs/)
 #
 # Runs on a bare GPU machine with PyTorch: the package is used from services/, not
 # installed. Each set's output is in runs/<set>/log.txt.
@@ -18,27 +19,35 @@ ENCODER_MINUTES="${ENCODER_MINUTES:-1.5}"
 CLASSIFIER_N="${CLASSIFIER_N:-10000}"
 BANK="${BANK:-40960}"
 
-train_set() {  # name data resolution n_gan encoder_variants... ("folder pixel_weight lowpass_weight")
+train_set() {  # name data resolution n_gan encoder variants ("folder pixel lowpass prior")...
   local name=$1 data=$2 res=$3 n=$4 run="runs/$1"
   shift 4
   mkdir -p "$run"
-  $SP train classifier --data "$data" --n "$CLASSIFIER_N" --resolution "$res" --epochs 5 \
-      --device "$DEVICE" --out "$run/classifier" > "$run/classifier.log" 2>&1 &
-  $SP train gan --data "$data" --n "$n" --resolution "$res" --w-dim 128 --channel-base 1024 \
-      --channel-max 128 --batch 64 --iterations 1000000 --minutes "$GAN_MINUTES" \
-      --device "$DEVICE" --out "$run/gan" > "$run/gan.log" 2>&1
-  local variant folder pixel lowpass
+  if [[ -z "${ENCODERS_ONLY:-}" ]]; then
+    $SP train classifier --data "$data" --n "$CLASSIFIER_N" --resolution "$res" --epochs 5 \
+        --device "$DEVICE" --out "$run/classifier" > "$run/classifier.log" 2>&1 &
+    $SP train gan --data "$data" --n "$n" --resolution "$res" --w-dim 128 --channel-base 1024 \
+        --channel-max 128 --batch 64 --iterations 1000000 --minutes "$GAN_MINUTES" \
+        --device "$DEVICE" --out "$run/gan" > "$run/gan.log" 2>&1
+  fi
+  local variant folder pixel lowpass prior
   for variant in "$@"; do
-    read -r folder pixel lowpass <<< "$variant"
+    read -r folder pixel lowpass prior <<< "$variant"
     $SP train encoder --data "$data" --n "$n" --gan "$run/gan/checkpoint.pt" \
         --iterations 1000000 --minutes "$ENCODER_MINUTES" --bank-size "$BANK" \
-        --pixel-weight "$pixel" --lowpass-weight "$lowpass" --device "$DEVICE" \
-        --out "$run/$folder" > "$run/$folder.log" 2>&1 &
+        --pixel-weight "$pixel" --lowpass-weight "$lowpass" --prior-weight "$prior" \
+        --device "$DEVICE" --restart --out "$run/$folder" > "$run/$folder.log" 2>&1 &
   done
   wait
 }
 
-train_set knee-oa knee 64 "${KNEE_N:-20000}" "encoder 1 2" &
-train_set histology-tumour histology 32 "${HISTOLOGY_N:-12000}" \
-    "encoder 0 0" "encoder-lowpass 0 2" "encoder-pixel 0.5 1" &
+WHICH="${1:-all}"
+if [[ "$WHICH" == knee || "$WHICH" == all ]]; then
+  train_set knee-oa knee 64 "${KNEE_N:-20000}" "encoder 1 2 0" &
+fi
+if [[ "$WHICH" == histology || "$WHICH" == all ]]; then
+  # the bundled encoder first; the others are the comparison in its model card's record
+  train_set histology-tumour histology 32 "${HISTOLOGY_N:-12000}" \
+      "encoder 0 2 1" "encoder-prior10 0 2 10" "encoder-pixel 1 2 1" &
+fi
 wait

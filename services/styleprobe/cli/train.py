@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="weight of the pixel loss on real images (0: generated pairs only)")
     enc.add_argument("--lowpass-weight", type=float, default=2.0,
                      help="weight of the loss on 8x8 local means of real images")
+    enc.add_argument("--prior-weight", type=float, default=0.0,
+                     help="weight of the latent prior on real images' encodings")
     enc.add_argument("--restart", action="store_true")
     enc.set_defaults(func=_encoder)
 
@@ -131,7 +133,8 @@ def _encoder(args: argparse.Namespace) -> None:
     out = Path(args.out)
     trainer = EncoderTrainer(G, EncoderTrainConfig(
         bank_size=args.bank_size, seed=args.seed, pixel_weight=args.pixel_weight,
-        lowpass_weight=args.lowpass_weight), device=args.device)
+        lowpass_weight=args.lowpass_weight, prior_weight=args.prior_weight),
+        device=args.device)
     ckpt = out / "encoder.pt"
     if ckpt.exists() and not args.restart:
         trainer.load_state_dict(load_checkpoint(ckpt, kind="encoder"))
