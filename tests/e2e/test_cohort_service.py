@@ -81,6 +81,20 @@ def wait_for(condition: Callable[[], T], what: str, timeout_s: float = WAIT_S,
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def settled(count: Callable[[], int], quiet_s: float = 5.0) -> int:
+    """``count()`` once it has not changed for ``quiet_s``."""
+    last, since = count(), time.monotonic()
+    deadline = since + WAIT_S
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return now
+    raise AssertionError(f"still changing after {WAIT_S} s")
+
+
 def watch(stub: rpc.StyleProbeStub, token: str, job_id: str) -> list[pb.JobEvent]:
     return list(stub.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=auth(token),
                               timeout=WAIT_S))
@@ -187,11 +201,9 @@ def test_cancel_stops_the_cohort_and_keeps_what_finished(
         "the summary of the cancelled cohort")
     assert final.state == pb.JOB_STATE_CANCELLED
     store = open_store(stack.settings())
-    time.sleep(3)  # a chunk may finish the image it was explaining, then stops
-    finished = len(store.list(f"cohorts/{job.job_id}/done/"))
+    # a chunk finishes the image it was explaining, then stops: the rows stop coming
+    finished = settled(lambda: len(store.list(f"cohorts/{job.job_id}/done/")))
     assert 2 <= finished < count
-    time.sleep(3)
-    assert len(store.list(f"cohorts/{job.job_id}/done/")) == finished  # nothing more runs
     rows = summary_rows(final)
     assert len(rows) == count
     assert sum(r["status"] == "pending" for r in rows) >= count - finished
