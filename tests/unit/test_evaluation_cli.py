@@ -60,13 +60,17 @@ def test_report_has_every_section_and_file(report: Path) -> None:
                                                       "localization", "shortcut"}
     assert all(t["met"] in (True, False, None) for t in results["targets"])
     assert all(t["reason"] for t in results["targets"] if t["met"] is None)
-    for name in ("probability", "flip_lambdas", "faithfulness", "localization", "bias",
-                 "bias_motion"):
+    # The tiny set's marker-reading shortcut classifier may call too few generated samples
+    # positive to probe a direction: then the report says why instead of showing one.
+    probed = results["bias"]["direction"] is not None
+    bias_figures = ("bias", "bias_motion") if probed else ()
+    for name in ("probability", "flip_lambdas", "faithfulness", "localization", *bias_figures):
         assert (folder / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     markdown = (folder / "report.md").read_text()
     assert "## 6. Bias discovery" in markdown and "figures/localization.png" in markdown
+    assert probed or "could not be probed: the classifier predicts" in markdown
     page = (folder / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 6
+    assert page.count("data:image/png;base64,") == 4 + len(bias_figures)
 
 
 def test_report_numbers_are_finite_and_in_range(report: Path) -> None:

@@ -56,6 +56,18 @@ class ImageSet:
         )
 
 
+def concatenate(sets: list[ImageSet]) -> ImageSet:
+    """One image set of several, in order; masks and factors as the first set has them."""
+    first = sets[0]
+    return ImageSet(
+        images=np.concatenate([s.images for s in sets]),
+        labels=None if first.labels is None else np.concatenate([s.labels for s in sets]),
+        factors={k: np.concatenate([s.factors[k] for s in sets]) for k in first.factors},
+        masks=None if first.masks is None else np.concatenate([s.masks for s in sets]),
+        names=[name for s in sets for name in s.names],
+    )
+
+
 def phantom_set(kind: str, seed: int = 0, size: int = 64,
                 shortcut_rate: float | None = None) -> PhantomSet:
     """A phantom generator by name (``knee`` or ``histology``)."""

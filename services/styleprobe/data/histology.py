@@ -26,6 +26,9 @@ NUCLEUS_RGB = np.array([0.35, 0.20, 0.55])
 DARK_NUCLEUS_RGB = np.array([0.15, 0.05, 0.30])
 
 
+TUMOUR_THRESHOLD = 0.5  # tumour_score above this is labelled tumour
+
+
 def tumour_score(factors: dict[str, float]) -> float:
     """Mean of the disease factors; tumour when above 0.5."""
     return float(np.mean([factors[k] for k in DISEASE_FACTORS]))
@@ -59,7 +62,7 @@ class HistologyPhantoms:
             "blur": float(rng.uniform(0.0, 0.8)),
             "noise": float(rng.uniform(0.01, 0.04)),
         })
-        label = int(tumour_score(factors) > 0.5)
+        label = int(tumour_score(factors) > TUMOUR_THRESHOLD)
         if self.shortcut.rate == 0.5:
             factors["marker"] = float(rng.random() < self.marker_share)
         else:

@@ -1,9 +1,12 @@
 """Bias discovery: does the direction probed for a shortcut-trained classifier show the shortcut?
 
 A classifier is trained on phantoms with the planted marker (present on ``rate`` of the
-positives and ``1 - rate`` of the negatives), so it can score well by reading the corner
-tag instead of the disease. Its direction is probed with the engine, through a backend
-that pairs the model set's generator and encoder with this classifier; the oracle then
+positives and ``1 - rate`` of the negatives), drawn from the borderline cases whose
+disease score lies near the label's threshold: there the disease is hard to see and the
+tag is not, so the classifier scores best by reading the tag (as a network trained on
+hard cases from a site that tags its positives would). Its direction is probed with the
+engine, through a backend that pairs the model set's generator and encoder with this
+classifier; the oracle then
 measures how far each traversal moves the marker against the disease factors. Grad-CAM
 of the same classifier is measured on the same images, for comparison.
 """
@@ -23,12 +26,22 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from styleprobe.backends.base import ModelBackend
-from styleprobe.data.datasets import PHANTOMS, phantom_set, render
+from styleprobe.data.datasets import PHANTOMS, ImageSet, concatenate, phantom_set, render
 from styleprobe.data.phantom import draw_marker
 from styleprobe.evaluation.localization import difference_magnitude, gradcam, mass_inside
-from styleprobe.evaluation.oracle import DISEASE_SCORE, Oracle
+from styleprobe.evaluation.oracle import (
+    DISEASE_SCORE,
+    LABEL_THRESHOLDS,
+    Oracle,
+    composite_score,
+)
 from styleprobe.evaluation.traversals import Traversals, factor_motion, traverse_many
-from styleprobe.explain.direction import ProbeSettings, ensure_direction, load_direction
+from styleprobe.explain.direction import (
+    DirectionError,
+    ProbeSettings,
+    ensure_direction,
+    load_direction,
+)
 from styleprobe.explain.scores import target_probability
 from styleprobe.models.classifier import Classifier
 from styleprobe.storage.base import ArtifactStore
@@ -47,6 +60,7 @@ class ShortcutConfig:
     """How the shortcut classifier is trained (part of its cache key)."""
 
     rate: float = 0.95
+    borderline: float = 0.03  # training cases lie this close to the label's threshold
     train_samples: int = 6000
     test_samples: int = 1000
     epochs: int = 4
@@ -108,13 +122,27 @@ def load_or_train_shortcut_classifier(cache_dir: Path, phantoms: str, resolution
     folder = Path(cache_dir) / f"shortcut-{phantoms}-{resolution}-{digest}"
     if not (folder / "classifier.pt").is_file():
         log.info("training shortcut classifier", extra={"folder": str(folder)})
-        train = render(phantom_set(phantoms, SHORTCUT_SEED + config.seed, resolution,
-                                   config.rate), config.train_samples)
+        train = borderline_cases(phantoms, SHORTCUT_SEED + config.seed, resolution, config)
         test = render(phantom_set(phantoms, SHORTCUT_TEST_SEED + config.seed, resolution,
                                   config.rate), config.test_samples)
         train_classifier(train, test, class_names, folder,
                          ClassifierTrainConfig(epochs=config.epochs, seed=config.seed))
     return load_classifier(folder / "classifier.pt")[0]
+
+
+def borderline_cases(phantoms: str, seed: int, resolution: int,
+                     config: ShortcutConfig, chunk: int = 2000) -> ImageSet:
+    """``config.train_samples`` phantoms with the marker at ``config.rate`` whose disease
+    score lies within ``config.borderline`` of the label's threshold."""
+    source = phantom_set(phantoms, seed, resolution, config.rate)
+    kept: list[ImageSet] = []
+    start = 0
+    while sum(map(len, kept)) < config.train_samples:
+        data = render(source, chunk, start)
+        start += chunk
+        distance = np.abs(composite_score(phantoms, data.factors) - LABEL_THRESHOLDS[phantoms])
+        kept.append(data.subset(np.flatnonzero(distance <= config.borderline)))
+    return concatenate(kept).subset(slice(0, config.train_samples))
 
 
 def shortcut_reliance(classifier: Classifier, phantoms: str, resolution: int,
@@ -166,7 +194,22 @@ def run_bias_experiment(backend: ModelBackend, store: ArtifactStore, oracle: Ora
     classifier = load_or_train_shortcut_classifier(
         cache_dir, phantoms, resolution, model_set.classifier.class_names, config)
     swapped = SwappedClassifier(backend, classifier, f"{model_set.name}-shortcut-classifier")
-    direction = load_direction(store, ensure_direction(swapped, store, target, probe))
+    z = np.random.default_rng(probe.seed + 1).standard_normal((200, model_set.z_dim))
+    generated = backend.synthesis(backend.mapping(z.astype(np.float32)))
+    measured = {
+        "shortcut_rate": config.rate,
+        "classifier": {"train_samples": config.train_samples, "epochs": config.epochs,
+                       "borderline": config.borderline,
+                       **shortcut_reliance(classifier, phantoms, resolution, class_index,
+                                           config)},
+        "generator_marker_share": float(np.mean(
+            oracle.read_factors(generated)[MARKER] > 0.5)),
+    }
+    try:
+        direction = load_direction(store, ensure_direction(swapped, store, target, probe))
+    except DirectionError as exc:  # e.g. a marker reader over a generator with no markers
+        log.warning("shortcut direction not probed", extra={"reason": str(exc)})
+        return BiasOutcome({**measured, "direction": None, "not_probed": str(exc)}, {})
     _, logits = swapped.decode_and_classify(w)
     traversals = traverse_many(swapped, w, target_probability(logits, class_index), direction,
                                lambdas, oracle, search_rounds=0)
@@ -176,18 +219,11 @@ def run_bias_experiment(backend: ModelBackend, store: ArtifactStore, oracle: Ora
     region = marker_region(resolution, channels)
     marked = np.flatnonzero(has_marker)
     shortcut_cam = gradcam(classifier, images[marked], class_index) if len(marked) else None
-    z = np.random.default_rng(probe.seed + 1).standard_normal((200, model_set.z_dim))
-    generated = backend.synthesis(backend.mapping(z.astype(np.float32)))
     reconstructions = backend.synthesis(w)
     shortcut_diff = difference_magnitude(traversals.end_frames, reconstructions)
     bundled_diff = difference_magnitude(bundled_traversals.end_frames, reconstructions)
     results = {
-        "shortcut_rate": config.rate,
-        "classifier": {"train_samples": config.train_samples, "epochs": config.epochs,
-                       **shortcut_reliance(classifier, phantoms, resolution, class_index,
-                                           config)},
-        "generator_marker_share": float(np.mean(
-            oracle.read_factors(generated)[MARKER] > 0.5)),
+        **measured,
         "direction": {"key": direction.key, "auc": direction.auc,
                       "positive_share": direction.positive_share},
         "shortcut_direction": {k: motion[k] for k in [MARKER, *disease]},

@@ -340,17 +340,18 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     cam, bias = local["gradcam"], results["bias"]
     margin = local["difference_map"]["auroc_mean"] - cam["auroc_mean"] if cam else None
     drawable = bias["generator_marker_share"] >= MIN_GENERATOR_MARKER_SHARE
+    probed = bias["direction"] is not None
     rows += [
         ("localization", "Pixel AUROC: difference map minus Grad-CAM", margin, "> 0",
          None if margin is None else margin > 0),
         ("shortcut", "Shortcut direction: marker change (std units), >= 2x every disease factor",
-         bias["shortcut_direction"]["marker"]["abs_change_mean"], "identified",
-         bias["identified"] if drawable else None),
+         bias["shortcut_direction"]["marker"]["abs_change_mean"] if probed else None,
+         "identified", bias["identified"] if drawable and probed else None),
     ]
+    undrawn = (f"the generator draws the marker on fewer than "
+               f"{MIN_GENERATOR_MARKER_SHARE:.0%} of its samples, so no direction can move it")
     reasons = {"localization": "the classifier is not the bundled architecture: no Grad-CAM",
-               "shortcut": f"the generator draws the marker on fewer than "
-                           f"{MIN_GENERATOR_MARKER_SHARE:.0%} of its samples, so no direction "
-                           "can move it",
+               "shortcut": undrawn if not drawable else f"no direction: {bias.get('not_probed')}",
                "nuisance_spearman": f"the oracle reads no nuisance factor with held-out R² "
                                     f">= {ORACLE_MIN_R2}"}
     return [{"id": i, "name": n, "measured": None if v is None or math.isnan(v) else float(v),

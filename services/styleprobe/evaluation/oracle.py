@@ -30,6 +30,8 @@ ORACLE_SEED = 3_000_017  # phantoms no model of a bundled set was trained or tes
 MARKER_SHARE = 0.3  # share of oracle training images with the corner marker
 DISEASE_SCORE = "disease_score"  # the composite the label is a threshold of
 _SCORES = {"knee": knee.disease_score, "histology": histology.tumour_score}
+# the composite score at which the label changes (knee: KL grade 2 starts here)
+LABEL_THRESHOLDS = {"knee": knee.GRADE_THRESHOLDS[1], "histology": histology.TUMOUR_THRESHOLD}
 
 
 @dataclass(frozen=True)

@@ -180,8 +180,9 @@ def figures(evaluation: Evaluation) -> dict[str, bytes]:
         "probability.png": probability_figure(r["validity"], r["target"], r["threshold"]),
         "flip_lambdas.png": flip_figure(r["validity"]),
         "faithfulness.png": faithfulness_figure(r["faithfulness"]),
-        "bias_motion.png": motion_figure(r["bias"]),
     }
+    if r["bias"]["direction"] is not None:
+        out["bias_motion.png"] = motion_figure(r["bias"])
     for name, columns in evaluation.examples.items():
         if columns and min(len(a) for a in columns.values()) > 0:
             out[f"{name}.png"] = panel_figure(columns, f"{name}: {r['model_set']}")
@@ -271,8 +272,20 @@ def blocks(r: dict[str, Any], figure_names: Sequence[str]) -> list[Block]:
             ["Test AUC, marker independent of label",
              fmt(bias["classifier"]["auc_marker_independent"])],
             ["Test AUC, marker reversed", fmt(bias["classifier"]["auc_marker_reversed"])],
-            ["Direction AUC (sampled latents)", fmt(bias["direction"]["auc"])],
         ])),
+        *(_bias_findings(bias) if bias["direction"] is not None else
+          [("p", f"Its direction could not be probed: {bias['not_probed']}.")]),
+        ("h2", "Timings"),
+        ("table", (["Stage", "Seconds"], [[k, fmt(v, 1)] for k, v in r["timings_s"].items()])),
+    ]
+    return [b for b in out if b[0] != "figure" or b[1][0] in figure_names]
+
+
+def _bias_findings(bias: dict[str, Any]) -> list[Block]:
+    """The bias section's tables and figures once the shortcut direction was probed."""
+    return [
+        ("table", (["Shortcut direction", "Value"],
+                   [["Direction AUC (sampled latents)", fmt(bias["direction"]["auc"])]])),
         ("table", (["Factor", "Shortcut direction: change", "Spearman",
                     "Bundled direction: change", "Spearman"],
                    [[k, fmt(v["abs_change_mean"]), fmt(v["spearman_median"]),
@@ -295,10 +308,7 @@ def blocks(r: dict[str, Any], figure_names: Sequence[str]) -> list[Block]:
         ("figure", ("bias.png", "Images with a marker: Grad-CAM of the bundled and the "
                                 "shortcut classifier; reconstruction, counterfactual and "
                                 "difference along the shortcut classifier's direction")),
-        ("h2", "Timings"),
-        ("table", (["Stage", "Seconds"], [[k, fmt(v, 1)] for k, v in r["timings_s"].items()])),
     ]
-    return [b for b in out if b[0] != "figure" or b[1][0] in figure_names]
 
 
 def _faithfulness_rows(faith: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -515,6 +525,8 @@ def _nuisance_cell(faith: dict[str, Any]) -> str:
 
 
 def _shortcut_cell(bias: dict[str, Any]) -> str:
+    if bias["direction"] is None:
+        return f"not probed: {bias['not_probed']}"
     disease = [v["abs_change_mean"] for k, v in bias["shortcut_direction"].items()
                if k != "marker"]
     found = "found" if bias["identified"] else "not found"
