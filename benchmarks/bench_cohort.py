@@ -31,17 +31,16 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import grpc
 import torch
+from bench_triton import scrape  # Triton's inference counters by model
 
 from styleprobe.api import pb, rpc
 from styleprobe.config import Settings
@@ -135,24 +134,6 @@ def service_cohort(stub: rpc.StyleProbeStub, token: str, prefix: str, model_set:
     return {"seconds": seconds, "stage_seconds": dict(job.stage_seconds)}
 
 
-TRITON_COUNTER = re.compile(r'^(nv_inference_count|nv_inference_exec_count)\{[^}]*model="([^"]+)"'
-                            r"[^}]*\} (\S+)$")
-
-
-def triton_counters(url: str) -> dict[str, dict[str, float]]:
-    """Triton's inference and execution counts by model, from its metrics page."""
-    with urllib.request.urlopen(url, timeout=30) as response:
-        text = response.read().decode()
-    counts: dict[str, dict[str, float]] = {}
-    for line in text.splitlines():
-        match = TRITON_COUNTER.match(line)
-        if match:
-            name, model, value = match.groups()
-            counts.setdefault(model, {}).setdefault(name, 0.0)
-            counts[model][name] += float(value)
-    return counts
-
-
 def batch_sizes(before: dict[str, dict[str, float]],
                 after: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     """Per model: inferences, executions and their ratio (the achieved batch size)."""
@@ -203,10 +184,10 @@ def through_service(args: argparse.Namespace, repository: Path, work: Path,
                                args.model_set, args.probe_samples)
         for size, folder in folders.items():
             prefix = upload(store, folder, f"bench/cohort-{size}/")
-            before = triton_counters(triton.metrics_url)
+            before = scrape(triton.metrics_url)
             result = service_cohort(stub, stack.token, prefix, args.model_set,
                                     args.probe_samples)
-            batches = batch_sizes(before, triton_counters(triton.metrics_url))
+            batches = batch_sizes(before, scrape(triton.metrics_url))
             peaks = worker_peaks(stack)
             runs.append({"images": size, "seconds": round(result["seconds"], 1),
                          "images_per_s": round(size / result["seconds"], 3),
