@@ -130,9 +130,11 @@ class EncoderTrainer:
                 "model": self.E.state_dict(), "opt": self.opt.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Resume (or, from a checkpoint packed without its optimiser, fine-tune)."""
         self.E.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["opt"])
-        self.step, self.history = state["step"], state["history"]
+        if "opt" in state:
+            self.opt.load_state_dict(state["opt"])
+        self.step, self.history = state["step"], state.get("history", [])
 
 
 def evaluate_encoder(G: Generator, E: Encoder, bank_w: torch.Tensor, bank_x: torch.Tensor,
