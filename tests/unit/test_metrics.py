@@ -41,11 +41,15 @@ def test_helpers_record_what_they_say() -> None:
     assert sample("styleprobe_stage_duration_seconds_count", stage="render") == before + 1
 
     images = sample("styleprobe_images_generated_total")
+    up_to = {le: sample("styleprobe_backend_call_batch_size_bucket", model="decode", le=le)
+             for le in ("16.0", "32.0")}  # other tests in this process record calls too
     metrics.observe_backend_call("decode", 17, 0.02)
     metrics.observe_backend_call("encoder", 1, 0.01)
     assert sample("styleprobe_images_generated_total") == images + 17  # encoder: no image
-    assert sample("styleprobe_backend_call_batch_size_bucket", model="decode", le="16.0") == 0
-    assert sample("styleprobe_backend_call_batch_size_bucket", model="decode", le="32.0") >= 1
+    assert sample("styleprobe_backend_call_batch_size_bucket", model="decode",
+                  le="16.0") == up_to["16.0"]
+    assert sample("styleprobe_backend_call_batch_size_bucket", model="decode",
+                  le="32.0") == up_to["32.0"] + 1
 
     metrics.count_job("cohort", "failed")
     metrics.count_cohort_image("skipped")
