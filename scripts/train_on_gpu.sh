@@ -48,6 +48,6 @@ fi
 if [[ "$WHICH" == histology || "$WHICH" == all ]]; then
   # the bundled encoder first; the others are the comparison in its model card's record
   train_set histology-tumour histology 32 "${HISTOLOGY_N:-12000}" \
-      "encoder 0 2 0" "encoder-latent 0 0 0" "encoder-prior 0 2 1" "encoder-pixel 1 2 1" &
+      "encoder 0 0 0" "encoder-lowpass 0 2 0" "encoder-prior 0 2 1" "encoder-pixel 1 2 1" &
 fi
 wait

@@ -65,13 +65,12 @@ def towards_healthy(result: ExplanationResult) -> float:
 
 HISTOLOGY_ENCODER_MISS = pytest.mark.xfail(
     strict=True,
-    reason="the bundled histology encoder maps real patches off the generator's latent "
-           "distribution (codes ~9x further from the mean w than sampled ones), where the "
-           "probed direction stops being the classifier's boundary: traversals are monotone "
-           "(19/20) but 3/20 flip within the λ range; an encoder kept on the distribution "
-           "reconstructs tumours as normal (docs/model-cards/records/histology-tumour.json). "
-           "Fix the inversion (e.g. a larger 64x64 histology GAN, or latent optimisation "
-           "after E(x)), then remove this mark")
+    reason="the bundled histology encoder reconstructs most tumour patches as normal "
+           "(agreement 0.52): encoders that reconstruct them as tumour (local-means loss, "
+           "agreement 0.76) do it by coding them off the generator's latent distribution, "
+           "where traversals stop flipping (3/20); see docs/model-cards/records/"
+           "histology-tumour.json. Fix the inversion (a larger 64x64 histology GAN, or "
+           "latent optimisation after E(x)), then remove this mark")
 
 
 @pytest.mark.parametrize("name", [
