@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from styleprobe.cli import run
+from styleprobe.evaluation.bias import ShortcutConfig
 
 SECTIONS = ("table", "inversion", "directions", "validity", "faithfulness", "localization",
             "bias", "targets", "timings_s")
@@ -86,7 +87,7 @@ def test_report_numbers_are_finite_and_in_range(report: Path) -> None:
             assert -1.0 <= value <= 1.0, path
     table = results["table"]
     assert 0.0 <= table["latent_auc_sampled"] <= 1.0
-    assert results["bias"]["shortcut_rate"] == 0.95
+    assert results["bias"]["shortcut_rate"] == ShortcutConfig().rate
     assert results["localization"]["gradcam"] is not None
 
 
