@@ -142,11 +142,13 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def redis_server(workdir: Path) -> tuple[ServerProcess, str]:
-    """A fresh ``redis-server`` (no persistence) and its URL."""
+def redis_server(workdir: Path, persistent: bool = False) -> tuple[ServerProcess, str]:
+    """A fresh ``redis-server`` and its URL; ``persistent``: every write is in its
+    append-only file in ``workdir`` before it is answered, so a restart keeps everything."""
     port = free_port()
+    appendonly = ["yes", "--appendfsync", "always"] if persistent else ["no"]
     command = [venv_program("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
-               "--save", "", "--appendonly", "no", "--dir", str(workdir)]
+               "--save", "", "--appendonly", *appendonly, "--dir", str(workdir)]
 
     def ready() -> bool:
         import redis
@@ -213,17 +215,20 @@ class ServiceStack:
     """Redis, S3, the orchestrator and ``workers`` Celery workers, sharing one configuration.
 
     ``backend`` is "local" (TorchScript in the workers) or "triton" with ``triton_url``.
-    ``extra_env`` adds or overrides ``STYLEPROBE_*`` settings of the service processes.
+    ``extra_env`` adds or overrides ``STYLEPROBE_*`` settings of the service processes;
+    ``persistent_redis`` keeps Redis's data across a restart of ``self.redis``.
     """
 
     def __init__(self, workdir: Path, model_repository: Path, workers: int = 2,
                  backend: str = "local", triton_url: str = "",
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None,
+                 persistent_redis: bool = False) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.model_repository = Path(model_repository)
         self.worker_count, self.backend, self.triton_url = workers, backend, triton_url
         self.extra_env = dict(extra_env or {})
+        self.persistent_redis = persistent_redis
         self.token = secrets.token_urlsafe(16)
         self.s3_secret = secrets.token_urlsafe(16)
         self.grpc_address = f"127.0.0.1:{free_port()}"
@@ -237,7 +242,7 @@ class ServiceStack:
 
     def start(self) -> ServiceStack:
         try:
-            self.redis, redis_url = redis_server(self.workdir)
+            self.redis, redis_url = redis_server(self.workdir, self.persistent_redis)
             self.redis.start()
             self.s3, s3_endpoint = s3_server(self.workdir, self.s3_secret)
             self.s3.start(timeout_s=90)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,7 +27,9 @@ from styleprobe.cohort.ledger import DEFAULT_CHUNK_SIZE
 from styleprobe.data.knee import KneePhantoms
 from styleprobe.jobs import JobStore
 from styleprobe.servers import ServiceStack, venv_program
+from styleprobe.serving.server import TritonProcess
 from styleprobe.storage import open_store
+from styleprobe.storage.s3 import S3Store
 from styleprobe.worker.app import COHORT_TASKS, QUEUES
 
 TINY = "tiny"
@@ -308,3 +311,75 @@ def test_cli_bad_input_is_one_line_and_exit_2(stack: ServiceStack, args: list[st
     answer = styleprobe(stack, *args)
     assert answer.returncode == 2
     assert answer.stderr.count("\n") == 1 and words in answer.stderr, answer.stderr
+
+
+# A stack of its own whose Redis keeps everything on disk, restarted mid-cohort. Chunks
+# must finish within SOFT; a chunk whose acknowledgement the restart lost is handed out
+# again after VISIBILITY (and the sweep that finds it runs every VISIBILITY / 4).
+RESTART_SOFT, RESTART_HARD, RESTART_VISIBILITY = 40, 45, 50
+BROKER_DOWN_S = 3.0  # longer than a worker's first reconnect try (2 s)
+
+
+@pytest.fixture(scope="module")
+def persistent_stack(service_repository: Path, triton: TritonProcess,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
+    services = ServiceStack(
+        tmp_path_factory.mktemp("persistent-stack"), service_repository, workers=2,
+        backend="triton", triton_url=triton.grpc_url, persistent_redis=True,
+        extra_env={"STYLEPROBE_TASK_SOFT_TIME_LIMIT_S": str(RESTART_SOFT),
+                   "STYLEPROBE_TASK_TIME_LIMIT_S": str(RESTART_HARD),
+                   "STYLEPROBE_VISIBILITY_TIMEOUT_S": str(RESTART_VISIBILITY),
+                   "STYLEPROBE_PROBE_SAMPLES": "400"})
+    with services:
+        yield services
+
+
+def stored_versions(store: S3Store, keys: list[str]) -> dict[str, tuple[str, object]]:
+    """Each object's (etag, last modified): what changes when it is written again."""
+    stats = {key: store.client.stat_object(store.bucket, key) for key in keys}
+    return {key: (stat.etag, stat.last_modified) for key, stat in stats.items()}
+
+
+@pytest.mark.slow
+def test_a_cohort_survives_a_broker_restart_without_redoing_finished_images(
+        persistent_stack: ServiceStack) -> None:
+    stack, count = persistent_stack, 30
+    keys = upload_cohort(stack, "inputs/cohort-restart/", count, {}, seed=30)
+    token = auth(stack.token)
+    with grpc.insecure_channel(stack.grpc_address) as channel:
+        stub = rpc.StyleProbeStub(channel)
+        job = stub.SubmitCohort(pb.SubmitCohortRequest(
+            keys=pb.ObjectKeys(keys=keys), model_set=TINY, lambdas=LAMBDAS,
+            options=pb.ExplainOptions(probe=PROBE)), metadata=token, timeout=30)
+        jobs = JobStore(stack.settings().redis_url)
+        wait_for(lambda: jobs.get(job.job_id).counts.get("done", 0) >= 4, "four images done")
+        jobs.close()
+
+        # what finished before the restart: its rows and its images' manifests
+        store = open_store(stack.settings())
+        assert isinstance(store, S3Store)
+        rows = store.list(f"cohorts/{job.job_id}/done/")
+        manifests = [json.loads(store.get(row))["manifest"] for row in rows]
+        before = stored_versions(store, rows + manifests)
+        assert 4 <= len(rows) < count  # it really was mid-cohort
+
+        stack.redis.stop()  # SIGTERM: the append-only file holds every write
+        time.sleep(BROKER_DOWN_S)
+        stack.redis.start()
+
+        final = wait_for(lambda: (lambda j: j if j.state != pb.JOB_STATE_RUNNING else None)(
+            stub.GetJob(pb.GetJobRequest(job_id=job.job_id), metadata=token, timeout=10)),
+            "the cohort to end", timeout_s=180.0, every_s=1.0)
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final.error
+    assert (final.counts.total, final.counts.done, final.counts.failed,
+            final.counts.pending) == (count, count, 0, 0)
+    summary = summary_rows(final)
+    assert [r["image"] for r in summary] == keys  # in order, each once
+    assert all(r["status"] == "done" and r["manifest"] for r in summary)
+    jobs = JobStore(stack.settings().redis_url)
+    messages = [e.message for e in jobs.events(job.job_id, "0-0")]
+    jobs.close()
+    assert sorted(m.split()[1] for m in messages if m.startswith("image ")) == sorted(keys)
+    assert sum(m.startswith("cohort succeeded") for m in messages) == 1
+    # the images finished before the restart were not explained (nor their rows written) again
+    assert stored_versions(store, list(before)) == before

@@ -40,7 +40,14 @@ from styleprobe.logs import log_context
 from styleprobe.metrics import count_job
 from styleprobe.storage import ObjectNotFound
 from styleprobe.worker.app import COHORT_TASKS, app, cohort_summary
-from styleprobe.worker.tasks import MAX_RETRIES, TRANSIENT, JobStopped, probe_once, worker_process
+from styleprobe.worker.tasks import (
+    MAX_RETRIES,
+    TRANSIENT,
+    JobStopped,
+    probe_once,
+    retry,
+    worker_process,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +81,7 @@ def _retry(task: Task, job_id: str, exc: Exception) -> NoReturn:
     if isinstance(exc, ObjectNotFound) or task.request.retries >= MAX_RETRIES:
         raise exc
     log.warning("cohort task retried", extra={"job_id": job_id, "error": str(exc)})
-    raise task.retry(exc=exc, countdown=2 ** task.request.retries,
-                     max_retries=MAX_RETRIES) from exc
+    retry(task, exc)
 
 
 def _task(name: str) -> Any:

@@ -10,7 +10,9 @@ result keys and time per stage are recorded in Redis (:mod:`styleprobe.jobs`) as
 Model backends, the store and the Redis client are made on first use in each worker
 process, after the fork, never inherited. Transient failures (the model server, the
 store or Redis unreachable) are retried with backoff; any other failure, or the last
-retry, fails the job with its reason and removes its artifacts.
+retry, fails the job with its reason and removes its artifacts. A retry that cannot be
+queued (Redis, the broker, is down) gives the task's message back instead, so it is
+delivered again once the broker is back (Celery's own default drops it).
 
 The direction is single-flight: concurrent jobs that need the same direction wait on one
 Redis lock, and only the first probes it; the others find it stored. The lock is a lease
@@ -24,11 +26,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import redis
 from celery import Task
-from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 from redis.exceptions import LockError
 
@@ -156,8 +158,7 @@ def _run_stage(task: Task, job_id: str, stage: str, keys: dict[str, Any],
         if isinstance(exc, ObjectNotFound) or task.request.retries >= MAX_RETRIES:
             raise
         log.warning("stage retried", extra={"job_id": job_id, "stage": stage, "error": str(exc)})
-        raise task.retry(exc=exc, countdown=2 ** task.request.retries,
-                         max_retries=MAX_RETRIES) from exc
+        retry(task, exc)
     seconds = time.perf_counter() - started
     final = stage == "manifest"
     if not jobs.transition(job_id, [RUNNING], state=SUCCEEDED if final else None,
@@ -170,6 +171,18 @@ def _run_stage(task: Task, job_id: str, stage: str, keys: dict[str, Any],
         count_job(record.kind, SUCCEEDED)
     log.info("stage done", extra={"job_id": job_id, "stage": stage, "seconds": seconds})
     return {**keys, **added}
+
+
+def retry(task: Task, exc: Exception) -> NoReturn:
+    """Retry ``task`` after ``exc`` with backoff; if the retry cannot be queued (the broker
+    is down), reject its message with requeue: it stays unacknowledged in Redis until it is
+    given back (at once, or by the visibility timeout's sweep), never lost."""
+    try:
+        raise task.retry(exc=exc, countdown=2 ** task.request.retries,
+                         max_retries=MAX_RETRIES) from exc
+    except Reject as lost:
+        log.warning("retry not queued; task given back", extra={"error": str(lost.reason)})
+        raise Reject(lost.reason, requeue=True) from exc
 
 
 def _stop(job_id: str, state: str) -> None:
