@@ -61,6 +61,9 @@ def make_app(settings: Settings) -> Celery:
             "unacked_restore_throttle": 1,
         },
         broker_connection_retry_on_startup=True,
+        # A task running when the broker connection drops finishes (tested: a cohort
+        # survives a Redis restart); Celery 6 will cancel and redeliver it by default.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_routes={name: {"queue": queue}
                      for name, queue in (*STAGES.values(), *COHORT_TASKS.values())},
         task_default_queue=GPU_QUEUE,
