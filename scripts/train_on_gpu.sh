@@ -8,7 +8,7 @@
 #   ENCODERS_ONLY=1 scripts/train_on_gpu.sh   (encoders for the GANs already in runs/)
 #
 # Runs on a bare GPU machine with PyTorch: the package is used from services/, not
-# installed. Each set's output is in runs/<set>/log.txt.
+# installed. Each step logs to runs/<set>/<step>.log (gan, classifier, encoder...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=services TQDM_MININTERVAL=15

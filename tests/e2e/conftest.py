@@ -57,19 +57,34 @@ def triton(service_repository: Path, cpu_triton: Callable[..., TritonProcess]) -
     return cpu_triton(service_repository)
 
 
+StackFactory = Callable[..., ServiceStack]
+
+
 @pytest.fixture(scope="session")
-def stack(service_repository: Path, triton: TritonProcess,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
+def make_stack(service_repository: Path, triton: TritonProcess,
+               tmp_path_factory: pytest.TempPathFactory) -> StackFactory:
+    """``make_stack(name, limits=(soft, hard, visibility), **options)``: a service stack
+    (to enter) on the test Triton, two workers, these task time limits in seconds and a
+    small probe; ``options`` go to :class:`ServiceStack`."""
     for program in ("redis-server", "weed", "styleprobe"):
         _needs(program)
-    services = ServiceStack(
-        tmp_path_factory.mktemp("stack"), service_repository, workers=2, backend="triton",
-        triton_url=triton.grpc_url,
-        extra_env={"STYLEPROBE_TASK_SOFT_TIME_LIMIT_S": str(SOFT),
-                   "STYLEPROBE_TASK_TIME_LIMIT_S": str(HARD),
-                   "STYLEPROBE_VISIBILITY_TIMEOUT_S": str(VISIBILITY),
-                   "STYLEPROBE_PROBE_SAMPLES": "400"})
-    with services:
+
+    def make(name: str, limits: tuple[int, int, int] = (SOFT, HARD, VISIBILITY),
+             **options: bool) -> ServiceStack:
+        soft, hard, visibility = limits
+        return ServiceStack(
+            tmp_path_factory.mktemp(name), service_repository, workers=2, backend="triton",
+            triton_url=triton.grpc_url, **options,
+            extra_env={"STYLEPROBE_TASK_SOFT_TIME_LIMIT_S": str(soft),
+                       "STYLEPROBE_TASK_TIME_LIMIT_S": str(hard),
+                       "STYLEPROBE_VISIBILITY_TIMEOUT_S": str(visibility),
+                       "STYLEPROBE_PROBE_SAMPLES": "400"})
+    return make
+
+
+@pytest.fixture(scope="session")
+def stack(make_stack: StackFactory) -> Iterator[ServiceStack]:
+    with make_stack("stack") as services:
         yield services
 
 

@@ -27,7 +27,6 @@ from styleprobe.cohort.ledger import DEFAULT_CHUNK_SIZE
 from styleprobe.data.knee import KneePhantoms
 from styleprobe.jobs import JobStore
 from styleprobe.servers import ServiceStack, venv_program
-from styleprobe.serving.server import TritonProcess
 from styleprobe.storage import open_store
 from styleprobe.storage.s3 import S3Store
 from styleprobe.worker.app import COHORT_TASKS, QUEUES
@@ -321,16 +320,9 @@ BROKER_DOWN_S = 3.0  # longer than a worker's first reconnect try (2 s)
 
 
 @pytest.fixture(scope="module")
-def persistent_stack(service_repository: Path, triton: TritonProcess,
-                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
-    services = ServiceStack(
-        tmp_path_factory.mktemp("persistent-stack"), service_repository, workers=2,
-        backend="triton", triton_url=triton.grpc_url, persistent_redis=True,
-        extra_env={"STYLEPROBE_TASK_SOFT_TIME_LIMIT_S": str(RESTART_SOFT),
-                   "STYLEPROBE_TASK_TIME_LIMIT_S": str(RESTART_HARD),
-                   "STYLEPROBE_VISIBILITY_TIMEOUT_S": str(RESTART_VISIBILITY),
-                   "STYLEPROBE_PROBE_SAMPLES": "400"})
-    with services:
+def persistent_stack(make_stack: Callable[..., ServiceStack]) -> Iterator[ServiceStack]:
+    limits = (RESTART_SOFT, RESTART_HARD, RESTART_VISIBILITY)
+    with make_stack("persistent-stack", limits, persistent_redis=True) as services:
         yield services
 
 

@@ -93,7 +93,9 @@ class EncoderTrainer:
         self.history: list[dict[str, float]] = []
 
     def train_step(self, bank_w: torch.Tensor, bank_x: torch.Tensor,
-                   real: torch.Tensor | None) -> dict[str, float]:
+                   real: torch.Tensor | None,
+                   shell: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+        """One step; ``shell`` is the bank's latent mean and std, for the latent prior."""
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, self.step])
         idx = torch.from_numpy(rng.choice(len(bank_w), cfg.batch, replace=False))
@@ -110,8 +112,8 @@ class EncoderTrainer:
             loss_real = F.mse_loss(rec, xr)
             loss = loss + cfg.pixel_weight * loss_real + cfg.lowpass_weight * lowpass_error(rec, xr)
             if cfg.prior_weight > 0:
-                prior = latent_prior_error(w_real, bank_w.mean(dim=0), bank_w.std(dim=0))
-                loss = loss + cfg.prior_weight * prior
+                assert shell is not None, "the latent prior needs the bank's mean and std"
+                loss = loss + cfg.prior_weight * latent_prior_error(w_real, *shell)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -166,6 +168,7 @@ def train_encoder(trainer: EncoderTrainer, real: ImageSet, held_out: ImageSet, o
     out.mkdir(parents=True, exist_ok=True)
     cfg = trainer.cfg
     bank_w, bank_x = make_bank(trainer.G, cfg.bank_size, seed=cfg.seed + 1)
+    shell = bank_w.mean(dim=0), bank_w.std(dim=0)
     test_w, test_x = make_bank(trainer.G, 512, seed=cfg.seed + 2)
     real_x = to_tensor(real.images).to(trainer.device)
     held_x = to_tensor(held_out.images).to(trainer.device)
@@ -173,7 +176,7 @@ def train_encoder(trainer: EncoderTrainer, real: ImageSet, held_out: ImageSet, o
     deadline = None if minutes is None else time.monotonic() + minutes * 60
     bar = tqdm(total=iterations, initial=trainer.step, desc="encoder", unit="it")
     while trainer.step < iterations:
-        stats = trainer.train_step(bank_w, bank_x, real_x)
+        stats = trainer.train_step(bank_w, bank_x, real_x, shell)
         bar.update(1)
         bar.set_postfix(latent=f"{stats['latent']:.4f}", real=f"{stats['pixel_real']:.4f}")
         if trainer.step % checkpoint_every == 0:

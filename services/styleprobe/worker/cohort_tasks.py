@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, NoReturn
+from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
@@ -38,10 +38,8 @@ from styleprobe.explain.engine import Explainer
 from styleprobe.jobs import ACTIVE, CANCELLED, FAILED, PREFIX, QUEUED, RUNNING, SUCCEEDED
 from styleprobe.logs import log_context
 from styleprobe.metrics import count_job
-from styleprobe.storage import ObjectNotFound
 from styleprobe.worker.app import COHORT_TASKS, app, cohort_summary
 from styleprobe.worker.tasks import (
-    MAX_RETRIES,
     TRANSIENT,
     JobStopped,
     probe_once,
@@ -75,15 +73,6 @@ class CohortTask(Task):
             count_job("cohort", FAILED)
 
 
-def _retry(task: Task, job_id: str, exc: Exception) -> NoReturn:
-    """Retry ``task`` after a transient failure, with backoff; re-raise it when it is not
-    transient (a missing object) or the retries are spent."""
-    if isinstance(exc, ObjectNotFound) or task.request.retries >= MAX_RETRIES:
-        raise exc
-    log.warning("cohort task retried", extra={"job_id": job_id, "error": str(exc)})
-    retry(task, exc)
-
-
 def _task(name: str) -> Any:
     return app.task(name=COHORT_TASKS[name][0], base=CohortTask, bind=True)
 
@@ -110,7 +99,7 @@ def prepare(self: Task, job_id: str) -> None:
                                      request["orthogonalize"], lambda _fraction: None)
             images = get_json(store, request["images"])["images"]
         except TRANSIENT as exc:
-            _retry(self, job_id, exc)
+            retry(self, exc, job_id=job_id)
         chunks = list(chunked(images, request["chunk_size"]))
         with jobs.redis.pipeline() as pipe:  # recorded before any chunk can finish
             pipe.sadd(chunks_key(job_id), *range(len(chunks)))
@@ -153,7 +142,7 @@ def chunk(self: Task, job_id: str, index: int, images: list[str]) -> None:
                                              "state": jobs.get(job_id).state})
             raise Ignore() from None
         except TRANSIENT as exc:
-            _retry(self, job_id, exc)
+            retry(self, exc, job_id=job_id)
         with jobs.redis.pipeline() as pipe:
             pipe.srem(chunks_key(job_id), index)
             pipe.scard(chunks_key(job_id))
@@ -182,7 +171,7 @@ def summary(self: Task, job_id: str) -> None:
             written = write_summary(CohortLedger(store, job_id),
                                     get_json(store, record.request["images"])["images"])
         except TRANSIENT as exc:
-            _retry(self, job_id, exc)
+            retry(self, exc, job_id=job_id)
         counts = {"done": written.done, "failed": written.failed,
                   "unreliable": written.unreliable, "flipped": written.flipped}
         seconds = {"summary": time.perf_counter() - started}

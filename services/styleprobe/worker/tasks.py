@@ -155,10 +155,7 @@ def _run_stage(task: Task, job_id: str, stage: str, keys: dict[str, Any],
     except JobStopped:
         _stop(job_id, jobs.get(job_id).state)
     except TRANSIENT as exc:
-        if isinstance(exc, ObjectNotFound) or task.request.retries >= MAX_RETRIES:
-            raise
-        log.warning("stage retried", extra={"job_id": job_id, "stage": stage, "error": str(exc)})
-        retry(task, exc)
+        retry(task, exc, job_id=job_id, stage=stage)
     seconds = time.perf_counter() - started
     final = stage == "manifest"
     if not jobs.transition(job_id, [RUNNING], state=SUCCEEDED if final else None,
@@ -173,10 +170,15 @@ def _run_stage(task: Task, job_id: str, stage: str, keys: dict[str, Any],
     return {**keys, **added}
 
 
-def retry(task: Task, exc: Exception) -> NoReturn:
-    """Retry ``task`` after ``exc`` with backoff; if the retry cannot be queued (the broker
-    is down), reject its message with requeue: it stays unacknowledged in Redis until it is
-    given back (at once, or by the visibility timeout's sweep), never lost."""
+def retry(task: Task, exc: Exception, **context: str) -> NoReturn:
+    """Retry ``task`` after the transient failure ``exc`` with backoff; re-raise ``exc``
+    when it is not worth retrying (a missing object) or the retries are spent. If the retry
+    cannot be queued (the broker is down), reject the message with requeue: it stays
+    unacknowledged in Redis until it is given back (at once, or by the visibility
+    timeout's sweep), never lost. ``context`` goes into the log line."""
+    if isinstance(exc, ObjectNotFound) or task.request.retries >= MAX_RETRIES:
+        raise exc
+    log.warning("task retried", extra={**context, "task": task.name, "error": str(exc)})
     try:
         raise task.retry(exc=exc, countdown=2 ** task.request.retries,
                          max_retries=MAX_RETRIES) from exc
