@@ -3,10 +3,11 @@ per-frame loop a notebook would write, and the direction probe's cost on its fir
 against its second (cached) call, on the bundled model sets, in one process.
 
     .venv/bin/python benchmarks/bench_traversal.py [--repeats 7] [--threads 1,2]
-                                                   [--probe-samples 10000]
+                                                   [--probe-samples 10000] [--device cuda]
 
-Writes benchmarks/results/traversal.md and traversal.json. Model sets missing from the
-model repository are reported as skipped.
+Writes benchmarks/results/traversal.md and traversal.json (on a GPU, traversal-cuda.md
+and traversal-cuda.json). Model sets missing from the model repository are reported as
+skipped.
 """
 
 from __future__ import annotations
@@ -91,8 +92,8 @@ def bench_probe(backend: LocalBackend, target: str, samples: int) -> dict[str, o
 
 
 def bench_set(name: str, phantoms: str, repeats: int, threads: list[int],
-              probe_samples: int) -> dict[str, object]:
-    backend = LocalBackend(Path(Settings.from_env().model_repository), name)
+              probe_samples: int, device: str) -> dict[str, object]:
+    backend = LocalBackend(Path(Settings.from_env().model_repository), name, device=device)
     target = backend.model_set.default_target
     class_index = backend.model_set.classifier.class_index(target)
     torch.set_num_threads(threads[0])
@@ -119,17 +120,22 @@ def bench_set(name: str, phantoms: str, repeats: int, threads: list[int],
             backend.model_set.preprocessing.resolution, "probe": probe, "traversal": traversal}
 
 
-def write_report(results: list[dict], skipped: list[str], args: argparse.Namespace) -> None:
+def write_report(results: list[dict], skipped: list[str], args: argparse.Namespace) -> Path:
+    """Write the markdown and JSON reports; return the markdown's path."""
+    gpu = args.device != "cpu"
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(),
                "torch": torch.__version__, "load_average": os.getloadavg(),
-               "repeats": args.repeats}
+               "repeats": args.repeats, "device": args.device,
+               "gpu": torch.cuda.get_device_name(torch.device(args.device)) if gpu else None}
+    stem = "traversal" if not gpu else f"traversal-{torch.device(args.device).type}"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "traversal.json").write_text(json.dumps(
+    (RESULTS / f"{stem}.json").write_text(json.dumps(
         {"machine": machine, "results": results, "skipped": skipped}, indent=2) + "\n")
+    on = f"{machine['gpu']} ({args.device}), " if gpu else ""
     lines = [
         "# Traversal benchmark", "",
-        f"`benchmarks/bench_traversal.py`: {machine['platform']}, {machine['cpus']} CPUs, "
-        f"torch {machine['torch']}, load average at start "
+        f"`benchmarks/bench_traversal.py --device {args.device}`: {on}{machine['platform']}, "
+        f"{machine['cpus']} CPUs, torch {machine['torch']}, load average at start "
         f"{', '.join(f'{x:.1f}' for x in machine['load_average'])}; median of "
         f"{args.repeats} runs after {WARMUP} warm-up runs. Target: batched ≥ "
         f"{TARGET_SPEEDUP:g}× the per-frame loop.", "",
@@ -142,7 +148,7 @@ def write_report(results: list[dict], skipped: list[str], args: argparse.Namespa
             lines.append(f"| {r['model_set']} ({r['resolution']} px) | {t['threads']} | "
                          f"{t['batched_ms']:.1f} | {t['loop_ms']:.1f} | {t['speedup']:.2f}× | "
                          f"{'yes' if t['speedup'] >= TARGET_SPEEDUP else 'no'} |")
-    if any(t["speedup"] < TARGET_SPEEDUP for r in results for t in r["traversal"]):
+    if not gpu and any(t["speedup"] < TARGET_SPEEDUP for r in results for t in r["traversal"]):
         lines += ["", "Below the target here: on a CPU a frame costs the same arithmetic in a "
                   "batch or alone, so one batch only saves the per-call overhead and gives "
                   "intra-op threads enough work (compare the thread counts); the per-frame "
@@ -160,7 +166,9 @@ def write_report(results: list[dict], skipped: list[str], args: argparse.Namespa
                      f"{sum(p['second']['calls'].values())} | {p['auc']:.3f} |")
     if skipped:
         lines += ["", f"Skipped (not in the model repository): {', '.join(skipped)}."]
-    (RESULTS / "traversal.md").write_text("\n".join(lines) + "\n")
+    report = RESULTS / f"{stem}.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
 
 
 def main() -> None:
@@ -169,6 +177,8 @@ def main() -> None:
     parser.add_argument("--threads", default=f"1,{os.cpu_count()}",
                         help="comma-separated torch thread counts to time the traversal with")
     parser.add_argument("--probe-samples", type=int, default=Settings.from_env().probe_samples)
+    parser.add_argument("--device", default=Settings.from_env().local_device,
+                        help="torch device the models run on (default: STYLEPROBE_LOCAL_DEVICE)")
     args = parser.parse_args()
     threads = sorted({int(t) for t in args.threads.split(",")})
     available = list_model_sets(Path(Settings.from_env().model_repository))
@@ -177,9 +187,9 @@ def main() -> None:
         if name not in available:
             skipped.append(name)
             continue
-        results.append(bench_set(name, phantoms, args.repeats, threads, args.probe_samples))
-    write_report(results, skipped, args)
-    print((RESULTS / "traversal.md").read_text())
+        results.append(bench_set(name, phantoms, args.repeats, threads, args.probe_samples,
+                                 args.device))
+    print(write_report(results, skipped, args).read_text())
 
 
 if __name__ == "__main__":

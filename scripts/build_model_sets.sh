@@ -16,13 +16,13 @@ SP=".venv/bin/styleprobe --threads ${THREADS:-1}"
 DEVICE="${DEVICE:-cpu}"
 WHICH="${1:-all}"
 
-build() {  # name data resolution gan_iterations encoder_iterations n_train description [encoder flags]
-  local name=$1 data=$2 res=$3 iters=$4 enc_iters=$5 n=$6 description=$7
-  local encoder_flags=${8:-}
+build() {  # name data resolution gan_iterations gan_batch encoder_iterations n_train description [encoder flags]
+  local name=$1 data=$2 res=$3 iters=$4 batch=$5 enc_iters=$6 n=$7 description=$8
+  local encoder_flags=${9:-}
   local run="runs/$name"
   if [[ -z "${EXPORT_ONLY:-}" ]]; then
     $SP train gan --data "$data" --n "$n" --resolution "$res" --w-dim 128 \
-        --channel-base 1024 --channel-max 128 --batch 64 --iterations "$iters" \
+        --channel-base 1024 --channel-max 128 --batch "$batch" --iterations "$iters" \
         --device "$DEVICE" --out "$run/gan"
     $SP train classifier --data "$data" --n 10000 --resolution "$res" --epochs 5 \
         --device "$DEVICE" --out "$run/classifier"
@@ -37,11 +37,11 @@ build() {  # name data resolution gan_iterations encoder_iterations n_train desc
 }
 
 if [[ "$WHICH" == knee || "$WHICH" == all ]]; then
-  build knee-oa knee 64 "${KNEE_GAN_ITERATIONS:-3295}" "${KNEE_ENCODER_ITERATIONS:-3059}" 20000 \
+  build knee-oa knee 64 "${KNEE_GAN_ITERATIONS:-3295}" 64 "${KNEE_ENCODER_ITERATIONS:-3059}" 20000 \
     "Knee radiograph phantoms, grayscale 64x64: StyleGAN2 (w 128-d), encoder, and an OA (KL grade >= 2) classifier. 30% of the training images carry a corner marker, independent of disease."
 fi
 if [[ "$WHICH" == histology || "$WHICH" == all ]]; then
-  build histology-tumour histology 32 "${HISTOLOGY_GAN_ITERATIONS:-3753}" "${HISTOLOGY_ENCODER_ITERATIONS:-7387}" 12000 \
+  build histology-tumour histology 32 "${HISTOLOGY_GAN_ITERATIONS:-3753}" 128 "${HISTOLOGY_ENCODER_ITERATIONS:-7387}" 12000 \
     "H&E-like histology patch phantoms, RGB 32x32: StyleGAN2 (w 128-d), encoder, and a tumour classifier. 30% of the training images carry a corner marker, independent of disease." \
-    "--pixel-weight 0 --lowpass-weight 0"
+    "--pixel-weight 0 --lowpass-weight 0 --prior-weight 1 --statistics-weight 10"
 fi

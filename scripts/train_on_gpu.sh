@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Train the networks of both bundled model sets on one GPU, the two sets at once, within
-# a fixed time: classifier, then the GAN for GAN_MINUTES, then each encoder variant for
-# ENCODER_MINUTES. Checkpoints land in runs/<set>/ where scripts/build_model_sets.sh
-# finds them and exports them (EXPORT_ONLY=1; on any machine, CPU included).
+# a fixed time: classifier, then the GAN for GAN_MINUTES (batch GAN_BATCH_<SET>), then
+# each encoder variant for ENCODER_MINUTES. Checkpoints land in runs/<set>/ where
+# scripts/build_model_sets.sh finds them and exports them (EXPORT_ONLY=1; on any machine, CPU included).
 #
 #   scripts/train_on_gpu.sh [knee|histology|all]   (DEVICE=cpu with small N_* and minutes: a dry run)
 #   ENCODERS_ONLY=1 scripts/train_on_gpu.sh   (encoders for the GANs already in runs/)
@@ -19,23 +19,25 @@ ENCODER_MINUTES="${ENCODER_MINUTES:-1.5}"
 CLASSIFIER_N="${CLASSIFIER_N:-10000}"
 BANK="${BANK:-40960}"
 
-train_set() {  # name data resolution n_gan encoder variants ("folder pixel lowpass prior")...
-  local name=$1 data=$2 res=$3 n=$4 run="runs/$1"
-  shift 4
+# name data resolution n_gan gan_batch encoder-variants ("folder pixel lowpass prior statistics")...
+train_set() {
+  local name=$1 data=$2 res=$3 n=$4 batch=$5 run="runs/$1"
+  shift 5
   mkdir -p "$run"
   if [[ -z "${ENCODERS_ONLY:-}" ]]; then
     $SP train classifier --data "$data" --n "$CLASSIFIER_N" --resolution "$res" --epochs 5 \
         --device "$DEVICE" --out "$run/classifier" > "$run/classifier.log" 2>&1 &
     $SP train gan --data "$data" --n "$n" --resolution "$res" --w-dim 128 --channel-base 1024 \
-        --channel-max 128 --batch 64 --iterations 1000000 --minutes "$GAN_MINUTES" \
+        --channel-max 128 --batch "$batch" --iterations 1000000 --minutes "$GAN_MINUTES" \
         --device "$DEVICE" --out "$run/gan" > "$run/gan.log" 2>&1
   fi
-  local variant folder pixel lowpass prior
+  local variant folder pixel lowpass prior statistics
   for variant in "$@"; do
-    read -r folder pixel lowpass prior <<< "$variant"
+    read -r folder pixel lowpass prior statistics <<< "$variant"
     $SP train encoder --data "$data" --n "$n" --gan "$run/gan/checkpoint.pt" \
         --iterations 1000000 --minutes "$ENCODER_MINUTES" --bank-size "$BANK" \
         --pixel-weight "$pixel" --lowpass-weight "$lowpass" --prior-weight "$prior" \
+        --statistics-weight "$statistics" \
         --device "$DEVICE" --restart --out "$run/$folder" > "$run/$folder.log" 2>&1 &
   done
   wait
@@ -43,11 +45,12 @@ train_set() {  # name data resolution n_gan encoder variants ("folder pixel lowp
 
 WHICH="${1:-all}"
 if [[ "$WHICH" == knee || "$WHICH" == all ]]; then
-  train_set knee-oa knee 64 "${KNEE_N:-20000}" "encoder 1 2 0" &
+  train_set knee-oa knee 64 "${KNEE_N:-20000}" "${GAN_BATCH_KNEE:-64}" "encoder 1 2 0 0" &
 fi
 if [[ "$WHICH" == histology || "$WHICH" == all ]]; then
-  # the bundled encoder first; the others are the comparison in its model card's record
-  train_set histology-tumour histology 32 "${HISTOLOGY_N:-12000}" \
-      "encoder 0 0 0" "encoder-lowpass 0 2 0" "encoder-prior 0 2 1" "encoder-pixel 1 2 1" &
+  # the bundled encoder first (generated pairs, texture statistics of real patches, latent
+  # prior); the others are the comparison in its model card's record
+  train_set histology-tumour histology 32 "${HISTOLOGY_N:-12000}" "${GAN_BATCH_HISTOLOGY:-128}" \
+      "encoder 0 0 1 10" "encoder-generated 0 0 0 0" "encoder-statistics 0 0 0 10" &
 fi
 wait

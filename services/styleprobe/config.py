@@ -21,6 +21,7 @@ class Settings:
 
     model_repository: str = str(DEFAULT_MODEL_REPOSITORY)
     backend: str = "local"  # local | triton
+    local_device: str = "cpu"  # torch device of the local backend: cpu, cuda, cuda:1
     triton_url: str = "127.0.0.1:8001"  # gRPC
     triton_timeout_s: float = 30.0  # deadline of every Triton call
     triton_retries: int = 4  # retries (with backoff) when Triton is UNAVAILABLE

@@ -16,7 +16,7 @@ def open_backend(settings: Settings, model_set_name: str) -> ModelBackend:
         from styleprobe.backends.local import LocalBackend
 
         return LocalBackend(Path(settings.model_repository), model_set_name,
-                            max_batch=settings.max_batch)
+                            max_batch=settings.max_batch, device=settings.local_device)
     if settings.backend == "triton":
         from styleprobe.backends.triton import TritonBackend
         from styleprobe.modelset import load_model_set

@@ -25,12 +25,19 @@ class LocalBackend:
     """:class:`~styleprobe.backends.base.ModelBackend` over ``torch.jit.load`` models.
 
     Batches larger than ``max_batch`` are split into chunks; every call checks the
-    shapes of its input and output against the model set's manifest.
+    shapes of its input and output against the model set's manifest. The models run on
+    ``device`` (a torch device name); inputs and outputs stay numpy on the host.
     """
 
-    def __init__(self, repository: Path, model_set: str, max_batch: int = 64) -> None:
+    def __init__(self, repository: Path, model_set: str, max_batch: int = 64,
+                 device: str = "cpu") -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        try:
+            self.device = torch.device(device)
+        except RuntimeError as exc:
+            raise BackendError(f"unknown torch device {device!r} "
+                               "(STYLEPROBE_LOCAL_DEVICE)") from exc
         self.repository = Path(repository)
         self.model_set = load_model_set(self.repository, model_set, verify=True)
         self.max_batch = max_batch
@@ -41,7 +48,7 @@ class LocalBackend:
                 with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript loading
                     warnings.simplefilter("ignore", DeprecationWarning)
                     module = torch.jit.load(str(self.repository / entry.path),
-                                            map_location="cpu")
+                                            map_location=self.device)
             except (RuntimeError, ValueError) as exc:
                 raise BackendError(f"cannot load {entry.triton_name}: {exc}") from exc
             self._modules[kind] = module.eval()
@@ -79,7 +86,7 @@ class LocalBackend:
                 chunk = torch.from_numpy(np.ascontiguousarray(batch[start:start + self.max_batch]))
                 started = time.perf_counter()
                 try:
-                    outputs.append(module(chunk).numpy())
+                    outputs.append(module(chunk.to(self.device)).cpu().numpy())
                 except RuntimeError as exc:
                     raise BackendError(f"{entry.triton_name} failed: {exc}") from exc
                 observe_backend_call(kind, len(chunk), time.perf_counter() - started)

@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="weight of the loss on 8x8 local means of real images")
     enc.add_argument("--prior-weight", type=float, default=0.0,
                      help="weight of the latent prior on real images' encodings")
+    enc.add_argument("--statistics-weight", type=float, default=0.0,
+                     help="weight of the loss on real images' texture statistics")
     enc.add_argument("--restart", action="store_true")
     enc.set_defaults(func=_encoder)
 
@@ -133,7 +135,8 @@ def _encoder(args: argparse.Namespace) -> None:
     out = Path(args.out)
     trainer = EncoderTrainer(G, EncoderTrainConfig(
         bank_size=args.bank_size, seed=args.seed, pixel_weight=args.pixel_weight,
-        lowpass_weight=args.lowpass_weight, prior_weight=args.prior_weight),
+        lowpass_weight=args.lowpass_weight, prior_weight=args.prior_weight,
+        statistics_weight=args.statistics_weight),
         device=args.device)
     ckpt = out / "encoder.pt"
     if ckpt.exists() and not args.restart:
