@@ -41,7 +41,7 @@ if [[ "$WHICH" == knee || "$WHICH" == all ]]; then
     "Knee radiograph phantoms, grayscale 64x64: StyleGAN2 (w 128-d), encoder, and an OA (KL grade >= 2) classifier. 30% of the training images carry a corner marker, independent of disease."
 fi
 if [[ "$WHICH" == histology || "$WHICH" == all ]]; then
-  build histology-tumour histology 32 "${HISTOLOGY_GAN_ITERATIONS:-3753}" 128 "${HISTOLOGY_ENCODER_ITERATIONS:-7387}" 12000 \
+  build histology-tumour histology 32 "${HISTOLOGY_GAN_ITERATIONS:-2756}" 128 "${HISTOLOGY_ENCODER_ITERATIONS:-2822}" 12000 \
     "H&E-like histology patch phantoms, RGB 32x32: StyleGAN2 (w 128-d), encoder, and a tumour classifier. 30% of the training images carry a corner marker, independent of disease." \
     "--pixel-weight 0 --lowpass-weight 0 --prior-weight 1 --statistics-weight 10"
 fi

@@ -63,18 +63,7 @@ def towards_healthy(result: ExplanationResult) -> float:
     return float(spearmanr(-lambdas[half], probabilities[half]).statistic)
 
 
-HISTOLOGY_ENCODER_MISS = pytest.mark.xfail(
-    strict=True,
-    reason="the bundled histology encoder reconstructs most tumour patches as normal "
-           "(agreement 0.52): encoders that reconstruct them as tumour (local-means loss, "
-           "agreement 0.76) do it by coding them off the generator's latent distribution, "
-           "where traversals stop flipping (3/20); see docs/model-cards/records/"
-           "histology-tumour.json. Fix the inversion (a larger 64x64 histology GAN, or "
-           "latent optimisation after E(x)), then remove this mark")
-
-
-@pytest.mark.parametrize("name", [
-    "knee-oa", pytest.param("histology-tumour", marks=HISTOLOGY_ENCODER_MISS)])
+@pytest.mark.parametrize("name", ["knee-oa", "histology-tumour"])
 def test_diseased_phantoms_move_to_healthy_and_flip(name: str, store_dir: Path) -> None:
     needs(name)
     backend = LocalBackend(REPOSITORY, name)
