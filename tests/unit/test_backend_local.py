@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from styleprobe.backends import BackendError, open_backend
 from styleprobe.backends.local import LocalBackend
@@ -46,3 +47,17 @@ def test_open_backend(tiny_repository: Path) -> None:
         open_backend(settings, "nope")
     with pytest.raises(BackendError, match="unknown model backend"):
         open_backend(Settings(backend="carrier-pigeon"), "tiny")
+
+
+def test_the_device_comes_from_the_settings_and_bad_ones_are_named(
+        tiny_repository: Path) -> None:
+    settings = Settings(model_repository=str(tiny_repository), local_device="cpu")
+    assert open_backend(settings, "tiny").device.type == "cpu"
+    with pytest.raises(BackendError, match="unknown torch device 'gpu0'"):
+        LocalBackend(tiny_repository, "tiny", device="gpu0")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_cuda_without_a_gpu_is_a_clear_error(tiny_repository: Path) -> None:
+    with pytest.raises(BackendError, match="sees no CUDA GPU"):
+        LocalBackend(tiny_repository, "tiny", device="cuda")

@@ -27,6 +27,9 @@ from styleprobe.training.encoder import (
     EncoderTrainConfig,
     EncoderTrainer,
     load_encoder,
+    lowpass_error,
+    statistics_error,
+    texture_statistics,
     train_encoder,
 )
 from styleprobe.training.gan import GanTrainConfig, GanTrainer, load_generator, train_gan
@@ -107,10 +110,23 @@ def test_image_tensor_conversion_round_trips() -> None:
     np.testing.assert_allclose(to_images(tensor), images, atol=1e-6)
 
 
-def test_encoder_training_gives_finite_metrics_and_a_checkpoint(knees, tmp_path: Path) -> None:
+def test_texture_statistics_ignore_where_the_texture_lies() -> None:
+    patches = phantom_set("histology", seed=0, size=32)
+    image = to_tensor(np.stack([patches.sample(i).image for i in range(4)]))
+    moved = torch.roll(image, shifts=(9, 13), dims=(2, 3))  # the same nuclei, elsewhere
+    darker = image * 0.8 - 0.2
+    assert texture_statistics(image).shape == (4, 12)
+    assert statistics_error(image, moved) < 1e-3 < lowpass_error(image, moved)
+    assert statistics_error(image, darker) > 10 * statistics_error(image, moved)
+
+
+@pytest.mark.parametrize("weights", [{}, {"pixel_weight": 0.0, "lowpass_weight": 0.0,
+                                          "statistics_weight": 10.0, "prior_weight": 1.0}])
+def test_encoder_training_gives_finite_metrics_and_a_checkpoint(knees, tmp_path: Path,
+                                                                weights: dict) -> None:
     G = tiny_trainer().G_ema
     trainer = EncoderTrainer(G, EncoderTrainConfig(bank_size=16, batch=4, real_batch=4,
-                                                   width=8))
+                                                   width=8, **weights))
     real, held = knees.subset(slice(0, 24)), knees.subset(slice(24, 32))
     metrics = train_encoder(trainer, real, held, tmp_path, "gan.pt", iterations=3,
                             checkpoint_every=2)

@@ -38,6 +38,9 @@ class LocalBackend:
         except RuntimeError as exc:
             raise BackendError(f"unknown torch device {device!r} "
                                "(STYLEPROBE_LOCAL_DEVICE)") from exc
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise BackendError(f"device {device!r} asked for, but this torch build sees no "
+                               "CUDA GPU (STYLEPROBE_LOCAL_DEVICE)")
         self.repository = Path(repository)
         self.model_set = load_model_set(self.repository, model_set, verify=True)
         self.max_batch = max_batch
