@@ -37,8 +37,9 @@ build() {  # name data resolution gan_iterations gan_batch encoder_iterations n_
 }
 
 if [[ "$WHICH" == knee || "$WHICH" == all ]]; then
-  build knee-oa knee 64 "${KNEE_GAN_ITERATIONS:-3295}" 64 "${KNEE_ENCODER_ITERATIONS:-3059}" 20000 \
-    "Knee radiograph phantoms, grayscale 64x64: StyleGAN2 (w 128-d), encoder, and an OA (KL grade >= 2) classifier. 30% of the training images carry a corner marker, independent of disease."
+  build knee-oa knee 64 "${KNEE_GAN_ITERATIONS:-3295}" 64 "${KNEE_ENCODER_ITERATIONS:-3459}" 20000 \
+    "Knee radiograph phantoms, grayscale 64x64: StyleGAN2 (w 128-d), encoder, and an OA (KL grade >= 2) classifier. 30% of the training images carry a corner marker, independent of disease." \
+    "--pixel-weight 1 --lowpass-weight 2 --prior-weight 1"
 fi
 if [[ "$WHICH" == histology || "$WHICH" == all ]]; then
   build histology-tumour histology 32 "${HISTOLOGY_GAN_ITERATIONS:-2756}" 128 "${HISTOLOGY_ENCODER_ITERATIONS:-2822}" 12000 \

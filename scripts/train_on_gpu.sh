@@ -45,7 +45,7 @@ train_set() {
 
 WHICH="${1:-all}"
 if [[ "$WHICH" == knee || "$WHICH" == all ]]; then
-  train_set knee-oa knee 64 "${KNEE_N:-20000}" "${GAN_BATCH_KNEE:-64}" "encoder 1 2 0 0" &
+  train_set knee-oa knee 64 "${KNEE_N:-20000}" "${GAN_BATCH_KNEE:-64}" "encoder 1 2 1 0" &
 fi
 if [[ "$WHICH" == histology || "$WHICH" == all ]]; then
   # the bundled encoder first (generated pairs, texture statistics of real patches, latent
