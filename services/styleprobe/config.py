@@ -52,6 +52,7 @@ class Settings:
     worker_metrics_port: int = 0  # a Celery worker's /metrics (all pool processes); 0: none
     metrics_host: str = "0.0.0.0"  # address the /metrics servers listen on
     job_ttl_s: int = 7 * 24 * 3600  # how long job records stay in Redis
+    watch_outage_s: float = 30.0  # how long an open WatchJob waits out a Redis outage
     # the Celery workers
     task_soft_time_limit_s: int = 600  # a stage is told to stop after this
     task_time_limit_s: int = 660  # and is killed after this

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -354,6 +355,9 @@ def test_a_cohort_survives_a_broker_restart_without_redoing_finished_images(
         manifests = [json.loads(store.get(row))["manifest"] for row in rows]
         before = stored_versions(store, rows + manifests)
         assert 4 <= len(rows) < count  # it really was mid-cohort
+        # a client watching the cohort through the outage
+        watching = ThreadPoolExecutor(1).submit(watch, stub, stack.token, job.job_id)
+        time.sleep(1.0)
 
         stack.redis.stop()  # SIGTERM: the append-only file holds every write
         time.sleep(BROKER_DOWN_S)
@@ -362,7 +366,11 @@ def test_a_cohort_survives_a_broker_restart_without_redoing_finished_images(
         final = wait_for(lambda: (lambda j: j if j.state != pb.JOB_STATE_RUNNING else None)(
             stub.GetJob(pb.GetJobRequest(job_id=job.job_id), metadata=token, timeout=10)),
             "the cohort to end", timeout_s=180.0, every_s=1.0)
+        watched = watching.result(timeout=60)  # the stream waited out the outage and ended
     assert final.state == pb.JOB_STATE_SUCCEEDED, final.error
+    assert watched[-1].job.state == pb.JOB_STATE_SUCCEEDED
+    streamed = [e.message.split()[1] for e in watched if e.message.startswith("image ")]
+    assert streamed and len(streamed) == len(set(streamed)) and set(streamed) <= set(keys)
     assert (final.counts.total, final.counts.done, final.counts.failed,
             final.counts.pending) == (count, count, 0, 0)
     summary = summary_rows(final)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -98,13 +99,13 @@ class StyleProbeService(rpc.StyleProbeServicer):
                           message=f"job {record.state}")
         ended = record.ended
         while not ended:
-            events = await self._serve(context, self.jobs.events, job_id, after)
+            events = await self._serve_through_outage(context, self.jobs.events, job_id, after)
             if not events:
                 await asyncio.sleep(WATCH_POLL_S)
                 continue
             after = events[-1].event_id
             ended = any(event.state in ENDED for event in events)
-            record = await self._serve(context, self._record, job_id)
+            record = await self._serve_through_outage(context, self._record, job_id)
             job = messages.job_message(record)
             for event in events[:-1]:
                 yield messages.event_message(job, event)
@@ -233,4 +234,24 @@ class StyleProbeService(rpc.StyleProbeServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE,
                                 f"a backing service is unavailable, retry later: {exc}")
         raise AssertionError("abort returns only by raising")  # pragma: no cover
+
+    async def _serve_through_outage(self, context: grpc.aio.ServicerContext,
+                                     work: Callable[..., T], *args: Any) -> T:
+        """As :meth:`_serve`, but an open stream waits out a Redis outage (a restart, a
+        failover) for up to ``watch_outage_s`` before it ends with UNAVAILABLE."""
+        deadline = time.monotonic() + self.settings.watch_outage_s
+        warned = False
+        while time.monotonic() < deadline:
+            try:
+                return await asyncio.to_thread(work, *args)
+            except redis.RedisError as exc:
+                if not warned:
+                    log.warning("redis unavailable during a watch, waiting",
+                                extra={"error": str(exc),
+                                       "wait_s": self.settings.watch_outage_s})
+                    warned = True
+                await asyncio.sleep(WATCH_POLL_S)
+            except RequestError as exc:
+                await context.abort(exc.code, str(exc))
+        return await self._serve(context, work, *args)  # the last try: its error as a status
 
