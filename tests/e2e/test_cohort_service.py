@@ -298,6 +298,30 @@ def test_cli_submits_watches_and_downloads_an_inline_cohort(stack: ServiceStack,
     assert watched.returncode == 0 and "succeeded" in watched.stdout
 
 
+def test_cli_watch_reopens_its_stream_across_an_orchestrator_restart(
+        stack: ServiceStack, stub: rpc.StyleProbeStub) -> None:
+    count = 40
+    keys = upload_cohort(stack, "inputs/cohort-watch-restart/", count, {}, seed=40)
+    job = stub.SubmitCohort(pb.SubmitCohortRequest(
+        keys=pb.ObjectKeys(keys=keys), model_set=TINY, lambdas=LAMBDAS,
+        options=pb.ExplainOptions(probe=PROBE)), metadata=auth(stack.token), timeout=30)
+    watcher = subprocess.Popen(
+        [venv_program("styleprobe"), "cohort", "watch", job.job_id, "--server",
+         stack.grpc_address], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "STYLEPROBE_TOKEN": stack.token})
+    jobs = JobStore(stack.settings().redis_url)
+    wait_for(lambda: jobs.get(job.job_id).counts.get("done", 0) >= 2, "two images done")
+    at_stop = jobs.get(job.job_id)
+    jobs.close()
+    stack.orchestrator.kill()  # a crash or a lost node: the open stream is cut at once
+    stack.orchestrator = stack.orchestrator_process().start(timeout_s=180)
+    out, err = watcher.communicate(timeout=WAIT_S)
+    assert at_stop.state == "running" and at_stop.counts["done"] < count  # mid-cohort
+    assert watcher.returncode == 0, err
+    assert "lost the stream" in err
+    assert f"{count} images, {count} explained" in out
+
+
 @pytest.mark.parametrize(("args", "words"), [
     (["submit", "--prefix", "inputs/nothing-here/", "--model-set", TINY],
      "NOT_FOUND: no objects under prefix"),

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -40,6 +41,8 @@ from styleprobe.cli.explain import DEFAULT_MODEL_SET
 from styleprobe.cohort.ledger import DEFAULT_CHUNK_SIZE
 
 if TYPE_CHECKING:
+    from tqdm import tqdm
+
     from styleprobe.api import pb, rpc
     from styleprobe.cohort.rows import ImageRow
     from styleprobe.cohort.summary import CohortSummary
@@ -89,7 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _server_args(submit)
     submit.set_defaults(func=_submit)
 
-    watch = actions.add_parser("watch", help="show a cohort's progress until it ends")
+    watch = actions.add_parser(
+        "watch", help="show a cohort's progress until it ends (a dropped stream is reopened "
+                      "for up to 2 min)")
     watch.add_argument("job_id")
     _server_args(watch)
     watch.set_defaults(func=_watch)
@@ -200,6 +205,12 @@ def _progress_bar(total: int) -> Iterator[Callable[[ImageRow, bool], None]]:
 # --- through the service ---------------------------------------------------------------------
 
 CALL_TIMEOUT_S = 60.0  # a unary call (submit, get) without --timeout
+RECONNECT_S = 120.0  # how long `cohort watch` reopens a stream the service dropped
+RECONNECT_PAUSE_S = 1.0
+DROPPED = ("UNAVAILABLE", "CANCELLED")  # how a stream ends when its server stops or dies
+# the channel tries to reconnect at most this far apart (gRPC's default grows to 120 s)
+CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 500),
+                   ("grpc.max_reconnect_backoff_ms", 4000))
 
 
 @contextmanager
@@ -211,7 +222,7 @@ def _service(args: argparse.Namespace) -> Iterator[tuple[rpc.StyleProbeStub, tup
     from styleprobe.api import rpc
 
     metadata = (("authorization", f"Bearer {args.token}"),)
-    with grpc.insecure_channel(args.server) as channel:
+    with grpc.insecure_channel(args.server, options=CHANNEL_OPTIONS) as channel:
         try:
             yield rpc.StyleProbeStub(channel), metadata
         except grpc.RpcError as exc:
@@ -271,27 +282,48 @@ def _submit(args: argparse.Namespace) -> None:
 
 
 def _watch(args: argparse.Namespace) -> None:
+    """Show the cohort's progress until it ends. A stream the service drops (an
+    orchestrator restart, a rolling update) is reopened for up to RECONNECT_S: the first
+    event of a new stream is the job as it stands, so no progress is lost."""
+    import grpc
     from tqdm import tqdm
 
     from styleprobe.api import pb
 
-    with _service(args) as (stub, metadata):
-        events = stub.WatchJob(pb.WatchJobRequest(job_id=args.job_id), metadata=metadata,
-                               timeout=args.timeout)
-        job = None
-        with tqdm(unit="image", disable=not sys.stderr.isatty(), dynamic_ncols=True) as bar:
-            for event in events:
-                job = event.job
-                counts = job.counts
-                bar.total = counts.total
-                bar.n = counts.done + counts.failed
-                bar.set_postfix({"done": counts.done, "failed": counts.failed,
-                                 "left_s": round(job.seconds_left)}, refresh=False)
-                bar.set_description_str(job.stage or "queued")
-                bar.refresh()
+    job = None
+    with (_service(args) as (stub, metadata),
+          tqdm(unit="image", disable=not sys.stderr.isatty(), dynamic_ncols=True) as bar):
+        lost_at: float | None = None
+        while True:
+            try:
+                for event in stub.WatchJob(pb.WatchJobRequest(job_id=args.job_id),
+                                           metadata=metadata, timeout=args.timeout):
+                    lost_at, job = None, event.job
+                    _show_progress(bar, job)
+                break  # the service ends the stream when the job has ended
+            except grpc.RpcError as exc:
+                if exc.code().name not in DROPPED:
+                    raise
+                if lost_at is None:
+                    lost_at = time.monotonic()
+                    print(f"lost the stream from {args.server} ({exc.details()}); reopening "
+                          f"it for up to {RECONNECT_S:.0f} s", file=sys.stderr)
+                elif time.monotonic() - lost_at > RECONNECT_S:
+                    raise
+                time.sleep(RECONNECT_PAUSE_S)
     if job is None:  # pragma: no cover (the service always sends the current state)
         raise UserError(f"no progress received for job {args.job_id}")
     _print_cohort(job)
+
+
+def _show_progress(bar: tqdm, job: pb.Job) -> None:
+    counts = job.counts
+    bar.total = counts.total
+    bar.n = counts.done + counts.failed
+    bar.set_postfix({"done": counts.done, "failed": counts.failed,
+                     "left_s": round(job.seconds_left)}, refresh=False)
+    bar.set_description_str(job.stage or "queued")
+    bar.refresh()
 
 
 def _print_cohort(job: pb.Job) -> None:
