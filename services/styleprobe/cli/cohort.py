@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -38,12 +37,13 @@ from styleprobe.cli.common import (
     user_errors,
 )
 from styleprobe.cli.explain import DEFAULT_MODEL_SET
+from styleprobe.cli.remote import service, watch_job
 from styleprobe.cohort.ledger import DEFAULT_CHUNK_SIZE
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-    from styleprobe.api import pb, rpc
+    from styleprobe.api import pb
     from styleprobe.cohort.rows import ImageRow
     from styleprobe.cohort.summary import CohortSummary
     from styleprobe.storage.local import LocalStore
@@ -205,28 +205,6 @@ def _progress_bar(total: int) -> Iterator[Callable[[ImageRow, bool], None]]:
 # --- through the service ---------------------------------------------------------------------
 
 CALL_TIMEOUT_S = 60.0  # a unary call (submit, get) without --timeout
-RECONNECT_S = 120.0  # how long `cohort watch` reopens a stream the service dropped
-RECONNECT_PAUSE_S = 1.0
-DROPPED = ("UNAVAILABLE", "CANCELLED")  # how a stream ends when its server stops or dies
-# the channel tries to reconnect at most this far apart (gRPC's default grows to 120 s)
-CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 500),
-                   ("grpc.max_reconnect_backoff_ms", 4000))
-
-
-@contextmanager
-def _service(args: argparse.Namespace) -> Iterator[tuple[rpc.StyleProbeStub, tuple]]:
-    """A stub of the service at ``--server`` and the call metadata (the bearer token); an
-    error the service answers becomes one line and exit code 2."""
-    import grpc
-
-    from styleprobe.api import rpc
-
-    metadata = (("authorization", f"Bearer {args.token}"),)
-    with grpc.insecure_channel(args.server, options=CHANNEL_OPTIONS) as channel:
-        try:
-            yield rpc.StyleProbeStub(channel), metadata
-        except grpc.RpcError as exc:
-            raise UserError(f"{exc.code().name}: {exc.details()}") from exc
 
 
 def _read_keys(path: Path) -> list[str]:
@@ -270,7 +248,7 @@ def _submit_request(args: argparse.Namespace) -> pb.SubmitCohortRequest:
 
 def _submit(args: argparse.Namespace) -> None:
     request = _submit_request(args)
-    with _service(args) as (stub, metadata):
+    with service(args) as (stub, metadata):
         job = stub.SubmitCohort(request, metadata=metadata,
                                 timeout=args.timeout or CALL_TIMEOUT_S)
     print(f"cohort {job.job_id} queued: {job.counts.total} images, model set {job.model_set}, "
@@ -282,35 +260,14 @@ def _submit(args: argparse.Namespace) -> None:
 
 
 def _watch(args: argparse.Namespace) -> None:
-    """Show the cohort's progress until it ends. A stream the service drops (an
-    orchestrator restart, a rolling update) is reopened for up to RECONNECT_S: the first
-    event of a new stream is the job as it stands, so no progress is lost."""
-    import grpc
     from tqdm import tqdm
 
-    from styleprobe.api import pb
-
     job = None
-    with (_service(args) as (stub, metadata),
+    with (service(args) as (stub, metadata),
           tqdm(unit="image", disable=not sys.stderr.isatty(), dynamic_ncols=True) as bar):
-        lost_at: float | None = None
-        while True:
-            try:
-                for event in stub.WatchJob(pb.WatchJobRequest(job_id=args.job_id),
-                                           metadata=metadata, timeout=args.timeout):
-                    lost_at, job = None, event.job
-                    _show_progress(bar, job)
-                break  # the service ends the stream when the job has ended
-            except grpc.RpcError as exc:
-                if exc.code().name not in DROPPED:
-                    raise
-                if lost_at is None:
-                    lost_at = time.monotonic()
-                    print(f"lost the stream from {args.server} ({exc.details()}); reopening "
-                          f"it for up to {RECONNECT_S:.0f} s", file=sys.stderr)
-                elif time.monotonic() - lost_at > RECONNECT_S:
-                    raise
-                time.sleep(RECONNECT_PAUSE_S)
+        for event in watch_job(stub, metadata, args.job_id, args.timeout):
+            job = event.job
+            _show_progress(bar, job)
     if job is None:  # pragma: no cover (the service always sends the current state)
         raise UserError(f"no progress received for job {args.job_id}")
     _print_cohort(job)
@@ -343,7 +300,7 @@ def _print_cohort(job: pb.Job) -> None:
 def _download(args: argparse.Namespace) -> None:
     from styleprobe.api import pb
 
-    with _service(args) as (stub, metadata):
+    with service(args) as (stub, metadata):
         job = stub.GetJob(pb.GetJobRequest(job_id=args.job_id), metadata=metadata,
                           timeout=args.timeout or CALL_TIMEOUT_S)
     if job.kind != "cohort":

@@ -101,29 +101,22 @@ def _fresh_multiprocess_dir() -> None:
 
 
 def _client_explain(args: argparse.Namespace) -> None:
-    import grpc
-
-    from styleprobe.api import pb, rpc
+    from styleprobe.api import pb
+    from styleprobe.cli.remote import service, watch_job
 
     try:
         data = args.image.read_bytes()
     except OSError as exc:
         raise UserError(f"cannot read {args.image}: {exc.strerror}") from exc
-    metadata = (("authorization", f"Bearer {args.token}"),)
-    with grpc.insecure_channel(args.server) as channel:
-        stub = rpc.StyleProbeStub(channel)
-        try:
-            job = stub.Explain(pb.ExplainRequest(image_bytes=data, filename=args.image.name,
-                                                 model_set=args.model_set, target=args.target,
-                                                 lambdas=args.lambdas),
-                               metadata=metadata, timeout=60)
-            print(f"job {job.job_id} queued")
-            for event in stub.WatchJob(pb.WatchJobRequest(job_id=job.job_id),
-                                       metadata=metadata, timeout=args.timeout):
-                print(f"{event.job.progress:5.0%} {event.message}", file=sys.stderr)
-                job = event.job
-        except grpc.RpcError as exc:
-            raise UserError(f"{exc.code().name}: {exc.details()}") from exc
+    with service(args) as (stub, metadata):
+        job = stub.Explain(pb.ExplainRequest(image_bytes=data, filename=args.image.name,
+                                             model_set=args.model_set, target=args.target,
+                                             lambdas=args.lambdas),
+                           metadata=metadata, timeout=60)
+        print(f"job {job.job_id} queued")
+        for event in watch_job(stub, metadata, job.job_id, args.timeout):
+            print(f"{event.job.progress:5.0%} {event.message}", file=sys.stderr)
+            job = event.job
     if job.state != pb.JOB_STATE_SUCCEEDED:
         raise UserError(f"job {job.job_id} {pb.JobState.Name(job.state)}: {job.error}")
     args.out.mkdir(parents=True, exist_ok=True)

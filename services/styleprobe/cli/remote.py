@@ -1,0 +1,68 @@
+"""The command line's client of the orchestrator: a channel, a stub, and job watching that
+rides out a dropped stream."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from styleprobe.cli.common import UserError
+
+if TYPE_CHECKING:
+    from styleprobe.api import pb, rpc
+
+RECONNECT_S = 120.0  # how long a watch reopens a stream the service dropped
+RECONNECT_PAUSE_S = 1.0
+DROPPED = ("UNAVAILABLE", "CANCELLED")  # how a stream ends when its server stops or dies
+# the channel tries to reconnect at most this far apart (gRPC's default grows to 120 s)
+CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 500),
+                   ("grpc.max_reconnect_backoff_ms", 4000))
+
+
+@contextmanager
+def service(args: argparse.Namespace) -> Iterator[tuple[rpc.StyleProbeStub, tuple]]:
+    """A stub of the service at ``args.server`` and the call metadata (``args.token`` as
+    the bearer token); an error the service answers becomes one line and exit code 2."""
+    import grpc
+
+    from styleprobe.api import rpc
+
+    metadata = (("authorization", f"Bearer {args.token}"),)
+    with grpc.insecure_channel(args.server, options=CHANNEL_OPTIONS) as channel:
+        try:
+            yield rpc.StyleProbeStub(channel), metadata
+        except grpc.RpcError as exc:
+            raise UserError(f"{exc.code().name}: {exc.details()}") from exc
+
+
+def watch_job(stub: rpc.StyleProbeStub, metadata: tuple, job_id: str,
+              timeout_s: float | None) -> Iterator[pb.JobEvent]:
+    """WatchJob's events until the job ends. A stream the service dropped (an
+    orchestrator restart, a rolling update, a crash) is reopened for up to
+    :data:`RECONNECT_S`; the first event of a new stream is the job as it stands."""
+    import grpc
+
+    from styleprobe.api import pb
+
+    lost_at: float | None = None
+    while True:
+        try:
+            for event in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=metadata,
+                                       timeout=timeout_s):
+                lost_at = None
+                yield event
+            return  # the service ends the stream when the job has ended
+        except grpc.RpcError as exc:
+            if exc.code().name not in DROPPED:
+                raise
+            if lost_at is None:
+                lost_at = time.monotonic()
+                print(f"lost the stream of job {job_id} ({exc.details()}); reopening it for "
+                      f"up to {RECONNECT_S:.0f} s", file=sys.stderr)
+            elif time.monotonic() - lost_at > RECONNECT_S:
+                raise
+            time.sleep(RECONNECT_PAUSE_S)
