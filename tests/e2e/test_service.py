@@ -317,3 +317,20 @@ def test_job_records_survive_an_orchestrator_restart(stack: ServiceStack,
     assert after.state == pb.JOB_STATE_SUCCEEDED
     assert after.explanation.manifest_key == before.explanation.manifest_key
     assert list(after.explanation.probabilities) == list(before.explanation.probabilities)
+
+
+def test_client_explain_saves_the_report_and_its_parts(stack: ServiceStack,
+                                                       tmp_path: Path) -> None:
+    image = tmp_path / "knee.png"
+    image.write_bytes(knee_png(16))
+    done = subprocess.run(
+        [venv_program("styleprobe"), "client", "explain", str(image), "--model-set", TINY,
+         f"--lambdas={LAMBDAS}", "--server", stack.grpc_address, "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600, env={**os.environ,
+                                                          "STYLEPROBE_TOKEN": stack.token})
+    assert done.returncode == 0, done.stderr
+    assert "100% job succeeded" in done.stderr
+    saved = sorted(p.suffix for p in (tmp_path / "out").iterdir())
+    assert saved == [".gif", ".html", ".json", ".png"]  # animation, report, manifest, strip
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert len(manifest["lambdas"]) == 5
