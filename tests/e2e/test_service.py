@@ -325,7 +325,7 @@ def test_client_explain_saves_the_report_and_its_parts(stack: ServiceStack,
     image.write_bytes(knee_png(16))
     done = subprocess.run(
         [venv_program("styleprobe"), "client", "explain", str(image), "--model-set", TINY,
-         f"--lambdas={LAMBDAS}", "--server", stack.grpc_address, "--out", str(tmp_path / "out")],
+         "--lambdas", LAMBDAS, "--server", stack.grpc_address, "--out", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=600, env={**os.environ,
                                                           "STYLEPROBE_TOKEN": stack.token})
     assert done.returncode == 0, done.stderr
