@@ -91,9 +91,9 @@ def bench_probe(backend: LocalBackend, target: str, samples: int) -> dict[str, o
             "auc": direction.auc, "alpha": direction.vector}
 
 
-def bench_set(name: str, phantoms: str, repeats: int, threads: list[int],
+def bench_set(repository: Path, name: str, phantoms: str, repeats: int, threads: list[int],
               probe_samples: int, device: str) -> dict[str, object]:
-    backend = LocalBackend(Path(Settings.from_env().model_repository), name, device=device)
+    backend = LocalBackend(repository, name, device=device)
     target = backend.model_set.default_target
     class_index = backend.model_set.classifier.class_index(target)
     torch.set_num_threads(threads[0])
@@ -122,12 +122,13 @@ def bench_set(name: str, phantoms: str, repeats: int, threads: list[int],
 
 def write_report(results: list[dict], skipped: list[str], args: argparse.Namespace) -> Path:
     """Write the markdown and JSON reports; return the markdown's path."""
-    gpu = args.device != "cpu"
+    device = torch.device(args.device)
+    gpu = device.type != "cpu"
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(),
                "torch": torch.__version__, "load_average": os.getloadavg(),
                "repeats": args.repeats, "device": args.device,
-               "gpu": torch.cuda.get_device_name(torch.device(args.device)) if gpu else None}
-    stem = "traversal" if not gpu else f"traversal-{torch.device(args.device).type}"
+               "gpu": torch.cuda.get_device_name(device) if gpu else None}
+    stem = f"traversal-{device.type}" if gpu else "traversal"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(
         {"machine": machine, "results": results, "skipped": skipped}, indent=2) + "\n")
@@ -172,23 +173,25 @@ def write_report(results: list[dict], skipped: list[str], args: argparse.Namespa
 
 
 def main() -> None:
+    settings = Settings.from_env()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", default=f"1,{os.cpu_count()}",
                         help="comma-separated torch thread counts to time the traversal with")
-    parser.add_argument("--probe-samples", type=int, default=Settings.from_env().probe_samples)
-    parser.add_argument("--device", default=Settings.from_env().local_device,
+    parser.add_argument("--probe-samples", type=int, default=settings.probe_samples)
+    parser.add_argument("--device", default=settings.local_device,
                         help="torch device the models run on (default: STYLEPROBE_LOCAL_DEVICE)")
     args = parser.parse_args()
     threads = sorted({int(t) for t in args.threads.split(",")})
-    available = list_model_sets(Path(Settings.from_env().model_repository))
+    repository = Path(settings.model_repository)
+    available = list_model_sets(repository)
     results, skipped = [], []
     for name, phantoms in BUNDLED.items():
         if name not in available:
             skipped.append(name)
             continue
-        results.append(bench_set(name, phantoms, args.repeats, threads, args.probe_samples,
-                                 args.device))
+        results.append(bench_set(repository, name, phantoms, args.repeats, threads,
+                                 args.probe_samples, args.device))
     print(write_report(results, skipped, args).read_text())
 
 

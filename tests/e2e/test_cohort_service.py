@@ -265,11 +265,15 @@ def test_bad_cohorts_are_refused_and_leave_nothing_behind(
     jobs.close()
 
 
+def cohort_command(stack: ServiceStack, *args: str) -> tuple[list[str], dict[str, str]]:
+    """``styleprobe cohort ARGS`` against the stack, and its environment (the token)."""
+    return ([venv_program("styleprobe"), "cohort", *args, "--server", stack.grpc_address],
+            {**os.environ, "STYLEPROBE_TOKEN": stack.token})
+
+
 def styleprobe(stack: ServiceStack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "STYLEPROBE_TOKEN": stack.token}
-    return subprocess.run([venv_program("styleprobe"), "cohort", *args, "--server",
-                           stack.grpc_address], capture_output=True, text=True, env=env,
-                          timeout=WAIT_S)
+    command, env = cohort_command(stack, *args)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=WAIT_S)
 
 
 def test_cli_submits_watches_and_downloads_an_inline_cohort(stack: ServiceStack,
@@ -305,10 +309,9 @@ def test_cli_watch_reopens_its_stream_across_an_orchestrator_restart(
     job = stub.SubmitCohort(pb.SubmitCohortRequest(
         keys=pb.ObjectKeys(keys=keys), model_set=TINY, lambdas=LAMBDAS,
         options=pb.ExplainOptions(probe=PROBE)), metadata=auth(stack.token), timeout=30)
-    watcher = subprocess.Popen(
-        [venv_program("styleprobe"), "cohort", "watch", job.job_id, "--server",
-         stack.grpc_address], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "STYLEPROBE_TOKEN": stack.token})
+    command, env = cohort_command(stack, "watch", job.job_id)
+    watcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
     jobs = JobStore(stack.settings().redis_url)
     wait_for(lambda: jobs.get(job.job_id).counts.get("done", 0) >= 2, "two images done")
     at_stop = jobs.get(job.job_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -35,6 +36,13 @@ def service(outage_s: float, folder: Path) -> StyleProbeService:
     return StyleProbeService(settings, LocalStore(folder), JobStore(settings.redis_url))
 
 
+async def watching(service: StyleProbeService, context: RecordingContext,
+                   work: Callable[[], list[str]]) -> list[str]:
+    """``work`` served as WatchJob serves its Redis reads."""
+    return await service._serve(context, work,
+                                redis_outage_s=service.settings.watch_outage_s)
+
+
 def test_a_short_outage_is_waited_out(tmp_path: Path) -> None:
     calls = []
 
@@ -45,7 +53,7 @@ def test_a_short_outage_is_waited_out(tmp_path: Path) -> None:
         return ["event"]
 
     context = RecordingContext()
-    answer = asyncio.run(service(10.0, tmp_path)._serve_through_outage(context, events))
+    answer = asyncio.run(watching(service(10.0, tmp_path), context, events))
     assert answer == ["event"] and len(calls) == 4 and context.aborted is None
 
 
@@ -55,7 +63,7 @@ def test_a_long_outage_ends_the_stream_with_unavailable(tmp_path: Path) -> None:
 
     context = RecordingContext()
     with pytest.raises(AbortError):
-        asyncio.run(service(0.6, tmp_path)._serve_through_outage(context, events))
+        asyncio.run(watching(service(0.6, tmp_path), context, events))
     assert context.aborted is not None
     code, details = context.aborted
     assert code == grpc.StatusCode.UNAVAILABLE and "retry later" in details

@@ -99,13 +99,15 @@ class StyleProbeService(rpc.StyleProbeServicer):
                           message=f"job {record.state}")
         ended = record.ended
         while not ended:
-            events = await self._serve_through_outage(context, self.jobs.events, job_id, after)
+            events = await self._serve(context, self.jobs.events, job_id, after,
+                                       redis_outage_s=self.settings.watch_outage_s)
             if not events:
                 await asyncio.sleep(WATCH_POLL_S)
                 continue
             after = events[-1].event_id
             ended = any(event.state in ENDED for event in events)
-            record = await self._serve_through_outage(context, self._record, job_id)
+            record = await self._serve(context, self._record, job_id,
+                                       redis_outage_s=self.settings.watch_outage_s)
             job = messages.job_message(record)
             for event in events[:-1]:
                 yield messages.event_message(job, event)
@@ -223,35 +225,26 @@ class StyleProbeService(rpc.StyleProbeServicer):
     # --- errors -------------------------------------------------------------------------------
 
     async def _serve(self, context: grpc.aio.ServicerContext, work: Callable[..., T],
-                     *args: Any) -> T:
-        """``work(*args)`` in a thread; its RequestError, or an outage, as a gRPC status."""
-        try:
-            return await asyncio.to_thread(work, *args)
-        except RequestError as exc:
-            await context.abort(exc.code, str(exc))
-        except UNAVAILABLE_ERRORS as exc:
-            log.error("backing service unavailable", extra={"error": str(exc)})
-            await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                f"a backing service is unavailable, retry later: {exc}")
-        raise AssertionError("abort returns only by raising")  # pragma: no cover
-
-    async def _serve_through_outage(self, context: grpc.aio.ServicerContext,
-                                     work: Callable[..., T], *args: Any) -> T:
-        """As :meth:`_serve`, but an open stream waits out a Redis outage (a restart, a
-        failover) for up to ``watch_outage_s`` before it ends with UNAVAILABLE."""
-        deadline = time.monotonic() + self.settings.watch_outage_s
-        warned = False
-        while time.monotonic() < deadline:
+                     *args: Any, redis_outage_s: float = 0.0) -> T:
+        """``work(*args)`` in a thread; its RequestError, or an outage, as a gRPC status.
+        A Redis outage (a restart, a failover) is waited out for ``redis_outage_s`` first:
+        open streams pass ``watch_outage_s``."""
+        deadline, waiting = time.monotonic() + redis_outage_s, False
+        while True:
             try:
                 return await asyncio.to_thread(work, *args)
-            except redis.RedisError as exc:
-                if not warned:
-                    log.warning("redis unavailable during a watch, waiting",
-                                extra={"error": str(exc),
-                                       "wait_s": self.settings.watch_outage_s})
-                    warned = True
-                await asyncio.sleep(WATCH_POLL_S)
             except RequestError as exc:
                 await context.abort(exc.code, str(exc))
-        return await self._serve(context, work, *args)  # the last try: its error as a status
+            except UNAVAILABLE_ERRORS as exc:
+                if isinstance(exc, redis.RedisError) and time.monotonic() < deadline:
+                    if not waiting:
+                        log.warning("redis unavailable, waiting", extra={
+                            "error": str(exc), "wait_s": redis_outage_s})
+                    waiting = True
+                    await asyncio.sleep(WATCH_POLL_S)
+                    continue
+                log.error("backing service unavailable", extra={"error": str(exc)})
+                await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                    f"a backing service is unavailable, retry later: {exc}")
+            raise AssertionError("abort returns only by raising")  # pragma: no cover
 
