@@ -111,6 +111,36 @@ def test_gradcam_points_at_the_evidence() -> None:
     assert all(pixel_auroc(m, k) > 0.9 for m, k in zip(maps, masks, strict=True))
 
 
+class _Detectors(nn.Module):
+    """Two 1x1 detectors, of bright (channel 0) and of dark (channel 1) pixels; the logit of
+    class ``c`` is the mean response of detector ``1 - c``: 'bright' is class 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
+            self.conv.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean(dim=(2, 3)).flip(1)
+
+
+def test_gradcam_follows_the_class_asked_for() -> None:
+    images = np.zeros((3, 1, 8, 8), np.float32)
+    bright, dark = np.zeros((3, 8, 8), np.uint8), np.zeros((3, 8, 8), np.uint8)
+    for i, (b, d) in enumerate(((slice(0, 2), slice(6, 8)), (slice(3, 5), slice(0, 2)),
+                                (slice(6, 8), slice(3, 5)))):
+        images[i, 0, b, b], bright[i, b, b] = 1.0, 1
+        images[i, 0, d, d], dark[i, d, d] = -1.0, 1
+    model = _Detectors()
+    for class_index, region in ((1, bright), (0, dark)):
+        maps = gradcam(model, images, class_index, batch=2)
+        assert localization_scores(maps, region)["pointing_game"] == 1.0
+        assert mass_inside(maps, region.any(axis=0)) > 0.7
+        assert np.array_equal(maps, gradcam(model, images, class_index))
+
+
 def test_eager_classifier_matches_torchscript(tiny_repository: Path) -> None:
     backend = LocalBackend(tiny_repository, "tiny")
     eager = eager_classifier(tiny_repository, backend.model_set)

@@ -4,11 +4,11 @@ A saliency map (R, R) is scored against a phantom's mask of where the disease fa
 live by the pixel AUROC (does the map rank mask pixels above the rest?) and the pointing
 game (does its maximum fall inside the mask?).
 
-Grad-CAM (Selvaraju et al. 2017) is computed here with a forward and a backward hook on
-the last convolution of the eager classifier: the PyPI ``grad-cam`` package imports
-torchvision, whose PyPI wheels do not load beside the CPU build of torch this project
-pins. The bundled classifier's eager module is rebuilt from its TorchScript file's
-weights (:func:`eager_classifier`); a classifier of another architecture gets no Grad-CAM.
+Grad-CAM (Selvaraju et al. 2017) is captum's ``LayerGradCam`` on the last convolution of
+the eager classifier (captum needs no torchvision, whose PyPI wheels do not load beside
+the CPU build of torch this project pins). The bundled classifier's eager module is
+rebuilt from its TorchScript file's weights (:func:`eager_classifier`); a classifier of
+another architecture gets no Grad-CAM.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from captum.attr import LayerAttribution, LayerGradCam
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
@@ -63,30 +63,17 @@ def last_convolution(model: nn.Module) -> nn.Conv2d:
 def gradcam(model: nn.Module, images: np.ndarray, class_index: int,
             layer: nn.Module | None = None, batch: int = 64) -> np.ndarray:
     """Grad-CAM maps (N, R, R) in [0, 1] of ``class_index`` for NCHW images in [-1, 1]:
-    the layer's activations weighted by the spatial mean of the class logit's gradient,
-    rectified, upsampled bilinearly to the image and scaled to a maximum of 1."""
-    layer = layer or last_convolution(model)
-    captured: dict[str, torch.Tensor] = {}
-
-    def keep_activation(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-        captured["activation"] = output
-        output.register_hook(lambda grad: captured.__setitem__("gradient", grad))
-
-    handle = layer.register_forward_hook(keep_activation)
+    captum's ``LayerGradCam`` (the layer's activations weighted by the spatial mean of the
+    class logit's gradient, rectified), upsampled bilinearly to the image and scaled to a
+    maximum of 1."""
     model.eval()
+    cam = LayerGradCam(model, layer or last_convolution(model))
     maps = []
-    try:
-        for start in range(0, len(images), batch):
-            x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch], np.float32))
-            model.zero_grad(set_to_none=True)
-            model(x)[:, class_index].sum().backward()
-            activation, gradient = captured["activation"], captured["gradient"]
-            weights = gradient.mean(dim=(2, 3), keepdim=True)
-            cam = F.relu((weights * activation).sum(dim=1, keepdim=True))
-            cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
-            maps.append(cam[:, 0].detach().numpy())
-    finally:
-        handle.remove()
+    for start in range(0, len(images), batch):
+        x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch], np.float32))
+        attribution = cam.attribute(x, target=class_index, relu_attributions=True)
+        attribution = LayerAttribution.interpolate(attribution, tuple(x.shape[-2:]), "bilinear")
+        maps.append(attribution[:, 0].detach().numpy())
     cams = np.concatenate(maps).astype(np.float64)
     peak = cams.reshape(len(cams), -1).max(axis=1).reshape(-1, 1, 1)
     return np.divide(cams, peak, out=np.zeros_like(cams), where=peak > 0)
