@@ -9,9 +9,7 @@ back from their jobs when the page is drawn.
 
 from __future__ import annotations
 
-import base64
 import heapq
-import html
 import io
 import json
 import math
@@ -22,9 +20,11 @@ from matplotlib.figure import Figure
 from styleprobe.cohort.ledger import CohortSpec
 from styleprobe.cohort.rows import DONE, FAILED, PENDING, ImageRow
 from styleprobe.storage.base import ArtifactStore, ObjectNotFound
+from styleprobe.templates import render_template
 
 CONTACT_CASES = 8  # images in each half of the contact sheet
 LISTED_FAILURES = 50  # failed images named in the report (all are in the table)
+Case = tuple[ImageRow, list[tuple[str, bytes]]]  # a contact-sheet row, its pictures
 
 
 @dataclass(order=True)
@@ -74,7 +74,7 @@ class CohortReport:
 
     def html(self, store: ArtifactStore) -> str:
         """The report page; pictures of the contact-sheet cases are read from ``store``."""
-        s, esc = self.spec, html.escape
+        s = self.spec
         done = self.counts[DONE]
         share = self.counts["unreliable"] / done if done else 0.0
         summary = [
@@ -87,58 +87,14 @@ class CohortReport:
             ("λ grid", s.lambdas), ("Probe", json.dumps(s.probe, sort_keys=True)),
             ("Orthogonal to", ", ".join(s.orthogonalize) or "nothing"),
         ]
-        table = "\n".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>"
-                          for k, v in summary)
-        failures = "\n".join(f"<tr><td>{esc(image)}</td><td>{esc(error)}</td></tr>"
-                             for image, error in self.failures)
-        more = self.counts[FAILED] - len(self.failures)
-        title = f"StyleProbe cohort {s.cohort_id}: {s.model_set}, target {s.target}"
-        return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 90em; }}
-img {{ image-rendering: pixelated; margin: .2em; vertical-align: top; max-height: 128px; }}
-table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #ccc; padding: .2em .5em;
-text-align: left; vertical-align: top; }}
-.warn {{ color: #900; font-weight: bold; }}
-</style></head><body>
-<h1>{esc(title)}</h1>
-<table>{table}</table>
-<h2>Distribution of the flip λ</h2>
-<p>The smallest |λ| along the direction that flips the prediction, per explained image;
-{done - self.counts['flipped']} image(s) did not flip within the grid.</p>
-<div>{_img(_histogram(self.flip_lambdas, s.target), "histogram of flip λ")}</div>
-<h2>Most sensitive: the prediction flips after the smallest change</h2>
-{self._sheet(store, self.most_sensitive())}
-<h2>Least sensitive: no flip, or the largest λ needed</h2>
-{self._sheet(store, self.least_sensitive())}
-<h2>Failed images</h2>
-<table><tr><th>image</th><th>reason</th></tr>
-{failures}</table>
-<p>{f"... and {more} more (see summary.csv)" if more > 0 else ""}</p>
-</body></html>
-"""
-
-    def _sheet(self, store: ArtifactStore, rows: list[ImageRow]) -> str:
-        if not rows:
-            return "<p>No explained image.</p>"
-        esc = html.escape
-        lines = ["<table><tr><th>image</th><th>numbers</th><th>input, reconstruction, "
-                 "counterfactual</th></tr>"]
-        for row in rows:
-            flip = (f"flips at λ = {row.flip_lambda:+.3f}" if row.flip_found
-                    else "no flip within the grid")
-            quality = ('<span class="warn">UNRELIABLE</span>' if row.unreliable
-                       else "reliable")
-            numbers = (f"{flip}<br>P({esc(self.spec.target)}): input "
-                       f"{row.prediction_input:.3f}, reconstruction "
-                       f"{row.prediction_reconstruction:.3f}<br>{quality}")
-            pictures = "".join(_img(_read(store, key), name)
-                               for name, key in _case_pictures(store, row))
-            lines.append(f"<tr><td>{esc(row.image)}</td><td>{numbers}</td>"
-                         f"<td>{pictures}</td></tr>")
-        lines.append("</table>")
-        return "\n".join(lines)
+        return render_template(
+            "cohort.html.j2",
+            title=f"StyleProbe cohort {s.cohort_id}: {s.model_set}, target {s.target}",
+            target=s.target, summary=summary, not_flipped=done - self.counts["flipped"],
+            histogram=_histogram(self.flip_lambdas, s.target),
+            most_sensitive=_cases(store, self.most_sensitive()),
+            least_sensitive=_cases(store, self.least_sensitive()),
+            failures=self.failures, more_failures=self.counts[FAILED] - len(self.failures))
 
 
 def _push(heap: list[_Ranked], item: _Ranked, size: int) -> None:
@@ -147,6 +103,12 @@ def _push(heap: list[_Ranked], item: _Ranked, size: int) -> None:
         heapq.heappush(heap, item)
     elif item > heap[0]:
         heapq.heapreplace(heap, item)
+
+
+def _cases(store: ArtifactStore, rows: list[ImageRow]) -> list[Case]:
+    """Each row with its (name, bytes) pictures, read from ``store``."""
+    return [(row, [(name, _read(store, key)) for name, key in _case_pictures(store, row)])
+            for row in rows]
 
 
 def _case_pictures(store: ArtifactStore, row: ImageRow) -> list[tuple[str, str]]:
@@ -172,14 +134,6 @@ def _read(store: ArtifactStore, key: str) -> bytes:
         return store.get(key)
     except ObjectNotFound:
         return b""
-
-
-def _img(data: bytes, alt: str) -> str:
-    if not data:
-        return ""
-    mime = "image/gif" if data[:3] == b"GIF" else "image/png"
-    return (f'<img src="data:{mime};base64,{base64.b64encode(data).decode("ascii")}" '
-            f'alt="{html.escape(alt)}" title="{html.escape(alt)}">')
 
 
 def _histogram(values: list[float], target: str) -> bytes:

@@ -7,8 +7,6 @@ written out twice, as Markdown and as self-contained HTML (figures inlined).
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import json
 import math
@@ -18,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from markupsafe import Markup, escape
 from matplotlib.figure import Figure
 
 from styleprobe.evaluation.evaluate import Evaluation
+from styleprobe.templates import render_template
 
 Block = tuple[str, Any]  # ("h1" | "h2" | "p", text) | ("table", (header, rows)) | ("figure", ...)
 GRADCAM_NOTE = (
@@ -352,45 +352,18 @@ def _cell(text: str) -> str:
 
 def page_html(page: list[Block], images: dict[str, bytes]) -> str:
     """The blocks as one self-contained HTML page (figures inlined as data URIs)."""
-    esc = html.escape
-    parts: list[str] = []
-    for kind, content in page:
-        if kind in ("h1", "h2"):
-            parts.append(f"<{kind}>{esc(content)}</{kind}>")
-        elif kind == "p":
-            parts.append(f"<p>{_inline_html(content)}</p>")
-        elif kind == "table":
-            header, rows = content
-            head = "".join(f"<th>{esc(h)}</th>" for h in header)
-            body = "".join("<tr>" + "".join(f"<td>{_inline_html(str(c))}</td>" for c in row)
-                           + "</tr>" for row in rows)
-            parts.append(f"<table><tr>{head}</tr>{body}</table>")
-        elif kind == "figure":
-            name, caption = content
-            data = base64.b64encode(images[name]).decode("ascii")
-            parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{esc(caption)}">'
-                         f"<figcaption>{esc(caption)}</figcaption></figure>")
-    title = esc(page[0][1]) if page and page[0][0] == "h1" else "StyleProbe evaluation"
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 70em; }}
-table {{ border-collapse: collapse; margin: .5em 0 1em; }}
-th, td {{ border: 1px solid #ccc; padding: .2em .5em; text-align: left; }}
-figure {{ margin: 1em 0; }} figcaption {{ color: #555; font-size: .9em; }}
-</style></head><body>
-{chr(10).join(parts)}
-</body></html>
-"""
+    title = page[0][1] if page and page[0][0] == "h1" else "StyleProbe evaluation"
+    return render_template("evaluation.html.j2", title=title, page=page, images=images,
+                           inline=_inline_html)
 
 
-def _inline_html(text: str) -> str:
+def _inline_html(text: str) -> Markup:
     """Escape, then render the only inline Markdown the report uses: **bold**, `code`."""
-    out = html.escape(text)
+    out = str(escape(text))
     for mark, tag in (("**", "strong"), ("`", "code")):
         pieces = out.split(mark)
         out = "".join(p if i % 2 == 0 else f"<{tag}>{p}</{tag}>" for i, p in enumerate(pieces))
-    return out
+    return Markup(out)
 
 
 def write_report(evaluation: Evaluation, out: Path) -> dict[str, Path]:

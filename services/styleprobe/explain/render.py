@@ -4,8 +4,6 @@ every function returns encoded bytes (or HTML text) and touches no file."""
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import math
 import textwrap
@@ -17,6 +15,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from styleprobe.explain.result import ExplanationResult
+from styleprobe.templates import render_template
 
 DISPLAY_SIZE = 128  # frames are enlarged (nearest neighbour) to at least this many pixels
 DIFF_COLORMAP = "RdBu_r"  # red: brighter than the reconstruction, blue: darker
@@ -126,20 +125,8 @@ def report_html(result: ExplanationResult, images: dict[str, bytes]) -> str:
 
     ``images`` names: input, reconstruction, animation, strip, plot, differences.
     """
-
-    def img(name: str, alt: str) -> str:
-        if name not in images:
-            return ""
-        mime = "image/gif" if images[name][:3] == b"GIF" else "image/png"
-        data = base64.b64encode(images[name]).decode("ascii")
-        return f'<img src="data:{mime};base64,{data}" alt="{html.escape(alt)}">'
-
-    esc = html.escape
-    banner = (f'<p class="warn">UNRELIABLE explanation: {esc("; ".join(result.quality.reasons))}'
-              "</p>" if result.unreliable else
-              '<p class="ok">Reliable: the reconstruction passes the quality gate.</p>')
     d = result.direction
-    rows = [
+    numbers = [
         ("Input SHA-256", result.input.sha256),
         ("Input", ", ".join(f"{k}: {v}" for k, v in result.input.description.items())),
         (f"P({result.target}) on input", f"{result.prediction_input:.4f}"),
@@ -154,38 +141,7 @@ def report_html(result: ExplanationResult, images: dict[str, bytes]) -> str:
                                     for k, v in d.orthogonalized_against.items()) or "nothing"),
         *[(f"Model: {kind}", version) for kind, version in result.models.items()],
     ]
-    table = "\n".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in rows)
-    traversal = "\n".join(
-        f"<tr><td>{lam:+.4f}</td><td>{p:.4f}</td></tr>"
-        for lam, p in zip(result.lambdas, result.probabilities, strict=True))
-    title = f"StyleProbe: {result.model_set}, target {result.target}"
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 80em; }}
-.warn {{ background: #fdd; color: #900; padding: .6em; font-weight: bold; }}
-.ok {{ background: #dfd; color: #060; padding: .6em; }}
-img {{ image-rendering: pixelated; margin: .3em; vertical-align: top; }}
-table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #ccc; padding: .2em .5em;
-text-align: left; }}
-</style></head><body>
-<h1>{esc(title)}</h1>
-{banner}
-<p>{esc(" | ".join(result.summary_lines()[1:5]))}</p>
-<h2>Input, reconstruction and traversal</h2>
-<div>{img("input", "input")}{img("reconstruction", "reconstruction G(E(x))")}
-{img("animation", "traversal animation")}</div>
-<h2>Strip (P({esc(result.target)}) under each frame)</h2>
-<div>{img("strip", "annotated strip")}</div>
-<h2>Prediction against λ</h2>
-<div>{img("plot", "probability plot")}</div>
-<h2>Difference maps against the reconstruction</h2>
-<p>Red: brighter than G(w); blue: darker; one shared scale.</p>
-<div>{img("differences", "difference maps")}</div>
-<h2>Numbers</h2>
-<table>{table}</table>
-<h2>Traversal</h2>
-<table><tr><th>λ</th><th>P({esc(result.target)})</th></tr>
-{traversal}</table>
-</body></html>
-"""
+    return render_template(
+        "explanation.html.j2", title=f"StyleProbe: {result.model_set}, target {result.target}",
+        result=result, images=images, numbers=numbers,
+        traversal=zip(result.lambdas, result.probabilities, strict=True))
