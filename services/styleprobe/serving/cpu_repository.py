@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from styleprobe.modelset import ModelSetError, list_model_sets, load_model_set
-from styleprobe.serving.triton_config import map_field, model_config, write_config, write_ensemble
+from styleprobe.serving.triton_config import model_config, write_config, write_ensemble
 
 PYTHON_MODEL = Path(__file__).with_name("python_model.py")
 log = logging.getLogger(__name__)
@@ -37,8 +37,7 @@ def build_cpu_repository(source: Path, destination: Path, model_sets: list[str] 
         model_set = load_model_set(source, name, verify=True)
         for entry in model_set.models.values():
             config = model_config(entry, "cpu")
-            threads = {"string_value": str(torch_threads)}
-            config["parameters"] = map_field({"torch_threads": threads})
+            config.parameters["torch_threads"].string_value = str(torch_threads)
             model_dir = destination / entry.triton_name
             write_config(model_dir, config)
             version_dir = model_dir / str(entry.version)
