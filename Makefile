@@ -1,6 +1,6 @@
 # StyleProbe: every target bootstraps its own virtual environment from nothing.
 #   make demo   the main job, embedded default (no servers)
-#   make test   the whole test suite
+#   make test   the whole test suite, with every server it uses installed and Redis started
 # `make help` lists every target.
 
 PYTHON ?= python3
@@ -11,7 +11,7 @@ LINT_PATHS := $(wildcard services tests benchmarks)
 BENCHMARKS := $(sort $(wildcard benchmarks/bench_*.py))
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test tools bench lint format models evaluate clean
+.PHONY: help demo test tools redis bench lint format models evaluate docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | \
@@ -29,14 +29,28 @@ $(STAMP): pyproject.toml
 demo: $(STAMP) ## explain a phantom with the bundled models, in one process, no servers
 	$(VENV)/bin/styleprobe demo
 
-test: $(STAMP) tools ## run the whole test suite (starts what it needs)
+test: $(STAMP) redis ## run the whole test suite (installs and starts what it needs)
 	$(PY) -m pytest -q -p no:cacheprovider
 
-# System tools the tests run: promtool and prometheus (Debian's prometheus package; needs
-# root, as on the development and CI machines).
-tools: ## install the system tools the tests use, if missing
-	@command -v promtool >/dev/null || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+# System programs the tests run, as program:Debian package: promtool and prometheus, and
+# Redis (a fresh redis-server per test module, and the one on 127.0.0.1:6379). Installed
+# with apt-get, which needs root, as on the development and CI machines; the S3 server,
+# grpcurl and tritonserver come with $(STAMP).
+APT_TOOLS := promtool:prometheus prometheus:prometheus redis-server:redis-server \
+	redis-cli:redis-tools
+
+tools: ## install the system packages the tests use (prometheus, redis), those missing
+	@missing=$$(for tool in $(APT_TOOLS); do \
+		command -v $${tool%%:*} >/dev/null || echo $${tool#*:}; done | sort -u); \
+	if [ -n "$$missing" ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
+
+# The tests and the defaults expect a Redis at 127.0.0.1:6379 (CI machines run one).
+redis: tools ## start redis-server on 127.0.0.1:6379 if nothing answers there
+	@[ "$$(redis-cli ping 2>/dev/null)" = PONG ] || { \
+		redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no; \
+		for i in $$(seq 20); do [ "$$(redis-cli ping 2>/dev/null)" = PONG ] && exit 0; sleep 0.5; done; \
+		echo "redis-server does not answer on 127.0.0.1:6379" >&2; exit 1; }
 
 bench: $(STAMP) ## run benchmarks/bench_*.py; results in benchmarks/results/
 	mkdir -p benchmarks/results
@@ -54,6 +68,9 @@ models: $(STAMP) ## retrain and export the bundled model sets (hours on a CPU)
 
 evaluate: $(STAMP) ## evaluate the bundled sets on held-out phantoms; regenerates docs/results.md
 	$(VENV)/bin/styleprobe --threads 1 evaluate --model-set knee-oa --model-set histology-tumour --n 100 --out docs/evaluation --results-table docs/results.md
+
+docs: $(STAMP) ## rewrite README.md's settings table from services/styleprobe/config.py
+	$(PY) scripts/settings_table.py --write README.md
 
 clean: ## remove caches and build leftovers (keeps .venv, runs/ and model_repository/)
 	find services tests $(wildcard benchmarks) -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,17 +1,27 @@
 """All configuration in one place, read from ``STYLEPROBE_*`` environment variables.
 
 The defaults run the embedded mode: TorchScript in process, a local artifact directory,
-inline execution. Each service reads the same :class:`Settings`.
+inline execution. Each service reads the same :class:`Settings`;
+``scripts/settings_table.py`` writes the README's table of them.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
+T = TypeVar("T")
+
+
+def setting(default: T, doc: str, secret: bool = False, shown: str | None = None) -> T:
+    """A :class:`Settings` field: its default, a one-line description for the README's
+    table, whether it is a secret (read from a file in deployments) and, for a default that
+    depends on the machine, how the table shows it."""
+    return field(default=default, metadata={"doc": doc, "secret": secret, "shown": shown})
 
 
 @dataclass(frozen=True)
@@ -19,44 +29,56 @@ class Settings:
     """Process settings; each field is read from ``STYLEPROBE_<FIELD NAME IN CAPITALS>``,
     or from the file that ``STYLEPROBE_<NAME>_FILE`` names (for secrets)."""
 
-    model_repository: str = str(DEFAULT_MODEL_REPOSITORY)
-    backend: str = "local"  # local | triton
-    local_device: str = "cpu"  # torch device of the local backend: cpu, cuda, cuda:1
-    triton_url: str = "127.0.0.1:8001"  # gRPC
-    triton_timeout_s: float = 30.0  # deadline of every Triton call
-    triton_retries: int = 4  # retries (with backoff) when Triton is UNAVAILABLE
-    triton_concurrency: int = 4  # chunks of one batch in flight at once
-    store: str = "local"  # local | s3
-    store_dir: str = "styleprobe-artifacts"
-    runner: str = "inline"  # inline | celery
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    max_batch: int = 64  # largest batch a model backend sends in one call
-    probe_samples: int = 10_000  # latents sampled to probe a direction
-    evaluation_dir: str = str(REPO_ROOT / "evaluation-models")  # oracles, shortcut classifiers
-    # S3 / MinIO artifact store (store = "s3"); keys and secrets may come from files
-    s3_endpoint: str = "127.0.0.1:9000"  # host:port
-    s3_public_endpoint: str = ""  # host:port presigned URLs name, if not s3_endpoint
-    s3_access_key: str = ""
-    s3_secret_key: str = ""
-    s3_bucket: str = "styleprobe"
-    s3_region: str = "us-east-1"
-    s3_secure: bool = False  # HTTPS
-    presign_expiry_s: int = 3600  # how long a presigned GET URL stays valid
+    model_repository: str = setting(
+        str(DEFAULT_MODEL_REPOSITORY), "where model sets and their manifests lie",
+        shown="<checkout>/model_repository")
+    backend: str = setting("local", "model backend: `local` (TorchScript in process) or `triton`")
+    local_device: str = setting("cpu", "torch device of the local backend (`cuda`, `cuda:1`)")
+    triton_url: str = setting("127.0.0.1:8001", "Triton's gRPC address")
+    triton_timeout_s: float = setting(30.0, "deadline of every Triton call, in seconds")
+    triton_retries: int = setting(4, "retries, with backoff, while Triton is UNAVAILABLE")
+    triton_concurrency: int = setting(4, "chunks of one batch in flight at once")
+    store: str = setting("local", "artifact store: `local` directory or `s3`")
+    store_dir: str = setting("styleprobe-artifacts", "the local store's directory")
+    redis_url: str = setting("redis://127.0.0.1:6379/0", "Redis for the queue and job records",
+                             secret=True)
+    max_batch: int = setting(64, "largest batch a model backend sends in one call")
+    probe_samples: int = setting(10_000, "latents sampled to probe a direction")
+    evaluation_dir: str = setting(
+        str(REPO_ROOT / "evaluation-models"),
+        "oracles and shortcut classifiers `styleprobe evaluate` uses",
+        shown="<checkout>/evaluation-models")
+    # S3 / MinIO artifact store (store = "s3")
+    s3_endpoint: str = setting("127.0.0.1:9000", "S3 endpoint, host:port")
+    s3_public_endpoint: str = setting(
+        "", "host:port that presigned URLs name, if not `STYLEPROBE_S3_ENDPOINT`")
+    s3_access_key: str = setting("", "S3 access key", secret=True)
+    s3_secret_key: str = setting("", "S3 secret key", secret=True)
+    s3_bucket: str = setting("styleprobe", "the bucket of every object (created if missing)")
+    s3_region: str = setting("us-east-1", "S3 region")
+    s3_secure: bool = setting(False, "talk to S3 over HTTPS")
+    presign_expiry_s: int = setting(3600, "how long a presigned GET URL stays valid, in seconds")
     # the gRPC orchestrator
-    grpc_listen: str = "127.0.0.1:50051"
-    grpc_max_message_bytes: int = 16 * 1024 * 1024  # largest request or response
-    grpc_grace_s: float = 10.0  # how long a stopping server lets calls in flight finish
-    api_tokens: str = ""  # comma-separated bearer tokens the orchestrator accepts
-    health_interval_s: float = 2.0  # how often Redis, S3 and Triton are checked
-    metrics_port: int = 0  # Prometheus /metrics port of a service process; 0: none
-    worker_metrics_port: int = 0  # a Celery worker's /metrics (all pool processes); 0: none
-    metrics_host: str = "0.0.0.0"  # address the /metrics servers listen on
-    job_ttl_s: int = 7 * 24 * 3600  # how long job records stay in Redis
-    watch_outage_s: float = 30.0  # how long an open WatchJob waits out a Redis outage
+    grpc_listen: str = setting("127.0.0.1:50051", "the orchestrator's gRPC address")
+    grpc_max_message_bytes: int = setting(16 * 1024 * 1024,
+                                          "largest gRPC request or response (16 MiB)")
+    grpc_grace_s: float = setting(
+        10.0, "seconds a stopping orchestrator lets calls in flight finish")
+    api_tokens: str = setting("", "comma-separated bearer tokens the orchestrator accepts",
+                              secret=True)
+    health_interval_s: float = setting(2.0, "seconds between checks of Redis, S3 and Triton")
+    metrics_port: int = setting(0, "Prometheus `/metrics` port of a service process; 0: none")
+    worker_metrics_port: int = setting(
+        0, "a Celery worker's `/metrics` port (all pool processes); 0: none")
+    metrics_host: str = setting("0.0.0.0", "address the `/metrics` servers listen on")
+    job_ttl_s: int = setting(7 * 24 * 3600, "seconds job records stay in Redis (7 days)")
+    watch_outage_s: float = setting(
+        30.0, "seconds an open `WatchJob` waits out a Redis outage")
     # the Celery workers
-    task_soft_time_limit_s: int = 600  # a stage is told to stop after this
-    task_time_limit_s: int = 660  # and is killed after this
-    visibility_timeout_s: int = 900  # an unacknowledged task is redelivered after this
+    task_soft_time_limit_s: int = setting(600, "seconds after which a stage is told to stop")
+    task_time_limit_s: int = setting(660, "seconds after which a stage is killed")
+    visibility_timeout_s: int = setting(
+        900, "seconds after which an unacknowledged task is redelivered")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

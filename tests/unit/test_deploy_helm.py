@@ -281,8 +281,8 @@ def test_settings_and_addresses_agree_with_the_code(case: tuple[dict, Objects]) 
     config = next(iter(of_kind(objects, "ConfigMap").values()))["data"]
     fields = {setting_of(name) for name in config}
     assert Settings.from_env(config)  # every value converts to its field's type
-    assert {"backend", "triton_url", "store", "runner", "s3_endpoint", "grpc_listen"} <= fields
-    assert config["STYLEPROBE_BACKEND"] == "triton" and config["STYLEPROBE_RUNNER"] == "celery"
+    assert {"backend", "triton_url", "store", "s3_endpoint", "grpc_listen"} <= fields
+    assert config["STYLEPROBE_BACKEND"] == "triton"
     for key in merged["settings"]:
         setting_of(key)
     services = of_kind(objects, "Service")

@@ -114,9 +114,8 @@ def test_build_context_holds_what_the_images_copy(dockerfile: str) -> None:
 
 def test_model_repository_is_ready_for_the_triton_image() -> None:
     repository = REPO_ROOT / "model_repository"
-    models = sorted(p for p in repository.glob("*/") if p.is_dir()) if repository.is_dir() else []
-    if not models:
-        pytest.skip("no model sets exported into model_repository/ yet")
+    models = sorted(p for p in repository.glob("*/") if p.is_dir())
+    assert models, f"no model sets in {repository}"
     for model in models:
         config = (model / "config.pbtxt").read_text()
         platform = re.search(r'^platform:\s*"([^"]+)"', config, re.M)
