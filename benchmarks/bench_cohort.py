@@ -46,10 +46,10 @@ from styleprobe.api import pb, rpc
 from styleprobe.config import Settings
 from styleprobe.data.datasets import phantom_set, render, write_folder
 from styleprobe.modelset import list_model_sets, load_model_set
-from styleprobe.servers import ServiceStack
 from styleprobe.serving.cpu_repository import build_cpu_repository
-from styleprobe.serving.server import TritonProcess
 from styleprobe.storage import ArtifactStore, open_store
+from styleprobe.testing.stack import ServiceStack
+from styleprobe.testing.triton import triton_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STYLEPROBE = Path(sys.executable).with_name("styleprobe")
@@ -172,7 +172,7 @@ def through_service(args: argparse.Namespace, repository: Path, work: Path,
     """Each size of ``folders`` as a cohort through the service, on one stack."""
     build_cpu_repository(repository, work / "triton-repository", [args.model_set])
     runs = []
-    with TritonProcess(work / "triton-repository", log_path=work / "tritonserver.log") as triton, \
+    with triton_server(work / "triton-repository", work / "tritonserver.log") as triton, \
             ServiceStack(work / "stack", repository, workers=args.workers, backend="triton",
                          triton_url=triton.grpc_url,
                          extra_env={"STYLEPROBE_PROBE_SAMPLES": str(args.probe_samples)}

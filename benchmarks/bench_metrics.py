@@ -28,7 +28,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def measure(calls: int, repeats: int) -> dict[str, float]:
     """Microseconds per call of each helper, and milliseconds per /metrics page."""
     from styleprobe import metrics
-    from styleprobe.servers import free_port
+    from styleprobe.testing.ports import free_port
 
     def stage() -> None:
         with metrics.stage_timer("render"):

@@ -40,10 +40,10 @@ from styleprobe.explain.direction import ProbeSettings
 from styleprobe.explain.engine import Explainer, ExplainOptions
 from styleprobe.explain.lambdas import DEFAULT_LAMBDAS
 from styleprobe.modelset import load_model_set
-from styleprobe.servers import ServiceStack
 from styleprobe.serving.cpu_repository import build_cpu_repository
-from styleprobe.serving.server import TritonProcess
 from styleprobe.storage.local import LocalStore
+from styleprobe.testing.stack import ServiceStack
+from styleprobe.testing.triton import triton_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STAGES = ("encode", "direction", "traverse", "render", "manifest")
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                              args.lambdas) for i in range(args.repeats)]
 
     build_cpu_repository(repository, work / "triton-repository", [args.model_set])
-    with TritonProcess(work / "triton-repository", log_path=work / "tritonserver.log") as server, \
+    with triton_server(work / "triton-repository", work / "tritonserver.log") as server, \
             ServiceStack(work / "stack", repository, workers=2, backend="triton",
                          triton_url=server.grpc_url) as stack, \
             grpc.insecure_channel(stack.grpc_address) as channel:

@@ -44,8 +44,9 @@ from styleprobe.explain.lambdas import DEFAULT_LAMBDAS, parse_lambdas
 from styleprobe.explain.traverse import decode_frames
 from styleprobe.modelset import list_model_sets, load_model_set
 from styleprobe.serving.cpu_repository import build_cpu_repository
-from styleprobe.serving.server import TritonProcess
+from styleprobe.serving.tritonserver import TritonProcess
 from styleprobe.storage.local import LocalStore
+from styleprobe.testing.triton import triton_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_BATCH = 4.0
@@ -229,7 +230,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-triton-") as folder:
         work = Path(folder)
         build_cpu_repository(repository, work / "repository", names)
-        server = TritonProcess(work / "repository", log_path=work / "tritonserver.log")
+        server = triton_server(work / "repository", work / "tritonserver.log")
         with server.start(timeout_s=READY_TIMEOUT_S):
             for name in names:
                 load = os.getloadavg()

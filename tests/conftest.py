@@ -15,7 +15,8 @@ from styleprobe.models.classifier import Classifier
 from styleprobe.models.encoder import Encoder
 from styleprobe.models.stylegan2 import Generator, GeneratorConfig, seeded_z
 from styleprobe.serving.cpu_repository import build_cpu_repository
-from styleprobe.serving.server import TritonProcess
+from styleprobe.serving.tritonserver import TritonProcess
+from styleprobe.testing.triton import triton_server
 from styleprobe.training.export import export_model_set
 
 # One torch thread: the test machines have 2 cores shared with other work, where more
@@ -81,7 +82,7 @@ def cpu_triton(tmp_path_factory: pytest.TempPathFactory
             pytest.skip("nvidia-pytriton is not installed (make installs the serving extra)")
         work = tmp_path_factory.mktemp("triton")
         build_cpu_repository(repository, work / "repository")
-        server = TritonProcess(work / "repository", log_path=work / "tritonserver.log")
+        server = triton_server(work / "repository", work / "tritonserver.log")
         started.append(server)
         return server.start(timeout_s=timeout_s)
 

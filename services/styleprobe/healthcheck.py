@@ -30,10 +30,22 @@ def listen_port(listen: str) -> int:
     return int(port)
 
 
+def grpc_serving(address: str) -> bool:
+    """Whether the gRPC health service at ``address`` answers SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=1)
+        except grpc.RpcError:
+            return False
+    return answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
 def check_orchestrator(settings: Settings) -> str:
     """Empty when the local orchestrator is SERVING; otherwise why not."""
-    from styleprobe.servers import grpc_serving
-
     address = f"127.0.0.1:{listen_port(settings.grpc_listen)}"
     if grpc_serving(address):
         return ""

@@ -16,8 +16,9 @@ import pytest
 
 from styleprobe.config import DEFAULT_MODEL_REPOSITORY
 from styleprobe.modelset import list_model_sets, load_model_set, manifest_path
-from styleprobe.servers import ServiceStack, venv_program
-from styleprobe.serving.server import TritonProcess
+from styleprobe.serving.tritonserver import TritonProcess
+from styleprobe.testing.process import venv_program
+from styleprobe.testing.stack import ServiceStack
 
 BUNDLED_SET = "knee-oa"
 # Seconds: a stage is stopped after SOFT, killed after HARD; a task nobody acknowledged

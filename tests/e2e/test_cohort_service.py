@@ -27,9 +27,10 @@ from styleprobe.api import pb, rpc
 from styleprobe.cohort.ledger import DEFAULT_CHUNK_SIZE
 from styleprobe.data.knee import KneePhantoms
 from styleprobe.jobs import JobStore
-from styleprobe.servers import ServiceStack, venv_program
 from styleprobe.storage import open_store
 from styleprobe.storage.s3 import S3Store
+from styleprobe.testing.process import venv_program
+from styleprobe.testing.stack import ServiceStack
 from styleprobe.worker.app import COHORT_TASKS, QUEUES
 
 TINY = "tiny"

@@ -25,8 +25,10 @@ from pydicom.data import get_testdata_file
 
 from styleprobe.api import pb, rpc
 from styleprobe.config import REPO_ROOT
-from styleprobe.servers import ServerProcess, ServiceStack, free_port
-from styleprobe.serving.server import TritonProcess
+from styleprobe.serving.tritonserver import TritonProcess
+from styleprobe.testing.ports import free_port
+from styleprobe.testing.process import ServerProcess
+from styleprobe.testing.stack import ServiceStack
 
 DICOM = Path(get_testdata_file("CT_small.dcm"))
 # A probe seed of its own: this job probes its direction (the direction stage is timed).

@@ -27,9 +27,10 @@ from styleprobe.explain.engine import Explainer, ExplainOptions
 from styleprobe.explain.result import ExplanationResult
 from styleprobe.jobs import PREFIX as JOB_PREFIX
 from styleprobe.jobs import JobStore
-from styleprobe.servers import ServerProcess, ServiceStack, venv_program
 from styleprobe.storage import open_store
 from styleprobe.storage.local import LocalStore
+from styleprobe.testing.process import ServerProcess, venv_program
+from styleprobe.testing.stack import ServiceStack
 from styleprobe.worker.app import QUEUES
 from styleprobe.worker.tasks import DIRECTION_PROBED
 

@@ -12,7 +12,7 @@ import torch
 from styleprobe.models.classifier import Classifier
 from styleprobe.models.encoder import Encoder
 from styleprobe.models.stylegan2 import Generator, GeneratorConfig
-from styleprobe.serving.server import TritonProcess
+from styleprobe.serving.tritonserver import TritonProcess
 from styleprobe.training.export import export_model_set
 
 RGB_SET = "tiny-rgb"

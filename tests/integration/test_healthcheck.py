@@ -17,7 +17,7 @@ from celery.contrib.testing.worker import start_worker
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from styleprobe.healthcheck import listen_port, run
-from styleprobe.servers import free_port
+from styleprobe.testing.ports import free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 

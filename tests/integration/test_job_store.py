@@ -18,7 +18,8 @@ from styleprobe.jobs import (
     JobStore,
     new_job_id,
 )
-from styleprobe.servers import ServerError, redis_server
+from styleprobe.testing.process import ServerError
+from styleprobe.testing.redis import redis_server
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,8 @@ import redis
 from celery import Celery
 
 from styleprobe.config import Settings
-from styleprobe.servers import ServerProcess, free_port, venv_program
+from styleprobe.testing.ports import free_port
+from styleprobe.testing.process import ServerProcess, venv_program
 
 TASK_MODULE = '''
 import os

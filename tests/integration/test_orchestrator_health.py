@@ -16,14 +16,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from styleprobe.config import Settings
-from styleprobe.servers import (
-    S3_ACCESS_KEY,
-    ServerError,
-    ServerProcess,
-    free_port,
-    s3_server,
-    venv_program,
-)
+from styleprobe.testing.ports import free_port
+from styleprobe.testing.process import ServerError, ServerProcess, venv_program
+from styleprobe.testing.s3 import S3_ACCESS_KEY, s3_server
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

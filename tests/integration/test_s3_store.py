@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from styleprobe.config import Settings
-from styleprobe.servers import S3_ACCESS_KEY, ServerError, ServerProcess, s3_server
 from styleprobe.storage import ObjectNotFound, StoreError, open_store
 from styleprobe.storage.s3 import S3Store
+from styleprobe.testing.process import ServerError, ServerProcess
+from styleprobe.testing.s3 import S3_ACCESS_KEY, s3_server
 
 SECRET = "integration-secret"
 

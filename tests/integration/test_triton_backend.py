@@ -15,8 +15,8 @@ from styleprobe.config import Settings
 from styleprobe.explain.direction import ProbeSettings
 from styleprobe.explain.engine import Explainer, ExplainOptions
 from styleprobe.modelset import load_model_set
-from styleprobe.serving.server import TritonProcess
 from styleprobe.serving.triton_config import MAX_BATCH_SIZE
+from styleprobe.serving.tritonserver import TritonProcess
 from styleprobe.storage.local import LocalStore
 
 triton = pytest.importorskip("styleprobe.backends.triton")  # needs tritonclient[grpc]

@@ -17,7 +17,8 @@ import pytest
 
 from styleprobe.backends import BackendError
 from styleprobe.modelset import load_model_set
-from styleprobe.serving.server import free_port, python_stubs
+from styleprobe.serving.tritonserver import python_stubs
+from styleprobe.testing.ports import free_port
 
 triton = pytest.importorskip("styleprobe.backends.triton")  # needs tritonclient[grpc]
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("pytriton") is None,

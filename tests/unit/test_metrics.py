@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -16,6 +15,7 @@ from prometheus_client import REGISTRY
 
 from styleprobe import metrics
 from styleprobe.config import REPO_ROOT
+from styleprobe.testing.ports import free_port
 
 
 def sample(name: str, **labels: str) -> float:
@@ -26,12 +26,6 @@ def documented_series() -> dict[str, str]:
     """``series -> type`` from the StyleProbe table of docs/metrics.md."""
     text = (REPO_ROOT / "docs" / "metrics.md").read_text()
     return dict(re.findall(r"^\| `(styleprobe_\w+)` \| (\w+) \|", text, re.MULTILINE))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_helpers_record_what_they_say() -> None:

@@ -7,7 +7,7 @@ import pytest
 from celery import Celery, Task
 from celery.exceptions import Reject
 
-from styleprobe.servers import free_port
+from styleprobe.testing.ports import free_port
 from styleprobe.worker.tasks import retry
 
 

@@ -59,7 +59,7 @@ def _check_port_free(port: int) -> None:
 
 def _serve(args: argparse.Namespace) -> None:
     from styleprobe.serving.cpu_repository import build_cpu_repository
-    from styleprobe.serving.server import TritonError, TritonProcess
+    from styleprobe.serving.tritonserver import TritonError, TritonProcess
 
     repository = _repository(args)
     for port in (args.http_port, args.grpc_port, args.metrics_port):

@@ -18,7 +18,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -82,13 +81,6 @@ def server_environment() -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    """A TCP port that nothing listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def python_stubs(parent: int | None, among: list[int] | None = None) -> list[int]:
     """Process ids of Python-backend stubs (Linux ``/proc``): children of ``parent`` if it
     is given, among the ids ``among`` if they are given."""
@@ -108,18 +100,16 @@ def python_stubs(parent: int | None, among: list[int] | None = None) -> list[int
 
 
 class TritonProcess:
-    """One ``tritonserver`` process serving ``repository``; ports 0 mean free ones.
+    """One ``tritonserver`` process serving ``repository`` on the given ports.
 
     Its output goes to ``log_path`` (``None``: this process's stdout and stderr). Use it as
     a context manager, or :meth:`start` and :meth:`stop` (by process id, SIGTERM first).
     """
 
-    def __init__(self, repository: Path, http_port: int = 0, grpc_port: int = 0,
-                 metrics_port: int = 0, log_path: Path | None = None) -> None:
+    def __init__(self, repository: Path, http_port: int, grpc_port: int, metrics_port: int,
+                 log_path: Path | None = None) -> None:
         self.repository = Path(repository)
-        self.http_port = http_port or free_port()
-        self.grpc_port = grpc_port or free_port()
-        self.metrics_port = metrics_port or free_port()
+        self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
 

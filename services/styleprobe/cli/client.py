@@ -1,0 +1,60 @@
+"""``styleprobe client explain``: explain an image through a running service (gRPC) and
+save what it made."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import urllib.request
+from pathlib import Path
+
+from styleprobe.cli.common import LAMBDA_SPEC_OR_NUMBER, UserError
+
+DOWNLOADS = ("manifest", "animation", "strip", "report")  # what the client saves
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    client = sub.add_parser("client", help="call a running service")
+    calls = client.add_subparsers(dest="call", required=True)
+    explain = calls.add_parser("explain", help="explain an image through the service")
+    explain._negative_number_matcher = LAMBDA_SPEC_OR_NUMBER  # "--lambdas -3:3:9"
+    explain.add_argument("image", type=Path)
+    explain.add_argument("--server", default="127.0.0.1:50051")
+    explain.add_argument("--token", default=os.environ.get("STYLEPROBE_TOKEN", ""),
+                         help="bearer token (default: STYLEPROBE_TOKEN)")
+    explain.add_argument("--model-set", required=True)
+    explain.add_argument("--target", default="")
+    explain.add_argument("--lambdas", default="")
+    explain.add_argument("--out", type=Path, default=Path("."),
+                         help="folder for the manifest, animation, strip and report")
+    explain.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
+    explain.set_defaults(func=_explain)
+
+
+def _explain(args: argparse.Namespace) -> None:
+    from styleprobe.api import pb
+    from styleprobe.cli.remote import service, watch_job
+
+    try:
+        data = args.image.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {args.image}: {exc.strerror}") from exc
+    with service(args) as (stub, metadata):
+        job = stub.Explain(pb.ExplainRequest(image_bytes=data, filename=args.image.name,
+                                             model_set=args.model_set, target=args.target,
+                                             lambdas=args.lambdas),
+                           metadata=metadata, timeout=60)
+        print(f"job {job.job_id} queued")
+        for event in watch_job(stub, metadata, job.job_id, args.timeout):
+            print(f"{event.job.progress:5.0%} {event.message}", file=sys.stderr)
+            job = event.job
+    if job.state != pb.JOB_STATE_SUCCEEDED:
+        raise UserError(f"job {job.job_id} {pb.JobState.Name(job.state)}: {job.error}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for artifact in job.explanation.artifacts:
+        if artifact.name in DOWNLOADS and artifact.url:
+            target = args.out / Path(artifact.key).name
+            with urllib.request.urlopen(artifact.url, timeout=60) as response:
+                target.write_bytes(response.read())
+            print(f"saved {target}")
