@@ -3,7 +3,6 @@ CPU ``tritonserver`` on any model repository."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import required
 from styleprobe.models.classifier import Classifier
 from styleprobe.models.encoder import Encoder
 from styleprobe.models.stylegan2 import Generator, GeneratorConfig, seeded_z
@@ -73,13 +73,12 @@ def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cpu_triton(tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[Callable[..., TritonProcess]]:
     """``start(repository, timeout_s)``: tritonserver on the CPU repository built from a
-    model repository (free ports); the test skips if nvidia-pytriton is not installed.
+    model repository (free ports); the test fails if nvidia-pytriton is not installed.
     Every server started is stopped by its process id at the end of the session."""
     started: list[TritonProcess] = []
 
     def start(repository: Path, timeout_s: float = 300.0) -> TritonProcess:
-        if importlib.util.find_spec("pytriton") is None:
-            pytest.skip("nvidia-pytriton is not installed (make installs the serving extra)")
+        required.package("pytriton")
         work = tmp_path_factory.mktemp("triton")
         build_cpu_repository(repository, work / "repository")
         server = triton_server(work / "repository", work / "tritonserver.log")

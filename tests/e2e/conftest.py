@@ -14,23 +14,16 @@ from pathlib import Path
 import grpc
 import pytest
 
+import required
 from styleprobe.config import DEFAULT_MODEL_REPOSITORY
 from styleprobe.modelset import list_model_sets, load_model_set, manifest_path
 from styleprobe.serving.tritonserver import TritonProcess
-from styleprobe.testing.process import venv_program
 from styleprobe.testing.stack import ServiceStack
 
 BUNDLED_SET = "knee-oa"
 # Seconds: a stage is stopped after SOFT, killed after HARD; a task nobody acknowledged
 # is handed out again after VISIBILITY (generous: the test machines are shared).
 SOFT, HARD, VISIBILITY = 240, 250, 260
-
-
-def _needs(program: str) -> None:
-    try:
-        venv_program(program)
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +61,7 @@ def make_stack(service_repository: Path, triton: TritonProcess,
     (to enter) on the test Triton, two workers, these task time limits in seconds and a
     small probe; ``options`` go to :class:`ServiceStack`."""
     for program in ("redis-server", "weed", "styleprobe"):
-        _needs(program)
+        required.program(program)
 
     def make(name: str, limits: tuple[int, int, int] = (SOFT, HARD, VISIBILITY),
              **options: bool) -> ServiceStack:

@@ -1,4 +1,4 @@
-"""The embedded pipeline on the bundled model sets (issue 3's "must show").
+"""The embedded pipeline on the bundled model sets, end to end:
 
 - For 20 held-out phantoms with disease that the classifier calls diseased (an
   explanation explains a prediction), the target probability falls monotonically as the

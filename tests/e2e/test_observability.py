@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 import urllib.parse
 import urllib.request
@@ -23,6 +22,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from pydicom.data import get_testdata_file
 
+import required
 from styleprobe.api import pb, rpc
 from styleprobe.config import REPO_ROOT
 from styleprobe.serving.tritonserver import TritonProcess
@@ -127,8 +127,7 @@ def test_orchestrator_and_workers_serve_the_documented_series(
 def test_prometheus_scrapes_the_service_and_triton_with_the_repository_config(
         stack: ServiceStack, triton: TritonProcess, job: tuple[pb.Job, str],
         tmp_path: Path) -> None:
-    prometheus = shutil.which("prometheus")
-    assert prometheus, "prometheus is missing: `make tools` installs it (Debian's package)"
+    prometheus = required.program("prometheus")
     config = yaml.safe_load((REPO_ROOT / "deploy/prometheus/prometheus.yml").read_text())
     hosts = {name: urllib.parse.urlsplit(url).netloc
              for name, url in stack.metrics_urls.items()}

@@ -16,6 +16,7 @@ from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+import required
 from styleprobe.healthcheck import listen_port, run
 from styleprobe.testing.ports import free_port
 
@@ -61,7 +62,7 @@ def test_listen_port() -> None:
 
 def test_worker_is_healthy_while_its_node_answers(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("STYLEPROBE_REDIS_URL", REDIS_URL)
+    monkeypatch.setenv("STYLEPROBE_REDIS_URL", required.running_redis(REDIS_URL))
     app = Celery("healthcheck-test", broker=REDIS_URL)
     with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING",
                       hostname=f"gpu@{socket.gethostname()}"):

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+import required
 from styleprobe.jobs import (
     ACTIVE,
     CANCELLED,
@@ -18,16 +19,13 @@ from styleprobe.jobs import (
     JobStore,
     new_job_id,
 )
-from styleprobe.testing.process import ServerError
 from styleprobe.testing.redis import redis_server
 
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    try:
-        server, url = redis_server(tmp_path_factory.mktemp("redis"))
-    except ServerError as exc:
-        pytest.skip(str(exc))
+    required.program("redis-server")
+    server, url = redis_server(tmp_path_factory.mktemp("redis"))
     server.start()
     yield url
     server.stop()

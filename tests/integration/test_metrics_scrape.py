@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 import urllib.parse
 import urllib.request
@@ -18,6 +17,7 @@ import pytest
 import redis
 from celery import Celery
 
+import required
 from styleprobe.config import Settings
 from styleprobe.testing.ports import free_port
 from styleprobe.testing.process import ServerProcess, venv_program
@@ -73,7 +73,7 @@ def worker(tmp_path: Path) -> Iterator[tuple[ServerProcess, Celery, int]]:
     """A prefork worker (concurrency 2) in multiprocess mode on its own queue."""
     (tmp_path / "metrics_probe.py").write_text(TASK_MODULE)
     port, queue = free_port(), f"metrics-probe-{uuid.uuid4().hex[:8]}"
-    broker = Settings.from_env().redis_url
+    broker = required.running_redis(Settings.from_env().redis_url)
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "PROBE_BROKER": broker,
            "PROBE_QUEUE": queue, "PROBE_PORT": str(port),
            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "multiproc")}
@@ -104,8 +104,7 @@ def test_worker_serves_all_pool_processes_and_prometheus_scrapes_it(
     writers = {p.stem.rsplit("_", 1)[1] for p in (tmp_path / "multiproc").glob("*.db")}
     assert writers - {str(process.pid)}  # counted in pool processes, served by the parent
 
-    prometheus = shutil.which("prometheus")
-    assert prometheus, "prometheus is missing: `make test` installs it (Debian's package)"
+    prometheus = required.program("prometheus")
     web = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(json.dumps({  # YAML is a superset of JSON

@@ -11,13 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+import required
 from styleprobe.config import Settings
 from styleprobe.testing.ports import free_port
-from styleprobe.testing.process import ServerError, ServerProcess, venv_program
+from styleprobe.testing.process import ServerProcess
 from styleprobe.testing.s3 import S3_ACCESS_KEY, s3_server
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -55,19 +55,17 @@ def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> N
 
 def test_orchestrator_starts_with_s3_down_and_serves_once_it_is_up(
         tiny_repository: Path, tmp_path: Path) -> None:
-    try:
-        program = venv_program("styleprobe")
-        venv_program("weed")
-    except ServerError as exc:
-        pytest.skip(str(exc))
+    program = required.program("styleprobe")
+    required.program("weed")
     (tmp_path / "s3").mkdir()
     secret = secrets.token_urlsafe(16)
     s3, endpoint = s3_server(tmp_path / "s3", secret)  # not started yet
     address, metrics_port = f"127.0.0.1:{free_port()}", free_port()
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    redis_url = required.running_redis(Settings.from_env().redis_url)
     env = {key: value for key, value in os.environ.items() if not key.startswith("STYLEPROBE_")}
     env.update({
-        "STYLEPROBE_REDIS_URL": Settings.from_env().redis_url, "STYLEPROBE_STORE": "s3",
+        "STYLEPROBE_REDIS_URL": redis_url, "STYLEPROBE_STORE": "s3",
         "STYLEPROBE_S3_ENDPOINT": endpoint, "STYLEPROBE_S3_ACCESS_KEY": S3_ACCESS_KEY,
         "STYLEPROBE_S3_SECRET_KEY": secret, "STYLEPROBE_S3_BUCKET": "health-test",
         "STYLEPROBE_MODEL_REPOSITORY": str(tiny_repository), "STYLEPROBE_API_TOKENS": "t",

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+import required
 from styleprobe.config import Settings
 from styleprobe.storage import ObjectNotFound, StoreError, open_store
 from styleprobe.storage.s3 import S3Store
-from styleprobe.testing.process import ServerError, ServerProcess
+from styleprobe.testing.process import ServerProcess
 from styleprobe.testing.s3 import S3_ACCESS_KEY, s3_server
 
 SECRET = "integration-secret"
@@ -20,10 +21,8 @@ SECRET = "integration-secret"
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
-    try:
-        server, endpoint = s3_server(tmp_path_factory.mktemp("s3"), SECRET)
-    except ServerError as exc:
-        pytest.skip(str(exc))
+    required.program("weed")
+    server, endpoint = s3_server(tmp_path_factory.mktemp("s3"), SECRET)
     server.start(timeout_s=90)
     yield server, endpoint
     server.stop()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import required
 from styleprobe.backends import BackendError, open_backend
 from styleprobe.backends.local import LocalBackend
 from styleprobe.config import Settings
@@ -19,7 +20,7 @@ from styleprobe.serving.triton_config import MAX_BATCH_SIZE
 from styleprobe.serving.tritonserver import TritonProcess
 from styleprobe.storage.local import LocalStore
 
-triton = pytest.importorskip("styleprobe.backends.triton")  # needs tritonclient[grpc]
+triton = required.module("styleprobe.backends.triton")
 TOLERANCE = 1e-5
 N = 2 * MAX_BATCH_SIZE + 7  # three chunks, sent concurrently
 

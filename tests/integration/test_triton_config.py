@@ -9,6 +9,7 @@ import pytest
 import torch
 from google.protobuf import text_format
 
+import required
 from styleprobe.cli import run
 from styleprobe.config import DEFAULT_MODEL_REPOSITORY
 from styleprobe.modelset import (
@@ -21,7 +22,7 @@ from styleprobe.modelset import (
 from styleprobe.serving.cpu_repository import build_cpu_repository
 from styleprobe.serving.triton_config import MAX_BATCH_SIZE, decode_ensemble_name
 
-pb = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+pb = required.module("tritonclient.grpc.model_config_pb2")
 BUNDLED_SETS = (list_model_sets(DEFAULT_MODEL_REPOSITORY) if DEFAULT_MODEL_REPOSITORY.is_dir()
                 else [])
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import socket
@@ -15,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import required
 from styleprobe.backends import BackendError
 from styleprobe.modelset import load_model_set
 from styleprobe.serving.tritonserver import python_stubs
 from styleprobe.testing.ports import free_port
 
-triton = pytest.importorskip("styleprobe.backends.triton")  # needs tritonclient[grpc]
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("pytriton") is None,
-                                reason="nvidia-pytriton is not installed")
+triton = required.module("styleprobe.backends.triton")
+required.package("pytriton")
 SERVE = "from styleprobe.cli import main; main()"
 
 

@@ -9,7 +9,6 @@ mounts is checked with ``promtool check config``.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 import yaml
 from deploy_checks import host_port, setting_of, worker_queues
 
+import required
 from styleprobe.config import REPO_ROOT, Settings
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
@@ -204,8 +204,7 @@ def test_prometheus_config_the_compose_file_mounts_passes_promtool(
     config = next(a.split("=", 1)[1] for a in prometheus["command"]
                   if a.startswith("--config.file="))
     folder = mounted(prometheus, str(Path(config).parent))
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is missing: apt-get install prometheus"
+    promtool = required.program("promtool")
     result = subprocess.run([promtool, "check", "config", Path(config).name], cwd=folder,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

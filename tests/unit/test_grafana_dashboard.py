@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
+import required
 from styleprobe.config import REPO_ROOT
 
 GRAFANA = REPO_ROOT / "deploy" / "grafana"
@@ -45,8 +45,7 @@ def test_dashboard_queries_documented_series_from_the_provisioned_source() -> No
 
 
 def test_every_query_is_valid_promql(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is missing: `make test` installs it (apt-get install prometheus)"
+    promtool = required.program("promtool")
     rules = {"groups": [{"name": "dashboard", "rules": [
         {"record": f"dashboard:query_{i}", "expr": expr.replace("$__rate_interval", "5m")}
         for i, expr in enumerate(expressions())]}]}

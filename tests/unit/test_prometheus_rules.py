@@ -4,11 +4,11 @@ package, which ``make test`` installs when it is missing."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
 
+import required
 from styleprobe.config import REPO_ROOT
 
 PROMETHEUS_DIR = REPO_ROOT / "deploy" / "prometheus"
@@ -20,8 +20,7 @@ PROMETHEUS_DIR = REPO_ROOT / "deploy" / "prometheus"
     ["test", "rules", "rules_test.yml"],
 ])
 def test_promtool_accepts(args: list[str]) -> None:
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is missing: `make test` installs it (apt-get install prometheus)"
+    promtool = required.program("promtool")
     done = subprocess.run([promtool, *args], cwd=PROMETHEUS_DIR, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
