@@ -31,14 +31,14 @@ import grpc
 import numpy as np
 import torch
 from PIL import Image
+from styleprobe.explain.lambdas import DEFAULT_LAMBDAS
 
 from styleprobe.api import pb, rpc
 from styleprobe.backends.local import LocalBackend
 from styleprobe.config import Settings
 from styleprobe.data.datasets import phantom_set
-from styleprobe.explain.direction import ProbeSettings
 from styleprobe.explain.engine import Explainer, ExplainOptions
-from styleprobe.explain.lambdas import DEFAULT_LAMBDAS
+from styleprobe.explain.spec import ProbeSettings
 from styleprobe.modelset import load_model_set
 from styleprobe.serving.cpu_repository import build_cpu_repository
 from styleprobe.storage.local import LocalStore

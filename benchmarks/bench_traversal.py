@@ -24,15 +24,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from styleprobe.explain.lambdas import DEFAULT_LAMBDAS, parse_lambdas
 
 from styleprobe.backends.counting import CountingBackend
 from styleprobe.backends.local import LocalBackend
 from styleprobe.config import Settings
 from styleprobe.data.datasets import phantom_set
-from styleprobe.explain.direction import ProbeSettings, ensure_direction, load_direction
-from styleprobe.explain.inputs import to_tensor
-from styleprobe.explain.lambdas import DEFAULT_LAMBDAS, parse_lambdas
+from styleprobe.explain.direction import ensure_direction, load_direction
+from styleprobe.explain.inputs import to_model_layout
 from styleprobe.explain.scores import target_probability
+from styleprobe.explain.spec import ProbeSettings
 from styleprobe.explain.traverse import decode_frames
 from styleprobe.modelset import list_model_sets
 from styleprobe.storage.local import LocalStore
@@ -70,7 +71,7 @@ def diseased_latent(backend: LocalBackend, phantoms: str) -> np.ndarray:
     prep = backend.model_set.preprocessing
     source = phantom_set(phantoms, seed=4_242, size=prep.resolution)
     sample = next(s for s in map(source.sample, range(1000)) if s.label == 1)
-    return backend.encoder(to_tensor(sample.image[None], prep))[0]
+    return backend.encoder(to_model_layout(sample.image[None], prep))[0]
 
 
 def bench_probe(backend: LocalBackend, target: str, samples: int) -> dict[str, object]:

@@ -33,14 +33,15 @@ from typing import Any
 import numpy as np
 import torch
 from bench_traversal import WARMUP, timed  # the same warm-up-then-time loop
+from styleprobe.explain.lambdas import DEFAULT_LAMBDAS, parse_lambdas
 
 from styleprobe.backends.local import LocalBackend
 from styleprobe.backends.triton import TritonBackend
 from styleprobe.config import Settings
-from styleprobe.explain.direction import ProbeSettings, ensure_direction
+from styleprobe.explain.direction import ensure_direction
 from styleprobe.explain.engine import Explainer, ExplainOptions
-from styleprobe.explain.inputs import from_tensor
-from styleprobe.explain.lambdas import DEFAULT_LAMBDAS, parse_lambdas
+from styleprobe.explain.inputs import from_model_layout
+from styleprobe.explain.spec import ProbeSettings
 from styleprobe.explain.traverse import decode_frames
 from styleprobe.modelset import list_model_sets, load_model_set
 from styleprobe.serving.cpu_repository import build_cpu_repository
@@ -131,7 +132,7 @@ def bench_concurrency(local: LocalBackend, remote: TritonBackend, server: Triton
     ensure_direction(remote, LocalStore(store), model_set.default_target,
                      ProbeSettings(samples=probe_samples))  # probed once, then shared
     z = np.random.default_rng(8).standard_normal((explanations, model_set.z_dim))
-    images = from_tensor(local.synthesis(local.mapping(z.astype(np.float32))),
+    images = from_model_layout(local.synthesis(local.mapping(z.astype(np.float32))),
                          model_set.preprocessing)
     before = scrape(server.metrics_url)
     triton = concurrent_explanations("triton", repository, model_set.name, server.grpc_url,

@@ -22,6 +22,8 @@ from typing import Any
 
 import redis
 
+from styleprobe.explain.spec import JobSpec
+
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE = (QUEUED, RUNNING)
@@ -79,6 +81,26 @@ class JobNotFoundError(KeyError):
     """No job with that id (never created, or expired)."""
 
 
+@dataclass(frozen=True)
+class JobRequest:
+    """What a job was asked to do: its spec and its images — the stored input of an
+    explain job, or the key of a cohort's list of images and its chunk size."""
+
+    spec: JobSpec
+    input_key: str = ""  # explain: the stored input's record
+    images_key: str = ""  # cohort: the list of its images' keys
+    chunk_size: int = 0  # cohort: images per chunk task
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"spec": self.spec.to_dict(), "input_key": self.input_key,
+                "images_key": self.images_key, "chunk_size": self.chunk_size}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> JobRequest:
+        return cls(spec=JobSpec.from_dict(raw["spec"]), input_key=raw["input_key"],
+                   images_key=raw["images_key"], chunk_size=raw["chunk_size"])
+
+
 @dataclass
 class JobRecord:
     """One job as stored; times are Unix seconds (0: not yet)."""
@@ -86,7 +108,7 @@ class JobRecord:
     job_id: str
     kind: str
     state: str
-    request: dict[str, Any]
+    request: JobRequest
     stage: str = ""
     progress: float = 0.0
     created_at: float = 0.0
@@ -106,7 +128,8 @@ class JobRecord:
     def from_hash(cls, raw: dict[str, str]) -> JobRecord:
         return cls(
             job_id=raw["job_id"], kind=raw["kind"], state=raw["state"],
-            request=json.loads(raw["request"]), stage=raw.get("stage", ""),
+            request=JobRequest.from_dict(json.loads(raw["request"])),
+            stage=raw.get("stage", ""),
             progress=float(raw.get("progress", 0)),
             created_at=float(raw.get("created_at", 0)),
             started_at=float(raw.get("started_at", 0)),
@@ -150,11 +173,12 @@ class JobStore:
         """Raise ``redis.RedisError`` unless Redis answers."""
         self.redis.ping()
 
-    def create(self, job_id: str, kind: str, request: dict[str, Any], total: int = 1) -> JobRecord:
+    def create(self, job_id: str, kind: str, request: JobRequest, total: int = 1) -> JobRecord:
         """Store a new ``queued`` job (ids are random: see :func:`new_job_id`)."""
         now = time.time()
         record = {"job_id": job_id, "kind": kind, "state": QUEUED,
-                  "request": json.dumps(request), "created_at": repr(now), "progress": "0",
+                  "request": json.dumps(request.to_dict()), "created_at": repr(now),
+                  "progress": "0",
                   "count.total": str(total), "count.done": "0", "count.failed": "0"}
         key = PREFIX + job_id
         with self.redis.pipeline() as pipe:

@@ -7,8 +7,8 @@ typo cannot create an unbounded number of series.
 Exposition. The orchestrator is one process: :func:`start_metrics_server` serves the
 default registry. A Celery worker is a parent with forked children (prefork pool), each
 of which records its own samples: it runs in prometheus-client's *multiprocess mode* —
-``PROMETHEUS_MULTIPROC_DIR`` names a writable folder of the worker's own before
-prometheus-client is first imported (``styleprobe serve worker`` sets and empties it),
+``PROMETHEUS_MULTIPROC_DIR`` names a folder of the worker's own that exists before this
+module is imported (``styleprobe serve worker`` sets, makes and empties it),
 every process writes its samples to files there, and the parent serves all of them
 summed on one port (:func:`connect_celery_worker`). One port per worker host, whatever the pool
 size, so the scrape configuration does not change when the concurrency does.
@@ -40,11 +40,10 @@ log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # No ``*_created`` series: Prometheus does not need them, and they double every counter.
 disable_created_metrics()
-if os.environ.get(MULTIPROC_ENV):  # samples are written there as soon as metrics exist
-    Path(os.environ[MULTIPROC_ENV]).mkdir(parents=True, exist_ok=True)
 
 # Allowed label values.
-STAGES = ("encode", "direction", "decode", "render", "store")
+# the input stored when a job is submitted, then the engine's stages (explain.engine.STAGES)
+STAGES = ("input", "encode", "direction", "traverse", "render", "manifest")
 MODELS = ("mapping", "synthesis", "encoder", "classifier", "decode")
 GENERATOR_MODELS = ("synthesis", "decode")  # calls whose every batch item is a generated image
 JOB_KINDS = ("explain", "cohort")

@@ -26,11 +26,11 @@ from styleprobe.cli import run
 from styleprobe.cli.train import HELD_OUT_SEED
 from styleprobe.config import Settings
 from styleprobe.data.datasets import phantom_set
-from styleprobe.explain.direction import ProbeSettings
 from styleprobe.explain.engine import Explainer, ExplainOptions
-from styleprobe.explain.inputs import to_tensor
+from styleprobe.explain.inputs import to_model_layout
 from styleprobe.explain.result import ExplanationResult
 from styleprobe.explain.scores import target_probability
+from styleprobe.explain.spec import ProbeSettings
 from styleprobe.modelset import manifest_path
 from styleprobe.storage.local import LocalStore
 
@@ -74,7 +74,7 @@ def test_diseased_phantoms_move_to_healthy_and_flip(name: str, store_dir: Path) 
     class_index = backend.model_set.classifier.class_index(target)
     sick = [s for s in map(phantoms.sample, range(400)) if s.label == 1]
     called_sick = target_probability(
-        backend.classifier(to_tensor(np.stack([s.image for s in sick]), prep)), class_index)
+        backend.classifier(to_model_layout(np.stack([s.image for s in sick]), prep)), class_index)
     diseased = [s for s, p in zip(sick, called_sick, strict=True) if p >= threshold][:DISEASED]
     explainer = Explainer(backend, LocalStore(store_dir))
     results = [explainer.explain(s.image, target, options=ExplainOptions(probe=PROBE))

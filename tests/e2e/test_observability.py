@@ -25,6 +25,7 @@ from pydicom.data import get_testdata_file
 import required
 from styleprobe.api import pb, rpc
 from styleprobe.config import REPO_ROOT
+from styleprobe.explain.engine import STAGE_NAMES
 from styleprobe.serving.tritonserver import TritonProcess
 from styleprobe.testing.ports import free_port
 from styleprobe.testing.process import ServerProcess
@@ -33,7 +34,6 @@ from styleprobe.testing.stack import ServiceStack
 DICOM = Path(get_testdata_file("CT_small.dcm"))
 # A probe seed of its own: this job probes its direction (the direction stage is timed).
 PROBE = pb.ProbeOptions(samples=400, seed=31)
-STAGES = ("encode", "direction", "decode", "render", "store")
 COHORT_ONLY = {"styleprobe_cohort_images_total"}  # recorded by cohort jobs, not this one
 WAIT_S = 150.0
 # Dashboard queries with no data on this stack: no cohort has run, and Triton has no GPU.
@@ -107,7 +107,7 @@ def test_orchestrator_and_workers_serve_the_documented_series(
         assert value(orchestrator, "styleprobe_dependency_ready", dependency=dependency) == 1
     for queue in ("gpu", "cpu"):
         assert f'queue="{queue}"' in orchestrator
-    assert value(orchestrator, "styleprobe_stage_duration_seconds_count", stage="store") >= 1
+    assert value(orchestrator, "styleprobe_stage_duration_seconds_count", stage="input") >= 1
 
     # the workers, summed over both: the job ran and succeeded, every stage timed, Triton
     # called, images generated
@@ -116,7 +116,7 @@ def test_orchestrator_and_workers_serve_the_documented_series(
 
     assert total("styleprobe_jobs_total", kind="explain", state="running") >= 1
     assert total("styleprobe_jobs_total", kind="explain", state="succeeded") >= 1
-    for stage in STAGES:
+    for stage in STAGE_NAMES:
         assert total("styleprobe_stage_duration_seconds_count", stage=stage) >= 1, stage
     for model in ("mapping", "encoder", "classifier", "decode"):
         assert total("styleprobe_backend_call_duration_seconds_count", model=model) >= 1

@@ -22,9 +22,9 @@ from pydicom.data import get_testdata_file
 from styleprobe.api import SERVICE_NAME, pb, rpc
 from styleprobe.backends.local import LocalBackend
 from styleprobe.data.knee import KneePhantoms
-from styleprobe.explain.direction import ProbeSettings
 from styleprobe.explain.engine import Explainer, ExplainOptions
 from styleprobe.explain.result import ExplanationResult
+from styleprobe.explain.spec import ProbeSettings
 from styleprobe.jobs import PREFIX as JOB_PREFIX
 from styleprobe.jobs import JobStore
 from styleprobe.storage import open_store

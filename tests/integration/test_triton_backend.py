@@ -13,8 +13,8 @@ import required
 from styleprobe.backends import BackendError, open_backend
 from styleprobe.backends.local import LocalBackend
 from styleprobe.config import Settings
-from styleprobe.explain.direction import ProbeSettings
 from styleprobe.explain.engine import Explainer, ExplainOptions
+from styleprobe.explain.spec import ProbeSettings
 from styleprobe.modelset import load_model_set
 from styleprobe.serving.triton_config import MAX_BATCH_SIZE
 from styleprobe.serving.tritonserver import TritonProcess

@@ -21,8 +21,8 @@ from styleprobe.cohort.ledger import CohortError, CohortLedger, CohortSpec, chun
 from styleprobe.cohort.report import CohortReport
 from styleprobe.cohort.rows import DONE, FAILED, ImageRow, lambda_column
 from styleprobe.cohort.runner import CohortRunner, list_folder
-from styleprobe.explain.direction import ProbeSettings
 from styleprobe.explain.engine import Explainer
+from styleprobe.explain.spec import ProbeSettings
 from styleprobe.storage.local import LocalStore
 
 LAMBDAS = "-2:2:5"

@@ -33,7 +33,8 @@ from styleprobe.evaluation.traversals import (
     spearman_with_lambda,
     validity,
 )
-from styleprobe.explain.direction import ProbeSettings, direction_key
+from styleprobe.explain.direction import direction_key
+from styleprobe.explain.spec import ProbeSettings
 
 
 def test_spearman_along_lambda() -> None:

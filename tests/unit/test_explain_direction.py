@@ -12,11 +12,11 @@ from styleprobe.backends.counting import CountingBackend
 from styleprobe.backends.local import LocalBackend
 from styleprobe.explain.direction import (
     DirectionError,
-    ProbeSettings,
     direction_key,
     ensure_direction,
     load_direction,
 )
+from styleprobe.explain.spec import ProbeSettings
 from styleprobe.modelset import ModelSetError
 from styleprobe.storage.local import LocalStore
 

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from explain_doubles import FailingBackend, LinearBackend, RecordingStore
 from pydicom.data import get_testdata_file
+from styleprobe.explain.lambdas import DEFAULT_LAMBDAS, LambdaSpecError
 
 from styleprobe.backends.base import BackendError
 from styleprobe.backends.local import LocalBackend
 from styleprobe.data.codecs import ImageDecodeError
-from styleprobe.explain.direction import DirectionError, ProbeSettings
+from styleprobe.explain.direction import DirectionError
 from styleprobe.explain.engine import (
     Explainer,
     ExplainOptions,
@@ -24,9 +25,9 @@ from styleprobe.explain.engine import (
     traverse,
     write_manifest,
 )
-from styleprobe.explain.inputs import from_tensor, load_input
-from styleprobe.explain.lambdas import DEFAULT_LAMBDAS, LambdaSpecError
+from styleprobe.explain.inputs import from_model_layout, load_input
 from styleprobe.explain.result import ExplanationResult
+from styleprobe.explain.spec import ProbeSettings
 from styleprobe.modelset import ModelSetError
 from styleprobe.storage.base import StoreError
 from styleprobe.storage.local import LocalStore
@@ -116,7 +117,7 @@ def test_known_answer_on_a_linear_backend(tiny: LocalBackend, tmp_path: Path) ->
     alpha = linear.true_direction(1)
     w = np.random.default_rng(2).standard_normal(linear.model_set.w_dim)
     w += alpha * (1.0 - w @ alpha)  # clearly sick
-    image = from_tensor(linear.synthesis(w[None].astype(np.float32)), linear.model_set
+    image = from_model_layout(linear.synthesis(w[None].astype(np.float32)), linear.model_set
                         .preprocessing)[0]
     result = Explainer(linear, LocalStore(tmp_path)).explain(
         image, options=ExplainOptions(probe=ProbeSettings(samples=600)))

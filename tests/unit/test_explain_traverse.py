@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from explain_doubles import LinearBackend
+from styleprobe.explain.lambdas import LambdaSpecError, parse_lambdas
 
 from styleprobe.backends.counting import CountingBackend
 from styleprobe.backends.local import LocalBackend
-from styleprobe.explain.lambdas import LambdaSpecError, parse_lambdas
 from styleprobe.explain.scores import target_probability
 from styleprobe.explain.traverse import decode_frames, find_flip
 

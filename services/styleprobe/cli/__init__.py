@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from styleprobe.cli import client, cohort, data, evaluate, explain, export, serve, train, triton
-from styleprobe.cli.common import EXIT_USAGE, USER_ERRORS
+from styleprobe.cli.common import EXIT_USAGE, USER_ERRORS, attach_values
 from styleprobe.logs import configure_logging
 
 COMMAND_GROUPS = [data, train, export, explain, evaluate, cohort, triton, serve, client]
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse and run; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(attach_values(sys.argv[1:] if argv is None else argv))
     configure_logging(args.log_level)
     if args.threads:
         import torch

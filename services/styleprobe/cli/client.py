@@ -9,7 +9,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from styleprobe.cli.common import LAMBDA_SPEC_OR_NUMBER, UserError
+from styleprobe.cli.common import UserError
 
 DOWNLOADS = ("manifest", "animation", "strip", "report")  # what the client saves
 
@@ -18,7 +18,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     client = sub.add_parser("client", help="call a running service")
     calls = client.add_subparsers(dest="call", required=True)
     explain = calls.add_parser("explain", help="explain an image through the service")
-    explain._negative_number_matcher = LAMBDA_SPEC_OR_NUMBER  # "--lambdas -3:3:9"
     explain.add_argument("image", type=Path)
     explain.add_argument("--server", default="127.0.0.1:50051")
     explain.add_argument("--token", default=os.environ.get("STYLEPROBE_TOKEN", ""),

@@ -25,14 +25,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from styleprobe.cli.common import (
-    LAMBDA_SPEC_OR_NUMBER,
     UserError,
     add_common_args,
+    job_spec_from_args,
+    names,
     settings_from_args,
     user_errors,
 )
@@ -57,8 +57,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "same command resumes an interrupted run")
     run.add_argument("folder", help="folder of PNG, JPEG, TIFF, DICOM (.dcm) or .npy files")
     run.add_argument("--model-set", default=DEFAULT_MODEL_SET)
-    run.add_argument("--target", default=None,
-                     help="class to explain (default: the model set's default target)")
     add_common_args(run)
     run.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
                      help=f"images per chunk (default {DEFAULT_CHUNK_SIZE})")
@@ -69,7 +67,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     submit = actions.add_parser(
         "submit", help="submit a cohort to the service: objects under a prefix of its "
                        "bucket, a file of object keys, or local files sent inline")
-    submit._negative_number_matcher = LAMBDA_SPEC_OR_NUMBER
     submit.add_argument("images", nargs="*", type=Path,
                         help="local image files, sent inline (a small batch: at most 64 "
                              "files and 8 MiB)")
@@ -119,39 +116,27 @@ def _run(args: argparse.Namespace) -> None:
     from styleprobe.backends import open_backend
     from styleprobe.cohort.ledger import CohortError, CohortLedger, CohortSpec
     from styleprobe.cohort.runner import CohortRunner, list_folder
-    from styleprobe.explain.direction import ProbeSettings
-    from styleprobe.explain.engine import Explainer
-    from styleprobe.explain.lambdas import parse_lambdas
     from styleprobe.storage.local import LocalStore
 
     settings = settings_from_args(args)
     folder = Path(args.folder)
     out = Path(args.out or settings.store_dir)
-    samples = settings.probe_samples if args.probe_samples is None else args.probe_samples
     with user_errors(), _cohort_errors(CohortError):
         if args.chunk_size < 1:
             raise UserError(f"--chunk-size must be at least 1, got {args.chunk_size}")
         images = list_folder(folder)
-        lambdas = parse_lambdas(args.lambdas).spec
-        probe = asdict(ProbeSettings(samples=samples, seed=args.probe_seed))
-        orthogonalize = tuple(sorted({n.strip() for n in args.orthogonalize.split(",")
-                                      if n.strip()}))
         backend = open_backend(settings, args.model_set)
         try:
             model_set = backend.model_set
-            target = args.target or model_set.default_target
-            identity = {"folder": str(folder.resolve()), "model_set": model_set.name,
-                        "target": target, "lambdas": lambdas, "probe": probe,
-                        "orthogonalize": orthogonalize}
-            spec = CohortSpec(
-                cohort_id=args.cohort_id or _cohort_id(identity), model_set=model_set.name,
-                target=target, threshold=model_set.classifier.threshold, lambdas=lambdas,
-                probe=probe, orthogonalize=orthogonalize)
+            job = job_spec_from_args(args, model_set, settings)
+            identity = {"folder": str(folder.resolve()), **job.to_dict()}
+            spec = CohortSpec(cohort_id=args.cohort_id or _cohort_id(identity), job=job,
+                              threshold=model_set.classifier.threshold)
             store = LocalStore(out)
             ledger = CohortLedger(store, spec.cohort_id)
-            runner = CohortRunner(Explainer(backend, store), ledger, lambda name: folder / name)
-            print(f"cohort {spec.cohort_id}: {len(images)} images in {folder}, target {target}",
-                  file=sys.stderr)
+            runner = CohortRunner(store, ledger, lambda name: folder / name, lambda: backend)
+            print(f"cohort {spec.cohort_id}: {len(images)} images in {folder}, target "
+                  f"{job.target}", file=sys.stderr)
             with _progress_bar(len(images)) as on_image:
                 summary = runner.run(spec, images, on_image, chunk_size=args.chunk_size)
         finally:
@@ -230,7 +215,7 @@ def _submit_request(args: argparse.Namespace) -> pb.SubmitCohortRequest:
     request = pb.SubmitCohortRequest(
         model_set=args.model_set, target=args.target, lambdas=args.lambdas,
         options=pb.ExplainOptions(
-            orthogonalize=[n.strip() for n in args.orthogonalize.split(",") if n.strip()],
+            orthogonalize=names(args.orthogonalize),
             probe=pb.ProbeOptions(samples=args.probe_samples, seed=args.probe_seed)))
     if args.prefix:
         request.prefix = args.prefix

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from styleprobe.cli.common import UserError
 from styleprobe.config import Settings
-from styleprobe.explain.lambdas import DEFAULT_LAMBDAS
+from styleprobe.explain.spec import LambdaGrid
 
 if TYPE_CHECKING:
     from styleprobe.evaluation.evaluate import Evaluation, EvaluationSettings
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "sub-folder per model set")
     p.add_argument("--phantoms", default=None, choices=["knee", "histology"],
                    help="phantom set of the test images (default: the set's training data)")
-    p.add_argument("--lambdas", default=DEFAULT_LAMBDAS, help="λ grid start:stop:steps")
+    p.add_argument("--lambdas", default=str(LambdaGrid()), help="λ grid start:stop:steps")
     p.add_argument("--probe-samples", type=int, default=None,
                    help="latents sampled to probe each direction (default: "
                         "STYLEPROBE_PROBE_SAMPLES)")
@@ -74,16 +74,15 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _config(args: argparse.Namespace, settings: Settings) -> EvaluationSettings:
     from styleprobe.evaluation.evaluate import EvaluationSettings
-    from styleprobe.explain.direction import DirectionError, ProbeSettings
-    from styleprobe.explain.lambdas import LambdaSpecError, parse_lambdas
+    from styleprobe.explain.spec import JobSpecError, LambdaGrid, ProbeSettings
 
     samples = settings.probe_samples if args.probe_samples is None else args.probe_samples
     try:
-        parse_lambdas(args.lambdas)
+        lambdas = LambdaGrid.parse(args.lambdas)
         probe = ProbeSettings(samples=samples, seed=args.seed)
-    except (LambdaSpecError, DirectionError) as exc:
+    except JobSpecError as exc:
         raise UserError(str(exc)) from exc
-    config = EvaluationSettings(n=args.n, lambdas=args.lambdas, probe=probe, seed=args.seed)
+    config = EvaluationSettings(n=args.n, lambdas=lambdas, probe=probe, seed=args.seed)
     if args.training_samples is not None:
         if args.training_samples < 64:
             raise UserError("--training-samples must be at least 64")

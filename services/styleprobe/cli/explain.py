@@ -13,7 +13,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from styleprobe.cli.common import UserError, add_common_args, settings_from_args, user_errors
+from styleprobe.cli.common import (
+    UserError,
+    add_common_args,
+    job_spec_from_args,
+    settings_from_args,
+    user_errors,
+)
 from styleprobe.config import Settings
 from styleprobe.storage.local import LocalStore
 
@@ -30,8 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     explain = sub.add_parser("explain", help="explain the classifier's prediction on an image")
     explain.add_argument("image", help="PNG, JPEG, TIFF, DICOM or .npy file")
     explain.add_argument("--model-set", default=DEFAULT_MODEL_SET)
-    explain.add_argument("--target", default=None,
-                         help="class to explain (default: the model set's default target)")
     add_common_args(explain)
     explain.set_defaults(func=_explain)
 
@@ -47,7 +51,7 @@ def _explain(args: argparse.Namespace) -> None:
     image = Path(args.image)
     if not image.is_file():
         raise UserError(f"{image} does not exist or is not a file")
-    _run(args, args.model_set, image, args.target, filename=image.name)
+    _run(args, args.model_set, image, filename=image.name)
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -58,7 +62,8 @@ def _demo(args: argparse.Namespace) -> None:
     phantoms = KneePhantoms(seed=DEMO_SEED, size=resolution)
     index = next(i for i in range(10_000) if phantoms.sample(i).extra["kl_grade"] == DEMO_GRADE)
     print(f"demo: knee phantom {index} of seed {DEMO_SEED}, KL grade {DEMO_GRADE} (OA)")
-    _run(args, DEFAULT_MODEL_SET, phantoms.sample(index).image, "OA",
+    args.target = args.target or "OA"
+    _run(args, DEFAULT_MODEL_SET, phantoms.sample(index).image,
          filename=f"knee-phantom-{index}.npy")
 
 
@@ -86,27 +91,19 @@ def _resolution(settings: Settings, model_set: str) -> int:
     return load_model_set(Path(settings.model_repository), model_set).preprocessing.resolution
 
 
-def _run(args: argparse.Namespace, model_set: str, image: ImageSource, target: str | None,
-         filename: str) -> None:
+def _run(args: argparse.Namespace, model_set: str, image: ImageSource, filename: str) -> None:
     from styleprobe.backends import open_backend
-    from styleprobe.explain.direction import ProbeSettings
-    from styleprobe.explain.engine import Explainer, ExplainOptions
-    from styleprobe.explain.lambdas import parse_lambdas
+    from styleprobe.explain.engine import Explainer
 
     settings = settings_from_args(args)
     out = Path(args.out or settings.store_dir)
-    samples = settings.probe_samples if args.probe_samples is None else args.probe_samples
     with user_errors():
-        parse_lambdas(args.lambdas)
-        options = ExplainOptions(
-            probe=ProbeSettings(samples=samples, seed=args.probe_seed),
-            orthogonalize=tuple(n.strip() for n in args.orthogonalize.split(",") if n.strip()))
         backend = open_backend(settings, model_set)
         try:
+            spec = job_spec_from_args(args, backend.model_set, settings)
             with _progress_bar() as progress, _remove_if_left_empty(out):
                 explainer = Explainer(backend, LocalStore(out), progress)
-                result = explainer.explain(image, target, args.lambdas, options,
-                                           filename=filename)
+                result = explainer.explain(image, spec, filename=filename)
         finally:
             backend.close()
     _print_summary(result, LocalStore(out))

@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from styleprobe.cohort.rows import ImageRow, pending_row
 from styleprobe.explain.artifacts import get_json, put_json
+from styleprobe.explain.spec import JobSpec
 from styleprobe.storage.base import ArtifactStore, ObjectNotFound
 
 COHORT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -27,30 +28,24 @@ class CohortError(ValueError):
 
 @dataclass(frozen=True)
 class CohortSpec:
-    """What every image of a cohort shares. ``probe`` holds the
-    :class:`~styleprobe.explain.direction.ProbeSettings` fields."""
+    """A cohort: its id, the job spec every image shares, and the classifier's threshold
+    (the report measures margins from it)."""
 
     cohort_id: str
-    model_set: str
-    target: str
+    job: JobSpec
     threshold: float
-    lambdas: str
-    probe: dict[str, Any] = field(default_factory=dict)
-    orthogonalize: tuple[str, ...] = ()
-    search_rounds: int = 3  # the counterfactual search (ExplainOptions)
-    search_points: int = 8
 
     def __post_init__(self) -> None:
         _check_id(self.cohort_id)
 
     def to_dict(self) -> dict[str, Any]:
-        record = asdict(self)
-        record["orthogonalize"] = list(self.orthogonalize)
-        return record
+        return {"cohort_id": self.cohort_id, "threshold": self.threshold,
+                "job": self.job.to_dict()}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> CohortSpec:
-        return cls(**{**raw, "orthogonalize": tuple(raw.get("orthogonalize", ()))})
+        return cls(cohort_id=raw["cohort_id"], job=JobSpec.from_dict(raw["job"]),
+                   threshold=raw["threshold"])
 
 
 def _check_id(cohort_id: str) -> str:
@@ -113,7 +108,9 @@ class CohortLedger:
             put_json(self.store, self.spec_key, spec.to_dict())
             return False
         if recorded != spec:
-            differ = [k for k, v in spec.to_dict().items() if recorded.to_dict()[k] != v]
+            old, new = recorded.to_dict(), spec.to_dict()
+            differ = [k for k, v in {**new, **new["job"]}.items()
+                      if k != "job" and {**old, **old["job"]}.get(k) != v]
             raise CohortError(f"cohort {self.cohort_id} was started with other settings "
                               f"({', '.join(differ)}); resume it with the same settings or "
                               "start a new cohort")

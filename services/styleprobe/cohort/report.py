@@ -13,7 +13,7 @@ import heapq
 import io
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from matplotlib.figure import Figure
 
@@ -74,7 +74,7 @@ class CohortReport:
 
     def html(self, store: ArtifactStore) -> str:
         """The report page; pictures of the contact-sheet cases are read from ``store``."""
-        s = self.spec
+        s, job = self.spec, self.spec.job
         done = self.counts[DONE]
         share = self.counts["unreliable"] / done if done else 0.0
         summary = [
@@ -83,15 +83,18 @@ class CohortReport:
             ("Unreliable reconstructions", f"{self.counts['unreliable']} of {done} "
                                            f"({100 * share:.1f}%)"),
             ("Prediction flips within the λ grid", f"{self.counts['flipped']} of {done}"),
-            ("Model set / target / threshold", f"{s.model_set} / {s.target} / {s.threshold:g}"),
-            ("λ grid", s.lambdas), ("Probe", json.dumps(s.probe, sort_keys=True)),
-            ("Orthogonal to", ", ".join(s.orthogonalize) or "nothing"),
+            ("Model set / target / threshold",
+             f"{job.model_set} / {job.target} / {s.threshold:g}"),
+            ("λ grid", str(job.lambdas)),
+            ("Probe", json.dumps(asdict(job.probe), sort_keys=True)),
+            ("Search", f"{job.search.rounds} rounds of {job.search.points} points"),
+            ("Orthogonal to", ", ".join(job.orthogonalize) or "nothing"),
         ]
         return render_template(
             "cohort.html.j2",
-            title=f"StyleProbe cohort {s.cohort_id}: {s.model_set}, target {s.target}",
-            target=s.target, summary=summary, not_flipped=done - self.counts["flipped"],
-            histogram=_histogram(self.flip_lambdas, s.target),
+            title=f"StyleProbe cohort {s.cohort_id}: {job.model_set}, target {job.target}",
+            target=job.target, summary=summary, not_flipped=done - self.counts["flipped"],
+            histogram=_histogram(self.flip_lambdas, job.target),
             most_sensitive=_cases(store, self.most_sensitive()),
             least_sensitive=_cases(store, self.least_sensitive()),
             failures=self.failures, more_failures=self.counts[FAILED] - len(self.failures))

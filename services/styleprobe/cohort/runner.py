@@ -1,20 +1,24 @@
-"""Runs a cohort through the explanation engine, image by image, resumably.
+"""Runs a cohort through the explanation stages, image by image, resumably.
 
-:class:`CohortRunner` is what a process that holds a model backend does with a cohort:
+:class:`CohortRunner` is what a process does with a cohort:
 :meth:`~CohortRunner.prepare` records the settings and probes the direction once;
-:meth:`~CohortRunner.run_chunk` explains the images of one chunk that have no row yet,
-each as a single-image job with a fixed job id; :meth:`~CohortRunner.run` does every chunk
-and writes the summary (the embedded mode). An image that cannot be read is marked
-failed with the reason and the cohort goes on; any other error (the model server or the
-store failing) stops the run, and a later run resumes where it stopped.
+:meth:`~CohortRunner.run_models` stores an image as its own single-image job (a fixed job
+id) and runs the stages that call models; :meth:`~CohortRunner.run_outputs` runs the rest
+(render, manifest) and records the image's row. The service runs the two halves in
+separate tasks (gpu and cpu queues); :meth:`~CohortRunner.run` does everything in this
+process and writes the summary (the embedded mode). An image that cannot be read is
+marked failed with the reason and the cohort goes on; any other error (the model server
+or the store failing) stops the run, and a later run resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
+from styleprobe.backends.base import ModelBackend
 from styleprobe.cohort.ledger import (
     DEFAULT_CHUNK_SIZE,
     CohortError,
@@ -27,17 +31,18 @@ from styleprobe.cohort.rows import ImageRow, done_row, failed_row
 from styleprobe.cohort.summary import CohortSummary, write_summary
 from styleprobe.data.codecs import ImageDecodeError
 from styleprobe.data.datasets import IMAGE_SUFFIXES
-from styleprobe.explain.direction import ProbeSettings, ensure_direction
-from styleprobe.explain.engine import Explainer, ExplainOptions
-from styleprobe.explain.inputs import ImageSource
-from styleprobe.explain.lambdas import parse_lambdas
+from styleprobe.explain import engine
+from styleprobe.explain.engine import JobKeys, StageContext
+from styleprobe.explain.inputs import ImageSource, load_input
+from styleprobe.explain.result import ExplanationResult
 from styleprobe.logs import log_context
 from styleprobe.metrics import count_cohort_image
-from styleprobe.storage.base import ObjectNotFound
+from styleprobe.storage.base import ArtifactStore, ObjectNotFound
 
 log = logging.getLogger(__name__)
 IMAGE_ERRORS = (ImageDecodeError, ObjectNotFound)  # the image's fault: the cohort goes on
 OnImage = Callable[[ImageRow, bool], None]  # (row, skipped because already finished)
+SingleFlight = Callable[[str], AbstractContextManager[Callable[[], None]]]
 
 
 def list_folder(folder: Path) -> list[str]:
@@ -51,19 +56,17 @@ def list_folder(folder: Path) -> list[str]:
     return names
 
 
-def options_for(spec: CohortSpec) -> ExplainOptions:
-    """The engine's options for every image of ``spec``."""
-    return ExplainOptions(probe=ProbeSettings(**spec.probe), orthogonalize=spec.orthogonalize,
-                          search_rounds=spec.search_rounds, search_points=spec.search_points)
-
-
 class CohortRunner:
-    """Explains the images of one cohort with ``explainer``; ``source`` turns an image key
-    into what the engine reads (a path, or the bytes of an object)."""
+    """Explains the images of one cohort. ``source`` turns an image key into what the
+    engine reads (a path, or the bytes of an object); ``backend`` gives the model set's
+    backend (only the stages that call models ask for it); ``single_flight`` guards the
+    direction's probe across processes (default: none needed)."""
 
-    def __init__(self, explainer: Explainer, ledger: CohortLedger,
-                 source: Callable[[str], ImageSource]) -> None:
-        self.explainer, self.ledger, self.source = explainer, ledger, source
+    def __init__(self, store: ArtifactStore, ledger: CohortLedger,
+                 source: Callable[[str], ImageSource], backend: Callable[[], ModelBackend],
+                 single_flight: SingleFlight = engine.no_lock) -> None:
+        self.store, self.ledger, self.source = store, ledger, source
+        self.backend, self.single_flight = backend, single_flight
         self._spec: CohortSpec | None = None
 
     @property
@@ -73,41 +76,55 @@ class CohortRunner:
             self._spec = self.ledger.spec()
         return self._spec
 
-    def prepare(self, spec: CohortSpec) -> str:
-        """Check ``spec`` against the model set, record it (or check it against a resumed
-        cohort's) and probe the direction once; the direction's key."""
-        model_set = self.explainer.backend.model_set
-        if spec.model_set != model_set.name:
-            raise CohortError(f"cohort is for model set {spec.model_set!r}, the backend "
-                              f"serves {model_set.name!r}")
-        model_set.classifier.class_index(spec.target)
-        parse_lambdas(spec.lambdas)
-        options = options_for(spec)
+    def context(self, job_id: str) -> StageContext:
+        """The stage context of one of the cohort's jobs."""
+        return StageContext(job_id, self.spec.job, self.store, self.backend,
+                            single_flight=self.single_flight)
+
+    def prepare(self, spec: CohortSpec) -> tuple[str, bool]:
+        """Record ``spec`` (or check it against a resumed cohort's) and probe the direction
+        once; the direction's key and whether this call probed it."""
+        served = self.backend().model_set.name
+        if spec.job.model_set != served:
+            raise CohortError(f"cohort is for model set {spec.job.model_set!r}, the backend "
+                              f"serves {served!r}")
         self.ledger.start(spec)
         self._spec = spec
-        return ensure_direction(self.explainer.backend, self.explainer.store, spec.target,
-                                options.probe, options.orthogonalize)
+        return engine.shared_direction(self.context(spec.cohort_id))
 
-    def run_image(self, image: str) -> ImageRow | None:
-        """Explain one image unless it has a row; its new row, or None if it had one."""
+    def run_models(self, image: str) -> JobKeys | ImageRow | None:
+        """Store ``image`` as its job's input and run the stages that call models: the
+        job's keys; the image's failed row if it cannot be read (recorded); None if it has
+        a row already."""
         if self.ledger.is_finished(image):
             count_cohort_image("skipped")
             return None
-        spec = self.spec
-        job_id = image_job_id(spec.cohort_id, image)
+        job_id = image_job_id(self.spec.cohort_id, image)
         with log_context(job_id=job_id):
             try:
-                result = self.explainer.explain(self.source(image), spec.target, spec.lambdas,
-                                                options_for(spec), job_id=job_id,
-                                                filename=Path(image).name)
-                row = done_row(image, result)
+                model_input = load_input(self.source(image),
+                                         self.backend().model_set.preprocessing,
+                                         Path(image).name)
             except IMAGE_ERRORS as exc:
                 reason = str(exc) if isinstance(exc, ImageDecodeError) else f"no object {exc}"
                 log.warning("cohort image failed", extra={"image": image, "reason": reason})
-                row = failed_row(image, job_id, reason)
-            self.ledger.record(row)
-        count_cohort_image(row.status)
-        return row
+                return self._record(failed_row(image, job_id, reason))
+            return self._stages(job_id, engine.MODEL_STAGES,
+                                JobKeys(input=engine.store_input(self.store, job_id,
+                                                                 model_input)))
+
+    def run_outputs(self, image: str, keys: JobKeys) -> ImageRow:
+        """Render the image's explanation and write its manifest; its row (recorded)."""
+        job_id = image_job_id(self.spec.cohort_id, image)
+        with log_context(job_id=job_id):
+            keys = self._stages(job_id, engine.OUTPUT_STAGES, keys)
+            result = ExplanationResult.from_json(self.store.get(keys.manifest))
+            return self._record(done_row(image, result))
+
+    def run_image(self, image: str) -> ImageRow | None:
+        """Explain one image unless it has a row; its new row, or None if it had one."""
+        started = self.run_models(image)
+        return self.run_outputs(image, started) if isinstance(started, JobKeys) else started
 
     def run_chunk(self, images: Sequence[str], on_image: OnImage | None = None) -> None:
         """Explain the unfinished images of one chunk."""
@@ -123,3 +140,15 @@ class CohortRunner:
         for chunk in chunked(images, chunk_size):
             self.run_chunk(chunk, on_image)
         return write_summary(self.ledger, images)
+
+    def _stages(self, job_id: str, stages: Sequence[engine.Stage], keys: JobKeys) -> JobKeys:
+        try:
+            return engine.run_stages(stages, self.context(job_id), keys)
+        except BaseException:
+            engine.delete_job(self.store, job_id)
+            raise
+
+    def _record(self, row: ImageRow) -> ImageRow:
+        self.ledger.record(row)
+        count_cohort_image(row.status)
+        return row

@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 from styleprobe.cohort.ledger import CohortLedger, cohort_key
 from styleprobe.cohort.report import CohortReport
 from styleprobe.cohort.rows import DONE, FAILED, PENDING, ImageRow, table_columns, table_record
-from styleprobe.explain.lambdas import parse_lambdas
 
 ROW_GROUP = 1000  # rows per Parquet row group
 
@@ -53,7 +52,7 @@ def table_schema(lambdas: list[float]) -> pa.Schema:
 def write_summary(ledger: CohortLedger, images: Iterable[str]) -> CohortSummary:
     """Write the summary of ``images`` (the cohort's inputs, in order) from their rows."""
     spec = ledger.spec()
-    lambdas = [float(v) for v in parse_lambdas(spec.lambdas).values()]
+    lambdas = [float(v) for v in spec.job.lambdas.values()]
     columns, schema = table_columns(lambdas), table_schema(lambdas)
     report = CohortReport(spec)
     with tempfile.TemporaryDirectory(prefix="styleprobe-cohort-") as tmp:

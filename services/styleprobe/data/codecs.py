@@ -191,8 +191,27 @@ def _as_channels(pixels: np.ndarray, name: str) -> np.ndarray:
 
 # --- .npy -------------------------------------------------------------------------------------
 
+def decode_array(array: np.ndarray, name: str = "array") -> DecodedImage:
+    """An image given as an array, checked and scaled as the content of a ``.npy`` file;
+    its hash covers the dtype, the shape and the values."""
+    array = np.asarray(array)
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode()
+                            + np.ascontiguousarray(array).tobytes()).hexdigest()
+    try:
+        pixels, bits, details = _npy_pixels(array, name)
+    except ImageDecodeError:
+        raise
+    except Exception as exc:
+        raise ImageDecodeError(f"{name} cannot be used: {_reason(exc)}") from exc
+    return DecodedImage(pixels=np.clip(pixels, 0.0, 1.0).astype(np.float32), format="NPY",
+                        bit_depth=bits, sha256=digest, details=details)
+
+
 def _decode_npy(data: bytes, name: str) -> tuple[np.ndarray, int, dict[str, Any]]:
-    array = np.load(io.BytesIO(data), allow_pickle=False)
+    return _npy_pixels(np.load(io.BytesIO(data), allow_pickle=False), name)
+
+
+def _npy_pixels(array: np.ndarray, name: str) -> tuple[np.ndarray, int, dict[str, Any]]:
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) \
             or np.iscomplexobj(array):
         raise ImageDecodeError(f"{name} holds {array.dtype} values; expected real numbers")

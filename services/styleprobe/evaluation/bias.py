@@ -36,13 +36,9 @@ from styleprobe.evaluation.oracle import (
     composite_score,
 )
 from styleprobe.evaluation.traversals import Traversals, factor_motion, traverse_many
-from styleprobe.explain.direction import (
-    DirectionError,
-    ProbeSettings,
-    ensure_direction,
-    load_direction,
-)
+from styleprobe.explain.direction import DirectionError, ensure_direction, load_direction
 from styleprobe.explain.scores import target_probability
+from styleprobe.explain.spec import ProbeSettings
 from styleprobe.models.classifier import Classifier
 from styleprobe.storage.base import ArtifactStore
 from styleprobe.training.checkpoint import to_tensor

@@ -44,15 +44,10 @@ from styleprobe.evaluation.oracle import (
     load_or_train_oracle,
 )
 from styleprobe.evaluation.traversals import Traversals, factor_motion, traverse_many, validity
-from styleprobe.explain.direction import (
-    Direction,
-    ProbeSettings,
-    ensure_direction,
-    load_direction,
-)
-from styleprobe.explain.inputs import from_tensor, to_tensor
-from styleprobe.explain.lambdas import DEFAULT_LAMBDAS, parse_lambdas
+from styleprobe.explain.direction import Direction, ensure_direction, load_direction
+from styleprobe.explain.inputs import from_model_layout, to_model_layout
 from styleprobe.explain.scores import predicted, target_probability
+from styleprobe.explain.spec import LambdaGrid, ProbeSettings
 from styleprobe.modelset import Preprocessing
 from styleprobe.storage.base import ArtifactStore
 from styleprobe.training.assess import real_vs_generated_accuracy
@@ -78,7 +73,7 @@ class EvaluationSettings:
     """How much to measure, and how the helper networks are trained."""
 
     n: int = 200
-    lambdas: str = DEFAULT_LAMBDAS
+    lambdas: LambdaGrid = field(default_factory=LambdaGrid)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     seed: int = 0
     # real and generated images each: the real-vs-generated classifier needs this many to
@@ -108,7 +103,7 @@ def evaluate(backend: ModelBackend, store: ArtifactStore, phantoms: str, cache_d
     model_set = backend.model_set
     prep = model_set.preprocessing
     _check(phantoms, prep.channels, settings)
-    lambdas = parse_lambdas(settings.lambdas).values()
+    lambdas = settings.lambdas.values()
     target = model_set.default_target
     class_index = model_set.classifier.class_index(target)
     threshold = model_set.classifier.threshold
@@ -129,7 +124,7 @@ def evaluate(backend: ModelBackend, store: ArtifactStore, phantoms: str, cache_d
     if labels.all() or not labels.any():
         raise EvaluationError(f"the {settings.n} test phantoms are all of one class; "
                               "raise --n")
-    x = to_tensor(test.images, prep)
+    x = to_model_layout(test.images, prep)
     p_input = target_probability(backend.classifier(x), class_index)
     w = backend.encoder(x)
     reconstructions, logits = backend.decode_and_classify(w)
@@ -169,7 +164,7 @@ def evaluate(backend: ModelBackend, store: ArtifactStore, phantoms: str, cache_d
         "target": target,
         "threshold": threshold,
         "models": {kind: entry.version_id for kind, entry in model_set.models.items()},
-        "settings": {"n": settings.n, "lambdas": settings.lambdas, "seed": settings.seed,
+        "settings": {"n": settings.n, "lambdas": str(settings.lambdas), "seed": settings.seed,
                      "test_seed": EVALUATION_SEED + settings.seed,
                      "positives": int(labels.sum()), "probe": plain.probe,
                      "orthogonalized_against": nuisance},
@@ -196,13 +191,13 @@ def evaluate(backend: ModelBackend, store: ArtifactStore, phantoms: str, cache_d
     examples = {
         "localization": {
             "input": test.images[shown],
-            "reconstruction": from_tensor(reconstructions[shown], prep),
-            "counterfactual": from_tensor(traversals["plain"].end_frames[shown], prep),
+            "reconstruction": from_model_layout(reconstructions[shown], prep),
+            "counterfactual": from_model_layout(traversals["plain"].end_frames[shown], prep),
             "difference": differences[shown],
             **({"gradcam": cams[shown]} if cams is not None else {}),
             "mask": test.masks[shown].astype(np.float64),
         },
-        "bias": {name: (from_tensor(a, prep) if a.ndim == 4 else a)
+        "bias": {name: (from_model_layout(a, prep) if a.ndim == 4 else a)
                  for name, a in bias.examples.items()},
     }
     return Evaluation(results, examples)
@@ -241,7 +236,7 @@ def _realism(backend: ModelBackend, phantoms: str, settings: EvaluationSettings,
     z = np.random.default_rng(settings.seed + 11).standard_normal(
         (samples, model_set.z_dim)).astype(np.float32)
     fake = backend.synthesis(backend.mapping(z))
-    return real_vs_generated_accuracy(torch.from_numpy(to_tensor(real.images, prep)),
+    return real_vs_generated_accuracy(torch.from_numpy(to_model_layout(real.images, prep)),
                                       torch.from_numpy(fake), settings.seed)
 
 
@@ -250,7 +245,7 @@ def _inversion(test: ImageSet, reconstructions: np.ndarray, prep: Preprocessing,
                oracle: Oracle) -> dict[str, Any]:
     """How well ``G(E(x))`` (model layout) reproduces ``x``: pixels (on the [0, 1] scale),
     structure, prediction, and the factors the oracle reads."""
-    images = from_tensor(reconstructions, prep)
+    images = from_model_layout(reconstructions, prep)
     mse = ((images - test.images) ** 2).mean(axis=(1, 2, 3))
     ssim = [structural_similarity(a, b, data_range=1.0, channel_axis=-1)
             for a, b in zip(test.images, images, strict=True)]

@@ -29,40 +29,18 @@ from sklearn.model_selection import train_test_split
 from styleprobe.backends.base import ModelBackend
 from styleprobe.explain.artifacts import get_json, put_json
 from styleprobe.explain.scores import predicted, target_probability
+from styleprobe.explain.spec import MIN_PER_CLASS, JobSpecError, ProbeSettings, nuisance_names
 from styleprobe.metrics import stage_timer
 from styleprobe.modelset import ModelSet
 from styleprobe.storage.base import ArtifactStore
 
 log = logging.getLogger(__name__)
 PROBE_CHUNK = 512  # latents decoded per engine-level step (the backend chunks further)
-MIN_PER_CLASS = 5  # fewest samples of each side needed in the train and the test split
 Progress = Callable[[str, float], None]
 
 
-class DirectionError(ValueError):
+class DirectionError(JobSpecError):
     """No direction can be probed with these settings; the message says why."""
-
-
-@dataclass(frozen=True)
-class ProbeSettings:
-    """What determines a probed direction, apart from the models and the target."""
-
-    samples: int = 10_000
-    seed: int = 0
-    truncation_psi: float = 1.0
-    test_fraction: float = 0.2
-    regularization: float = 1.0  # inverse strength C of the logistic regression
-
-    def __post_init__(self) -> None:
-        if self.samples < 4 * MIN_PER_CLASS:
-            raise DirectionError(f"probe samples must be at least {4 * MIN_PER_CLASS}, "
-                                 f"got {self.samples}")
-        if not 0.0 < self.truncation_psi <= 1.0:
-            raise DirectionError(f"truncation psi must lie in (0, 1], got {self.truncation_psi}")
-        if not 0.05 <= self.test_fraction <= 0.5:
-            raise DirectionError(f"test fraction must lie in [0.05, 0.5], got {self.test_fraction}")
-        if self.regularization <= 0.0:
-            raise DirectionError("regularization must be positive")
 
 
 @dataclass
@@ -116,7 +94,7 @@ def ensure_direction(backend: ModelBackend, store: ArtifactStore, target: str,
                      progress: Progress | None = None) -> str:
     """Key of the stored direction for these settings, probing it only if absent."""
     model_set = backend.model_set
-    names = check_nuisance_names(model_set, orthogonalize)
+    names = nuisance_names(model_set, orthogonalize)
     key = direction_key(model_set, target, probe, names)
     if store.exists(key):
         log.info("direction cached", extra={"key": key})
@@ -129,16 +107,6 @@ def ensure_direction(backend: ModelBackend, store: ArtifactStore, target: str,
 
 def load_direction(store: ArtifactStore, key: str) -> Direction:
     return Direction(**get_json(store, key))
-
-
-def check_nuisance_names(model_set: ModelSet, names: list[str] | tuple[str, ...]) -> list[str]:
-    """The names, sorted and unique, if the model set has a direction for each."""
-    unknown = [n for n in names if n not in model_set.nuisance_directions]
-    if unknown:
-        known = ", ".join(sorted(model_set.nuisance_directions)) or "none"
-        raise DirectionError(f"model set {model_set.name!r} has no nuisance direction "
-                             f"{', '.join(unknown)} (it has: {known})")
-    return sorted(set(names))
 
 
 def sample_latents(backend: ModelBackend, probe: ProbeSettings) -> np.ndarray:

@@ -1,12 +1,17 @@
-"""The explanation pipeline as stage functions that pass artifact-store keys.
+"""The explanation pipeline: the stages of one job, written once, passing store keys.
 
-``store_input -> encode -> ensure_direction -> traverse -> render -> write_manifest``:
-each stage reads what it needs from the store by key and returns the key of the record
-it wrote, so the same functions run inline here (:class:`Explainer`) or as separate
-tasks on separate workers. A job's artifacts lie under ``jobs/<job id>/``; its
-``manifest.json`` is written last, and a failed job leaves no artifact behind. Each stage
-is timed in the metric ``styleprobe_stage_duration_seconds`` (``traverse`` as ``decode``,
-``store_input`` and ``write_manifest`` as ``store``).
+A job's input is stored when the job is submitted (:func:`store_input`); then the stages
+of :data:`STAGES` run in order — ``encode``, ``direction``, ``traverse``, ``render``,
+``manifest`` — whether inline in this process (:class:`Explainer`) or as a chain of
+Celery tasks (:mod:`styleprobe.worker.tasks`), which walk the same list. Each stage reads
+the records it needs from the artifact store by key (:class:`JobKeys`) and adds the key
+of the record it wrote. A stage's name is its name everywhere: in progress events, Celery
+task names and the ``stage`` label of ``styleprobe_stage_duration_seconds``. The stages
+that call models run first (``Stage.uses_models``); the rest only draw and write.
+
+A job's artifacts lie under ``jobs/<job id>/``; its ``manifest.json`` is written last,
+and a failed job leaves no artifact behind. Stages are idempotent: one whose record is
+already stored (a task delivered twice) is not redone.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -23,14 +29,14 @@ import numpy as np
 from styleprobe.backends.base import ModelBackend
 from styleprobe.explain import render as draw
 from styleprobe.explain.artifacts import get_array, get_json, job_key, put_array, put_json
-from styleprobe.explain.direction import (
-    ProbeSettings,
-    check_nuisance_names,
-    ensure_direction,
-    load_direction,
+from styleprobe.explain.direction import direction_key, ensure_direction, load_direction
+from styleprobe.explain.inputs import (
+    ImageSource,
+    ModelInput,
+    from_model_layout,
+    load_input,
+    to_model_layout,
 )
-from styleprobe.explain.inputs import ImageSource, ModelInput, from_tensor, load_input, to_tensor
-from styleprobe.explain.lambdas import DEFAULT_LAMBDAS, parse_lambdas
 from styleprobe.explain.quality import Quality, assess_reconstruction
 from styleprobe.explain.result import (
     DirectionInfo,
@@ -39,6 +45,7 @@ from styleprobe.explain.result import (
     InputInfo,
 )
 from styleprobe.explain.scores import predicted, target_probability
+from styleprobe.explain.spec import JobSpec, JobSpecError, SearchSettings
 from styleprobe.explain.traverse import Flip, decode_frames, find_flip, search_direction
 from styleprobe.metrics import stage_timer
 from styleprobe.storage.base import ArtifactStore
@@ -49,18 +56,27 @@ Progress = Callable[[str, float], None]
 
 
 @dataclass(frozen=True)
-class ExplainOptions:
-    """Settings of one explanation beyond the input, target and λ grid."""
+class JobKeys:
+    """The keys of one job's records, filled in stage by stage."""
 
-    probe: ProbeSettings = field(default_factory=ProbeSettings)
-    orthogonalize: tuple[str, ...] = ()
-    search_rounds: int = 3  # batched k-section calls of the counterfactual search
-    search_points: int = 8  # λ values per search call
+    input: str
+    encoding: str = ""
+    direction: str = ""
+    traversal: str = ""
+    outputs: dict[str, str] = field(default_factory=dict)  # rendered artifacts by name
+    manifest: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> JobKeys:
+        return cls(**raw)
 
 
 # --- stages ---------------------------------------------------------------------------------
 
-@stage_timer("store")
+@stage_timer("input")
 def store_input(store: ArtifactStore, job_id: str, model_input: ModelInput) -> str:
     """Store the preprocessed input; the key of its record ``input.json``."""
     image_key = put_array(store, job_key(job_id, "input.npy"), model_input.image)
@@ -69,7 +85,6 @@ def store_input(store: ArtifactStore, job_id: str, model_input: ModelInput) -> s
         "image": image_key})
 
 
-@stage_timer("encode")
 def encode(backend: ModelBackend, store: ArtifactStore, job_id: str, input_key: str,
            target: str) -> str:
     """``w = E(x)``, ``G(w)``, ``f(x)``, ``f(G(w))`` and the quality verdict; the key of
@@ -79,12 +94,12 @@ def encode(backend: ModelBackend, store: ArtifactStore, job_id: str, input_key: 
     class_index = model_set.classifier.class_index(target)
     threshold = model_set.classifier.threshold
     image = get_array(store, get_json(store, input_key)["image"])
-    x = to_tensor(image[None], prep)
+    x = to_model_layout(image[None], prep)
     w = backend.encoder(x)
     reconstruction, logits_rec = backend.decode_and_classify(w)
     p_input = float(target_probability(backend.classifier(x), class_index)[0])
     p_rec = float(target_probability(logits_rec, class_index)[0])
-    recon = from_tensor(reconstruction, prep)[0]
+    recon = from_model_layout(reconstruction, prep)[0]
     quality = assess_reconstruction(image, recon, bool(predicted(p_input, threshold)),
                                     bool(predicted(p_rec, threshold)), model_set.quality)
     return put_json(store, job_key(job_id, "encoding.json"), {
@@ -99,10 +114,8 @@ def encode(backend: ModelBackend, store: ArtifactStore, job_id: str, input_key: 
     })
 
 
-@stage_timer("decode")
 def traverse(backend: ModelBackend, store: ArtifactStore, job_id: str, encoding_key: str,
-             direction_key: str, lambdas: str, search_rounds: int = 3,
-             search_points: int = 8) -> str:
+             direction_key: str, lambdas: np.ndarray, search: SearchSettings) -> str:
     """Decode and classify the λ grid in one batch and search the flip; the key of the
     record ``traversal.json``."""
     prep = backend.model_set.preprocessing
@@ -110,21 +123,20 @@ def traverse(backend: ModelBackend, store: ArtifactStore, job_id: str, encoding_
     direction = load_direction(store, direction_key)
     w = get_array(store, encoding["latent"])
     alpha = direction.array()
-    grid = decode_frames(backend, w, alpha, parse_lambdas(lambdas).values(),
-                         direction.class_index)
+    grid = decode_frames(backend, w, alpha, lambdas, direction.class_index)
     base = encoding["prediction_reconstruction"]
     flip = find_flip(backend, w, alpha, direction.class_index, direction.threshold, base, grid,
-                     rounds=search_rounds, points=search_points)
+                     rounds=search.rounds, points=search.points)
     record: dict[str, Any] = {
         "lambdas": grid.lambdas.tolist(),
         "probabilities": grid.probabilities.tolist(),
         "frames": put_array(store, job_key(job_id, "frames.npy"),
-                            from_tensor(grid.images, prep)),
+                            from_model_layout(grid.images, prep)),
         "flip": _flip_record(flip, search_direction(base, direction.threshold), grid.lambdas),
     }
     if flip is not None:
         record["flip_frame"] = put_array(store, job_key(job_id, "flip_frame.npy"),
-                                         from_tensor(flip.image[None], prep)[0])
+                                         from_model_layout(flip.image[None], prep)[0])
     return put_json(store, job_key(job_id, "traversal.json"), record)
 
 
@@ -137,14 +149,12 @@ def _flip_record(flip: Flip | None, sign: float, lambdas: np.ndarray) -> dict[st
                            probability=flip.probability, bracket=list(flip.bracket)))
 
 
-def assemble(store: ArtifactStore, job_id: str, input_key: str, encoding_key: str,
-             direction_key: str, traversal_key: str,
-             outputs: dict[str, str] | None = None) -> ExplanationResult:
-    """The typed result from the stage records."""
-    record_in = get_json(store, input_key)
-    encoding = get_json(store, encoding_key)
-    direction = load_direction(store, direction_key)
-    traversal = get_json(store, traversal_key)
+def assemble(store: ArtifactStore, job_id: str, keys: JobKeys) -> ExplanationResult:
+    """The typed result from the stage records (and the outputs rendered so far)."""
+    record_in = get_json(store, keys.input)
+    encoding = get_json(store, keys.encoding)
+    direction = load_direction(store, keys.direction)
+    traversal = get_json(store, keys.traversal)
     return ExplanationResult(
         job_id=job_id, model_set=encoding["model_set"], target=encoding["target"],
         class_names=encoding["class_names"], threshold=encoding["threshold"],
@@ -159,20 +169,18 @@ def assemble(store: ArtifactStore, job_id: str, input_key: str, encoding_key: st
         prediction_input=encoding["prediction_input"],
         prediction_reconstruction=encoding["prediction_reconstruction"],
         flip=FlipInfo(**traversal["flip"]), quality=Quality(**encoding["quality"]),
-        outputs=dict(outputs or {}),
+        outputs=dict(keys.outputs),
     )
 
 
-@stage_timer("render")
-def render(store: ArtifactStore, job_id: str, input_key: str, encoding_key: str,
-           direction_key: str, traversal_key: str) -> dict[str, str]:
+def render(store: ArtifactStore, job_id: str, keys: JobKeys) -> dict[str, str]:
     """Write frames, animation, strip, plot, difference maps and the HTML report; their
     keys by name."""
-    result = assemble(store, job_id, input_key, encoding_key, direction_key, traversal_key)
-    encoding, traversal = get_json(store, encoding_key), get_json(store, traversal_key)
+    result = assemble(store, job_id, keys)
+    encoding, traversal = get_json(store, keys.encoding), get_json(store, keys.traversal)
     frames = get_array(store, traversal["frames"])
     reconstruction = get_array(store, encoding["reconstruction"])
-    image = get_array(store, get_json(store, input_key)["image"])
+    image = get_array(store, get_json(store, keys.input)["image"])
     warning = f"UNRELIABLE: {'; '.join(result.quality.reasons)}" if result.unreliable else None
     lambdas, probs = result.lambdas, result.probabilities
     maps, scale = draw.difference_maps(frames, reconstruction)
@@ -207,14 +215,127 @@ def render(store: ArtifactStore, job_id: str, input_key: str, encoding_key: str,
     return outputs
 
 
-@stage_timer("store")
-def write_manifest(store: ArtifactStore, job_id: str, input_key: str, encoding_key: str,
-                   direction_key: str, traversal_key: str, outputs: dict[str, str]) -> str:
+def write_manifest(store: ArtifactStore, job_id: str, keys: JobKeys) -> str:
     """Write ``manifest.json`` (the last artifact of a job); its key."""
-    result = assemble(store, job_id, input_key, encoding_key, direction_key, traversal_key,
-                      outputs={**outputs, "manifest": job_key(job_id, "manifest.json")})
+    manifest = job_key(job_id, "manifest.json")
+    result = assemble(store, job_id,
+                      replace(keys, outputs={**keys.outputs, "manifest": manifest}))
     store.put(result.outputs["manifest"], result.to_json().encode(), "application/json")
     return result.outputs["manifest"]
+
+
+# --- the stage list ---------------------------------------------------------------------------
+
+def no_lock(_key: str) -> AbstractContextManager[Callable[[], None]]:
+    """A single-flight lock for one process: nothing to wait for, nothing to renew."""
+
+    @contextmanager
+    def held() -> Iterator[Callable[[], None]]:
+        yield lambda: None
+    return held()
+
+
+@dataclass
+class StageContext:
+    """What a stage works with: the job, the store, the model set's backend (made on first
+    use: stages without models never ask for it), a progress callback (fraction of the
+    stage), a single-flight lock for shared work by key (it yields a function that renews
+    the lock's lease) and a callback for notes on the job."""
+
+    job_id: str
+    spec: JobSpec
+    store: ArtifactStore
+    backend: Callable[[], ModelBackend]
+    progress: Callable[[float], None] = lambda _fraction: None
+    single_flight: Callable[[str], AbstractContextManager[Callable[[], None]]] = no_lock
+    note: Callable[[str], None] = lambda _message: None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a job: ``run(context, keys)`` returns the keys with its record added."""
+
+    name: str
+    uses_models: bool
+    run: Callable[[StageContext, JobKeys], JobKeys]
+
+
+def shared_direction(context: StageContext) -> tuple[str, bool]:
+    """The key of the stored direction of the job's spec, and whether this call probed it:
+    probed at most once across concurrent jobs, behind the context's single-flight lock."""
+    backend, spec, store = context.backend(), context.spec, context.store
+    key = direction_key(backend.model_set, spec.target, spec.probe, list(spec.orthogonalize))
+    if store.exists(key):
+        return key, False
+    with context.single_flight(key) as renew:
+        probed = not store.exists(key)  # whoever waited for the lock finds it stored
+
+        def probing(_stage: str, fraction: float) -> None:
+            renew()
+            context.progress(fraction)
+
+        ensure_direction(backend, store, spec.target, spec.probe, spec.orthogonalize, probing)
+    return key, probed
+
+
+def _encode(context: StageContext, keys: JobKeys) -> JobKeys:
+    done = job_key(context.job_id, "encoding.json")
+    if not context.store.exists(done):
+        encode(context.backend(), context.store, context.job_id, keys.input,
+               context.spec.target)
+    return replace(keys, encoding=done)
+
+
+def _direction(context: StageContext, keys: JobKeys) -> JobKeys:
+    key, probed = shared_direction(context)
+    context.note("direction probed" if probed else "direction found stored")
+    return replace(keys, direction=key)
+
+
+def _traverse(context: StageContext, keys: JobKeys) -> JobKeys:
+    done = job_key(context.job_id, "traversal.json")
+    if not context.store.exists(done):
+        traverse(context.backend(), context.store, context.job_id, keys.encoding,
+                 keys.direction, context.spec.lambdas.values(), context.spec.search)
+    return replace(keys, traversal=done)
+
+
+def _render(context: StageContext, keys: JobKeys) -> JobKeys:
+    return replace(keys, outputs=render(context.store, context.job_id, keys))
+
+
+def _manifest(context: StageContext, keys: JobKeys) -> JobKeys:
+    return replace(keys, manifest=write_manifest(context.store, context.job_id, keys))
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("encode", True, _encode),        # w = E(x), G(w), f(x), f(G(w)), quality verdict
+    Stage("direction", True, _direction),  # the stored direction, probed once
+    Stage("traverse", True, _traverse),    # the λ grid decoded and classified, flip search
+    Stage("render", False, _render),       # frames, animation, strip, plot, report
+    Stage("manifest", False, _manifest),   # manifest.json, the job's last object
+)
+STAGE_NAMES = tuple(stage.name for stage in STAGES)
+MODEL_STAGES = tuple(stage for stage in STAGES if stage.uses_models)
+OUTPUT_STAGES = tuple(stage for stage in STAGES if not stage.uses_models)
+assert STAGES == MODEL_STAGES + OUTPUT_STAGES, "stages with models run first"
+
+
+def run_stage(stage: Stage, context: StageContext, keys: JobKeys) -> JobKeys:
+    """Run one stage, timed under its name."""
+    with stage_timer(stage.name):
+        return stage.run(context, keys)
+
+
+def run_stages(stages: Sequence[Stage], context: StageContext, keys: JobKeys,
+               progress: Progress | None = None) -> JobKeys:
+    """Run ``stages`` in order; ``progress(stage name, fraction)`` as they go."""
+    for stage in stages:
+        if progress is not None:
+            progress(stage.name, 0.0)
+            context.progress = lambda fraction, name=stage.name: progress(name, fraction)
+        keys = run_stage(stage, context, keys)
+    return keys
 
 
 def delete_job(store: ArtifactStore, job_id: str) -> None:
@@ -225,6 +346,14 @@ def delete_job(store: ArtifactStore, job_id: str) -> None:
 
 # --- inline runner ---------------------------------------------------------------------------
 
+def check_job_id(job_id: str) -> str:
+    """``job_id`` if it can name a job's folder; ValueError otherwise."""
+    if not JOB_ID.fullmatch(job_id):
+        raise JobSpecError(f"job id {job_id!r} must be 1-128 letters, digits, '_', '.' or "
+                           "'-', starting with a letter or digit")
+    return job_id
+
+
 class Explainer:
     """Runs the stages inline, in this process: the library API and the embedded mode."""
 
@@ -233,51 +362,35 @@ class Explainer:
         self.backend, self.store = backend, store
         self.progress = progress or (lambda stage, fraction: None)
 
-    def explain(self, image: ImageSource, target: str | None = None,
-                lambdas: str = DEFAULT_LAMBDAS, options: ExplainOptions | None = None,
+    def spec(self, target: str | None = None, **settings: Any) -> JobSpec:
+        """A checked spec for this backend's model set (see :meth:`JobSpec.create`)."""
+        return JobSpec.create(self.backend.model_set, target, **settings)
+
+    def explain(self, image: ImageSource, spec: JobSpec | None = None,
                 job_id: str | None = None, filename: str | None = None) -> ExplanationResult:
-        """Explain the classifier's prediction of ``target`` on ``image``.
+        """Explain the classifier's prediction on ``image`` as ``spec`` says (default: the
+        model set's default target and settings).
 
         Everything is checked before anything is written; on any failure the job's
         artifacts are removed (a probed direction, complete in itself, is kept).
         """
-        options = options or ExplainOptions()
-        model_set = self.backend.model_set
-        target = target or model_set.default_target
-        model_set.classifier.class_index(target)
-        parse_lambdas(lambdas)
-        orthogonalize = check_nuisance_names(model_set, options.orthogonalize)
-        if job_id is not None and not JOB_ID.fullmatch(job_id):
-            raise ValueError(f"job id {job_id!r} must be 1-128 letters, digits, '_', '.' or "
-                             "'-', starting with a letter or digit")
-        model_input = load_input(image, model_set.preprocessing, filename)
-        job_id = job_id or uuid.uuid4().hex[:12]
+        spec = spec or self.spec()
+        if spec.model_set != self.backend.model_set.name:
+            raise JobSpecError(f"the job is for model set {spec.model_set!r}, the backend "
+                               f"serves {self.backend.model_set.name!r}")
+        job_id = check_job_id(job_id) if job_id is not None else uuid.uuid4().hex[:12]
+        model_input = load_input(image, self.backend.model_set.preprocessing, filename)
         try:
-            return self._run(model_input, target, lambdas, options, orthogonalize, job_id)
+            return self.run(job_id, spec, store_input(self.store, job_id, model_input))
         except BaseException:
             delete_job(self.store, job_id)
             raise
 
-    def _run(self, model_input: ModelInput, target: str, lambdas: str, options: ExplainOptions,
-             orthogonalize: list[str], job_id: str) -> ExplanationResult:
-        step = self.progress
-        step("input", 0.0)
-        input_key = store_input(self.store, job_id, model_input)
-        step("encode", 0.0)
-        encoding_key = encode(self.backend, self.store, job_id, input_key, target)
-        step("direction", 0.0)
-        direction_key = ensure_direction(self.backend, self.store, target, options.probe,
-                                         orthogonalize, step)
-        step("traverse", 0.0)
-        traversal_key = traverse(self.backend, self.store, job_id, encoding_key, direction_key,
-                                 lambdas, options.search_rounds, options.search_points)
-        step("render", 0.0)
-        outputs = render(self.store, job_id, input_key, encoding_key, direction_key,
-                         traversal_key)
-        step("manifest", 0.0)
-        manifest_key = write_manifest(self.store, job_id, input_key, encoding_key,
-                                      direction_key, traversal_key, outputs)
-        step("manifest", 1.0)
-        result = ExplanationResult.from_json(self.store.get(manifest_key))
+    def run(self, job_id: str, spec: JobSpec, input_key: str) -> ExplanationResult:
+        """Run the stages of a job whose input is stored; its result."""
+        context = StageContext(job_id, spec, self.store, lambda: self.backend)
+        keys = run_stages(STAGES, context, JobKeys(input=input_key), self.progress)
+        self.progress(STAGES[-1].name, 1.0)
+        result = ExplanationResult.from_json(self.store.get(keys.manifest))
         log.info("explained", extra={"job_id": job_id, "unreliable": result.unreliable})
         return result

@@ -1,19 +1,18 @@
 """The user's input, loaded and preprocessed into the model set's tensor.
 
 Decoding (PNG, JPEG, TIFF, DICOM, ``.npy``) is :mod:`styleprobe.data.codecs`; an array
-given directly goes through the same ``.npy`` path, so it is checked the same way.
+given directly is checked and scaled as the content of a ``.npy`` file.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from styleprobe.data.codecs import decode, to_model_input
+from styleprobe.data.codecs import decode, decode_array, to_model_input
 from styleprobe.modelset import Preprocessing
 
 ImageSource = Path | str | bytes | np.ndarray
@@ -32,22 +31,21 @@ def load_input(source: ImageSource, preprocessing: Preprocessing,
                filename: str | None = None) -> ModelInput:
     """Decode ``source`` and fit it to ``preprocessing``; raise ImageDecodeError if unusable."""
     if isinstance(source, np.ndarray):
-        buffer = io.BytesIO()
-        np.save(buffer, source, allow_pickle=False)
-        source, filename = buffer.getvalue(), filename or "array"
-    decoded = decode(source, filename)
+        decoded = decode_array(source, filename or "array")
+    else:
+        decoded = decode(source, filename)
     image = to_model_input(decoded.pixels, preprocessing.resolution, preprocessing.channels)
     return ModelInput(image=image, sha256=decoded.sha256, description=decoded.describe())
 
 
-def to_tensor(images: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+def to_model_layout(images: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
     """(N, R, R, C) in [0, 1] -> the models' (N, C, R, R) in the manifest's value range."""
     low, high = preprocessing.value_range
     nchw = np.transpose(np.asarray(images, np.float32), (0, 3, 1, 2))
     return np.ascontiguousarray(low + nchw * (high - low), dtype=np.float32)
 
 
-def from_tensor(tensor: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+def from_model_layout(tensor: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
     """The models' (N, C, R, R) -> (N, R, R, C) float32 in [0, 1]."""
     low, high = preprocessing.value_range
     unit = (np.asarray(tensor, np.float32) - low) / (high - low)

@@ -12,21 +12,22 @@ again, so a refused or failed request leaves nothing behind.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from celery import Celery
 
 from styleprobe.api import pb
 from styleprobe.cohort.ledger import DEFAULT_CHUNK_SIZE, CohortLedger, CohortSpec, cohort_key
 from styleprobe.config import Settings
 from styleprobe.explain.artifacts import put_json
-from styleprobe.jobs import QUEUED, JobRecord, JobStore, new_job_id
+from styleprobe.explain.spec import JobSpec
+from styleprobe.jobs import QUEUED, JobRecord, JobRequest, JobStore, new_job_id
 from styleprobe.metrics import count_job
-from styleprobe.orchestrator.requests import JobSettings, RequestError, check_settings, invalid
-from styleprobe.storage import ArtifactStore, StoreError
-from styleprobe.storage.local import validate_key
-from styleprobe.worker.app import cohort_start
+from styleprobe.orchestrator.requests import RequestError, invalid, job_spec, model_set_named
+from styleprobe.storage import ArtifactStore, StoreError, validate_key
+from styleprobe.worker.app import cohort_task
 
 log = logging.getLogger(__name__)
 MAX_IMAGES = 100_000  # images in one cohort
@@ -39,17 +40,13 @@ RESERVED_PREFIXES = ("jobs/", "cohorts/", "directions/")  # the service's own ob
 class CohortJob:
     """A checked SubmitCohort request: its settings, images and inline images to store."""
 
-    settings: JobSettings
+    spec: JobSpec
     threshold: float
     images: list[str]
     inline: dict[str, bytes] = field(default_factory=dict)
 
-    def spec(self, cohort_id: str) -> CohortSpec:
-        s = self.settings
-        return CohortSpec(cohort_id=cohort_id, model_set=s.model_set, target=s.target,
-                          threshold=self.threshold, lambdas=s.lambdas, probe=asdict(s.probe),
-                          orthogonalize=tuple(s.orthogonalize),
-                          search_rounds=s.search_rounds, search_points=s.search_points)
+    def cohort_spec(self, cohort_id: str) -> CohortSpec:
+        return CohortSpec(cohort_id=cohort_id, job=self.spec, threshold=self.threshold)
 
 
 def images_key(cohort_id: str) -> str:
@@ -130,7 +127,8 @@ def _inline_images(batch: pb.InlineImages, cohort_id: str) -> dict[str, bytes]:
 def check_cohort(request: pb.SubmitCohortRequest, repository: Path, store: ArtifactStore,
                  default_samples: int, cohort_id: str) -> CohortJob:
     """Check every field of a SubmitCohort request (the images are listed, not read)."""
-    model_set, settings = check_settings(request, repository, default_samples)
+    model_set = model_set_named(repository, request.model_set)
+    spec = job_spec(model_set, request, default_samples)
     which = request.WhichOneof("images")
     inline: dict[str, bytes] = {}
     if which == "prefix":
@@ -145,12 +143,12 @@ def check_cohort(request: pb.SubmitCohortRequest, repository: Path, store: Artif
                       "(object keys) or inline (a small batch of files)")
     if len(images) > MAX_IMAGES:
         raise invalid(f"a cohort holds at most {MAX_IMAGES} images, got {len(images)}")
-    return CohortJob(settings=settings, threshold=model_set.classifier.threshold,
+    return CohortJob(spec=spec, threshold=model_set.classifier.threshold,
                      images=images, inline=inline)
 
 
 def submit_cohort(request: pb.SubmitCohortRequest, settings: Settings, store: ArtifactStore,
-                  jobs: JobStore) -> JobRecord:
+                  jobs: JobStore, celery: Celery) -> JobRecord:
     """Check, record and queue a cohort; its job record (QUEUED)."""
     job_id = new_job_id()
     checked = check_cohort(request, Path(settings.model_repository), store,
@@ -159,12 +157,12 @@ def submit_cohort(request: pb.SubmitCohortRequest, settings: Settings, store: Ar
         for key, data in checked.inline.items():
             store.put(key, data)
         put_json(store, images_key(job_id), {"images": checked.images})
-        CohortLedger(store, job_id).start(checked.spec(job_id))
-        record = jobs.create(job_id, "cohort", {
-            **checked.settings.record(), "images": images_key(job_id),
-            "chunk_size": DEFAULT_CHUNK_SIZE}, total=len(checked.images))
+        CohortLedger(store, job_id).start(checked.cohort_spec(job_id))
+        request_record = JobRequest(checked.spec, images_key=images_key(job_id),
+                                    chunk_size=DEFAULT_CHUNK_SIZE)
+        record = jobs.create(job_id, "cohort", request_record, total=len(checked.images))
         try:
-            cohort_start(job_id).apply_async()
+            cohort_task(celery, "prepare", job_id, task_id=f"{job_id}-prepare").apply_async()
         except BaseException:
             jobs.delete(job_id)
             raise
@@ -174,6 +172,6 @@ def submit_cohort(request: pb.SubmitCohortRequest, settings: Settings, store: Ar
         raise
     count_job("cohort", QUEUED)
     log.info("cohort queued", extra={"job_id": job_id, "images": len(checked.images),
-                                     "model_set": checked.settings.model_set,
-                                     "target": checked.settings.target})
+                                     "model_set": checked.spec.model_set,
+                                     "target": checked.spec.target})
     return record

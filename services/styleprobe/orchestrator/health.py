@@ -21,7 +21,6 @@ from styleprobe.config import Settings
 from styleprobe.jobs import JobStore
 from styleprobe.metrics import set_dependency_ready, set_queue_depth
 from styleprobe.storage import ArtifactStore
-from styleprobe.storage.s3 import S3Store
 from styleprobe.worker.app import QUEUES
 
 log = logging.getLogger(__name__)
@@ -38,8 +37,8 @@ def service_checks(settings: Settings, jobs: JobStore, store: ArtifactStore) -> 
             set_queue_depth(queue, int(jobs.redis.llen(queue)))
 
     checks: dict[str, Check] = {"redis": redis_and_queues}
-    if isinstance(store, S3Store):
-        checks["s3"] = store.ensure_bucket
+    if store.dependency:
+        checks[store.dependency] = store.check
     if settings.backend == "triton":
         import tritonclient.grpc as triton
 

@@ -31,14 +31,14 @@ def timestamp(seconds: float) -> Timestamp | None:
 
 def job_message(record: JobRecord, explanation: pb.Explanation | None = None,
                 cohort: pb.CohortSummary | None = None) -> pb.Job:
-    counts = record.counts
+    counts, spec = record.counts, record.request.spec
     total, done, failed = counts.get("total", 1), counts.get("done", 0), counts.get("failed", 0)
     return pb.Job(
         job_id=record.job_id, kind=record.kind, state=STATES[record.state], stage=record.stage,
         progress=record.progress, created_at=timestamp(record.created_at),
         started_at=timestamp(record.started_at), finished_at=timestamp(record.finished_at),
-        error=record.error, model_set=record.request.get("model_set", ""),
-        target=record.request.get("target", ""), lambdas=record.request.get("lambdas", ""),
+        error=record.error, model_set=spec.model_set, target=spec.target,
+        lambdas=str(spec.lambdas),
         counts=pb.JobCounts(total=total, done=done, failed=failed,
                             pending=max(0, total - done - failed)),
         stage_seconds=record.stage_seconds, explanation=explanation,

@@ -7,24 +7,17 @@ NOT_FOUND for a model set or object that does not exist.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 
 from styleprobe.api import pb
 from styleprobe.data.codecs import ImageDecodeError
-from styleprobe.explain.direction import DirectionError, ProbeSettings, check_nuisance_names
 from styleprobe.explain.inputs import ModelInput, load_input
-from styleprobe.explain.lambdas import DEFAULT_LAMBDAS, LambdaSpecError, parse_lambdas
+from styleprobe.explain.spec import JobSpec, JobSpecError, ProbeSettings, SearchSettings
 from styleprobe.modelset import ModelSet, ModelSetError, list_model_sets, load_model_set
-from styleprobe.storage import ArtifactStore, ObjectNotFound, StoreError
-from styleprobe.storage.local import validate_key
-
-MAX_PROBE_SAMPLES = 100_000
-SEARCH_ROUNDS, SEARCH_POINTS = 3, 8  # defaults of the counterfactual search
-MAX_SEARCH_ROUNDS, MAX_SEARCH_POINTS = 10, 64
+from styleprobe.storage import ArtifactStore, ObjectNotFound, StoreError, validate_key
 
 
 class RequestError(Exception):
@@ -40,33 +33,11 @@ def invalid(message: str) -> RequestError:
 
 
 @dataclass
-class JobSettings:
-    """The checked settings every image of a job shares (Explain and SubmitCohort)."""
+class ExplainJob:
+    """A checked Explain request: the job's spec and the decoded input."""
 
-    model_set: str
-    target: str
-    lambdas: str
-    probe: ProbeSettings
-    orthogonalize: list[str]
-    search_rounds: int
-    search_points: int
-
-    def record(self) -> dict[str, Any]:
-        """The settings as the workers read them from the job record."""
-        return {"model_set": self.model_set, "target": self.target, "lambdas": self.lambdas,
-                "probe": asdict(self.probe), "orthogonalize": self.orthogonalize,
-                "search_rounds": self.search_rounds, "search_points": self.search_points}
-
-
-@dataclass
-class ExplainJob(JobSettings):
-    """A checked Explain request: what the workers need, and the decoded input."""
-
+    spec: JobSpec
     image: ModelInput
-
-    def job_request(self, input_key: str) -> dict[str, Any]:
-        """The job's request as the workers read it from the job record."""
-        return {**self.record(), "input_key": input_key}
 
 
 def model_set_named(repository: Path, name: str) -> ModelSet:
@@ -85,44 +56,31 @@ def model_set_named(repository: Path, name: str) -> ModelSet:
                            f"model set {name!r} is broken on this server: {exc}") from exc
 
 
-def target_of(model_set: ModelSet, target: str) -> str:
-    """``target``, or the default target; INVALID_ARGUMENT naming the classes."""
-    target = target or model_set.default_target
-    try:
-        model_set.classifier.class_index(target)
-    except ModelSetError as exc:
-        raise invalid(str(exc)) from exc
-    return target
-
-
 def probe_settings(options: pb.ProbeOptions, default_samples: int) -> ProbeSettings:
-    """The probe options with the server's defaults for unset (zero) fields."""
-    samples = options.samples or default_samples
-    if not 0 < samples <= MAX_PROBE_SAMPLES:
-        raise invalid(f"probe samples must lie in 20..{MAX_PROBE_SAMPLES}, got {samples}")
+    """The probe options, with the server's sample count and the defaults for unset (zero)
+    fields; :class:`JobSpecError` if out of range."""
     defaults = ProbeSettings()
+    return ProbeSettings(
+        samples=options.samples or default_samples, seed=options.seed,
+        truncation_psi=options.truncation_psi or defaults.truncation_psi,
+        test_fraction=options.test_fraction or defaults.test_fraction,
+        regularization=options.regularization or defaults.regularization)
+
+
+def job_spec(model_set: ModelSet, request: pb.ExplainRequest | pb.SubmitCohortRequest,
+             default_samples: int) -> JobSpec:
+    """The request's job spec, checked against ``model_set`` (unset fields: defaults)."""
+    options = request.options
+    defaults = SearchSettings()
     try:
-        return ProbeSettings(
-            samples=samples, seed=options.seed,
-            truncation_psi=options.truncation_psi or defaults.truncation_psi,
-            test_fraction=options.test_fraction or defaults.test_fraction,
-            regularization=options.regularization or defaults.regularization)
-    except DirectionError as exc:
+        return JobSpec.create(
+            model_set, request.target, request.lambdas or None,
+            probe_settings(options.probe, default_samples),
+            SearchSettings(options.search_rounds or defaults.rounds,
+                           options.search_points or defaults.points),
+            list(options.orthogonalize))
+    except JobSpecError as exc:
         raise invalid(str(exc)) from exc
-
-
-def nuisance_names(model_set: ModelSet, names: list[str]) -> list[str]:
-    try:
-        return check_nuisance_names(model_set, list(names))
-    except DirectionError as exc:
-        raise invalid(str(exc)) from exc
-
-
-def _search(value: int, default: int, low: int, high: int, name: str) -> int:
-    value = value or default
-    if not low <= value <= high:
-        raise invalid(f"{name} must lie in {low}..{high}, got {value}")
-    return value
 
 
 def image_bytes(request: pb.ExplainRequest, store: ArtifactStore) -> bytes:
@@ -148,34 +106,15 @@ def image_bytes(request: pb.ExplainRequest, store: ArtifactStore) -> bytes:
                            f"the object store cannot be read: {exc}") from exc
 
 
-def check_settings(request: pb.ExplainRequest | pb.SubmitCohortRequest, repository: Path,
-                   default_samples: int) -> tuple[ModelSet, JobSettings]:
-    """Check the model set, target, λ grid and options of a request; the model set too."""
-    model_set = model_set_named(repository, request.model_set)
-    target = target_of(model_set, request.target)
-    lambdas = request.lambdas or DEFAULT_LAMBDAS
-    try:
-        parse_lambdas(lambdas)
-    except LambdaSpecError as exc:
-        raise invalid(str(exc)) from exc
-    options = request.options
-    probe = probe_settings(options.probe, default_samples)
-    names = nuisance_names(model_set, list(options.orthogonalize))
-    rounds = _search(options.search_rounds, SEARCH_ROUNDS, 1, MAX_SEARCH_ROUNDS, "search_rounds")
-    points = _search(options.search_points, SEARCH_POINTS, 2, MAX_SEARCH_POINTS, "search_points")
-    return model_set, JobSettings(model_set=model_set.name, target=target, lambdas=lambdas,
-                                  probe=probe, orthogonalize=names, search_rounds=rounds,
-                                  search_points=points)
-
-
 def check_explain(request: pb.ExplainRequest, repository: Path, store: ArtifactStore,
                   default_samples: int) -> ExplainJob:
     """Check every field of an Explain request, decoding the image last (the costliest)."""
-    model_set, settings = check_settings(request, repository, default_samples)
+    model_set = model_set_named(repository, request.model_set)
+    spec = job_spec(model_set, request, default_samples)
     data = image_bytes(request, store)
     name = request.filename or request.image_key or "image"
     try:
         image = load_input(data, model_set.preprocessing, name)
     except ImageDecodeError as exc:
         raise invalid(f"the image cannot be used: {exc}") from exc
-    return ExplainJob(**vars(settings), image=image)
+    return ExplainJob(spec=spec, image=image)

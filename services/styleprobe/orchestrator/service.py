@@ -24,12 +24,14 @@ from styleprobe.config import Settings
 from styleprobe.explain import engine
 from styleprobe.explain.direction import Direction, direction_key
 from styleprobe.explain.result import ExplanationResult
+from styleprobe.explain.spec import JobSpec, JobSpecError
 from styleprobe.jobs import (
     ACTIVE,
     CANCELLED,
     ENDED,
     QUEUED,
     JobNotFoundError,
+    JobRequest,
     JobStore,
     new_job_id,
 )
@@ -42,14 +44,10 @@ from styleprobe.orchestrator.requests import (
     check_explain,
     invalid,
     model_set_named,
-    nuisance_names,
     probe_settings,
-    target_of,
 )
-from styleprobe.storage import ArtifactStore, ObjectNotFound, StoreError
-from styleprobe.storage.local import validate_key
-from styleprobe.storage.s3 import S3Store
-from styleprobe.worker.app import cohort_summary, explain_chain
+from styleprobe.storage import ArtifactStore, ObjectNotFound, StoreError, validate_key
+from styleprobe.worker.app import cohort_task, explain_chain, make_app
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,6 +62,7 @@ class StyleProbeService(rpc.StyleProbeServicer):
     def __init__(self, settings: Settings, store: ArtifactStore, jobs: JobStore) -> None:
         self.settings, self.store, self.jobs = settings, store, jobs
         self.repository = Path(settings.model_repository)
+        self.celery = make_app(settings)
 
     # --- RPCs -------------------------------------------------------------------------------
 
@@ -128,9 +127,9 @@ class StyleProbeService(rpc.StyleProbeServicer):
         job_id = new_job_id()
         input_key = engine.store_input(self.store, job_id, checked.image)
         try:
-            record = self.jobs.create(job_id, "explain", checked.job_request(input_key))
+            record = self.jobs.create(job_id, "explain", JobRequest(checked.spec, input_key))
             try:
-                explain_chain(job_id).apply_async()
+                explain_chain(self.celery, job_id).apply_async()
             except BaseException:
                 self.jobs.delete(job_id)
                 raise
@@ -138,13 +137,13 @@ class StyleProbeService(rpc.StyleProbeServicer):
             engine.delete_job(self.store, job_id)
             raise
         count_job("explain", QUEUED)
-        log.info("job queued", extra={"job_id": job_id, "model_set": checked.model_set,
-                                      "target": checked.target})
+        log.info("job queued", extra={"job_id": job_id, "model_set": checked.spec.model_set,
+                                      "target": checked.spec.target})
         return messages.job_message(record)
 
     def _submit_cohort(self, request: pb.SubmitCohortRequest) -> pb.Job:
         return messages.job_message(submit_cohort(request, self.settings, self.store,
-                                                  self.jobs))
+                                                  self.jobs, self.celery))
 
     def _record(self, job_id: str) -> Any:
         if not job_id:
@@ -159,12 +158,14 @@ class StyleProbeService(rpc.StyleProbeServicer):
     def _job(self, record: Any) -> pb.Job:
         """The job message, with the explanation (or the cohort's summary) once written."""
         if record.kind == "cohort":
-            return messages.job_message(record, cohort=messages.cohort_message(record, self._url))
+            url = self.store.presigned_url
+            return messages.job_message(record, cohort=messages.cohort_message(record, url))
         manifest = record.keys.get("manifest")
         if record.state != "succeeded" or not manifest:
             return messages.job_message(record)
         result = ExplanationResult.from_json(self.store.get(manifest))
-        return messages.job_message(record, messages.explanation_message(result, self._url))
+        return messages.job_message(
+            record, messages.explanation_message(result, self.store.presigned_url))
 
     def _get_job(self, job_id: str) -> pb.Job:
         return self._job(self._record(job_id))
@@ -184,7 +185,7 @@ class StyleProbeService(rpc.StyleProbeServicer):
                                "cancelled")
         count_job(record.kind, CANCELLED)
         if record.kind == "cohort":  # the summary of the images that finished
-            cohort_summary(job_id).apply_async()
+            cohort_task(self.celery, "summary", job_id).apply_async()
         log.info("job cancelled", extra={"job_id": job_id, "was": record.state})
         return messages.job_message(self._record(job_id))
 
@@ -208,9 +209,14 @@ class StyleProbeService(rpc.StyleProbeServicer):
                 raise invalid(f"{key!r} is not a direction key (directions/<sha256>.json)")
         else:
             model_set = model_set_named(self.repository, request.model_set)
-            key = direction_key(model_set, target_of(model_set, request.target),
-                                probe_settings(request.probe, self.settings.probe_samples),
-                                nuisance_names(model_set, list(request.orthogonalize)))
+            try:
+                spec = JobSpec.create(
+                    model_set, request.target,
+                    probe=probe_settings(request.probe, self.settings.probe_samples),
+                    orthogonalize=list(request.orthogonalize))
+            except JobSpecError as exc:
+                raise invalid(str(exc)) from exc
+            key = direction_key(model_set, spec.target, spec.probe, list(spec.orthogonalize))
         try:
             raw = json.loads(self.store.get(key))
         except ObjectNotFound:
@@ -218,9 +224,6 @@ class StyleProbeService(rpc.StyleProbeServicer):
                                f"direction {key} has not been probed yet (an Explain with "
                                "these settings probes it)") from None
         return messages.direction_message(Direction(**raw))
-
-    def _url(self, key: str) -> str:
-        return self.store.presigned_url(key) if isinstance(self.store, S3Store) else ""
 
     # --- errors -------------------------------------------------------------------------------
 

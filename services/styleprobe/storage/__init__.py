@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from styleprobe.config import Settings
-from styleprobe.storage.base import ArtifactStore, ObjectNotFound, StoreError
+from styleprobe.storage.base import ArtifactStore, ObjectNotFound, StoreError, validate_key
 
-__all__ = ["ArtifactStore", "ObjectNotFound", "StoreError", "open_store"]
+__all__ = ["ArtifactStore", "ObjectNotFound", "StoreError", "open_store", "validate_key"]
 
 
 def open_store(settings: Settings, root: Path | str | None = None,

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+META_SUFFIX = ".meta.json"  # reserved: the local store's content-type sidecars
+TEMP_PREFIX = ".tmp-"  # reserved: the local store's files being written
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
 
 class StoreError(RuntimeError):
     """A store operation failed."""
@@ -18,8 +22,25 @@ class ObjectNotFound(StoreError, KeyError):  # noqa: N818 (reads as a condition)
     """No object under that key."""
 
 
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a relative ``/``-separated key without ``..``; else raise."""
+    if not isinstance(key, str) or not key:
+        raise StoreError("an object key must be a non-empty string")
+    parts = key.split("/")
+    if key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
+        raise StoreError(f"invalid object key {key!r}: keys are relative, '/'-separated, "
+                         "without empty, '.' or '..' parts")
+    if key.endswith(META_SUFFIX) or any(p.startswith(TEMP_PREFIX) for p in parts):
+        raise StoreError(f"invalid object key {key!r}: reserved name")
+    return key
+
+
 class ArtifactStore(Protocol):
     """Bytes by key."""
+
+    # The server this store depends on, as health checks and metrics name it ("s3"), or
+    # "" for a store that needs none (a local directory).
+    dependency: str
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         """Store ``data`` under ``key`` atomically (replacing any earlier object)."""
@@ -38,3 +59,13 @@ class ArtifactStore(Protocol):
     def content_type(self, key: str) -> str: ...
 
     def delete(self, key: str) -> None: ...
+
+    def presigned_url(self, key: str) -> str:
+        """A URL that fetches ``key`` without credentials for a while; "" where the store
+        has no URLs to give (a local directory)."""
+        ...
+
+    def check(self) -> None:
+        """Raise :class:`StoreError` unless the store can be used now (its server answers
+        and its bucket exists)."""
+        ...

@@ -12,31 +12,31 @@ import os
 import tempfile
 from pathlib import Path
 
-from styleprobe.storage.base import ObjectNotFound, StoreError
-
-META_SUFFIX = ".meta.json"
-TEMP_PREFIX = ".tmp-"
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
-
-
-def validate_key(key: str) -> str:
-    """Return ``key`` if it is a relative ``/``-separated key without ``..``; else raise."""
-    if not isinstance(key, str) or not key:
-        raise StoreError("an object key must be a non-empty string")
-    parts = key.split("/")
-    if key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
-        raise StoreError(f"invalid object key {key!r}: keys are relative, '/'-separated, "
-                         "without empty, '.' or '..' parts")
-    if key.endswith(META_SUFFIX) or any(p.startswith(TEMP_PREFIX) for p in parts):
-        raise StoreError(f"invalid object key {key!r}: reserved name")
-    return key
+from styleprobe.storage.base import (
+    DEFAULT_CONTENT_TYPE,
+    META_SUFFIX,
+    TEMP_PREFIX,
+    ObjectNotFound,
+    StoreError,
+    validate_key,
+)
 
 
 class LocalStore:
     """An :class:`~styleprobe.storage.base.ArtifactStore` rooted at a directory."""
 
+    dependency = ""  # no server
+
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+
+    def presigned_url(self, key: str) -> str:
+        """"": a local folder gives no URLs (its files are read by path)."""
+        validate_key(key)
+        return ""
+
+    def check(self) -> None:
+        """Nothing to reach: a local folder is created as objects are written."""
 
     def path(self, key: str) -> Path:
         """The file that holds ``key``."""

@@ -27,8 +27,12 @@ from minio import Minio
 from minio.error import MinioException, S3Error
 
 from styleprobe.config import Settings
-from styleprobe.storage.base import ObjectNotFound, StoreError
-from styleprobe.storage.local import DEFAULT_CONTENT_TYPE, validate_key
+from styleprobe.storage.base import (
+    DEFAULT_CONTENT_TYPE,
+    ObjectNotFound,
+    StoreError,
+    validate_key,
+)
 
 log = logging.getLogger(__name__)
 MISSING_CODES = ("NoSuchKey", "NoSuchObject", "NotFound")
@@ -38,6 +42,8 @@ RETRIES = 3  # urllib3 retries of a failed connection
 
 class S3Store:
     """An :class:`~styleprobe.storage.base.ArtifactStore` in one S3 bucket."""
+
+    dependency = "s3"
 
     def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str,
                  secure: bool = False, region: str = "us-east-1",
@@ -86,6 +92,10 @@ class S3Store:
                 raise self._error("create bucket", self.bucket, exc) from exc
         except (MinioException, urllib3.exceptions.HTTPError, ValueError) as exc:
             raise self._error("create bucket", self.bucket, exc) from exc
+
+    def check(self) -> None:
+        """The server answers and the bucket exists (it is created if missing)."""
+        self.ensure_bucket()
 
     def put(self, key: str, data: bytes, content_type: str = DEFAULT_CONTENT_TYPE) -> None:
         validate_key(key)

@@ -1,4 +1,4 @@
-"""The Celery app (Redis broker) and the chain of one explanation.
+"""The Celery app (Redis broker), the task names and queues, and the chain of one job.
 
 Settings for long GPU tasks: a task is acknowledged only when it has finished
 (``acks_late``) and is given back to the queue if its worker dies
@@ -7,10 +7,15 @@ the broker redelivers a task nobody acknowledged after ``visibility_timeout_s``,
 must exceed the hard time limit, so a slow task is never run twice while it is alive.
 There is no result backend: job state lives in Redis through :mod:`styleprobe.jobs`.
 
-Queues: ``gpu`` (encode, direction, traverse: model calls) and ``cpu`` (render,
-manifest), so each kind of worker scales on its own. A cohort
-(:mod:`~styleprobe.worker.cohort_tasks`) runs a prepare task and its chunks on ``gpu``
-and its summary on ``cpu``.
+Queues: ``gpu`` for the stages that call models, ``cpu`` for the rest (rendering and the
+manifest), so each kind of worker scales on its own. An explain job is a chain of one task
+per stage of :data:`styleprobe.explain.engine.STAGES`, named ``styleprobe.<stage>``. A
+cohort (:mod:`~styleprobe.worker.cohort_tasks`) runs a prepare task and its chunks' model
+stages on ``gpu``, and its chunks' outputs and its summary on ``cpu``.
+
+Nothing is built at import: the orchestrator and ``styleprobe serve worker`` each make
+their app from their settings (:func:`make_app`); the tasks are Celery shared tasks,
+bound to whichever app runs them.
 """
 
 from __future__ import annotations
@@ -19,24 +24,29 @@ from celery import Celery, chain
 from celery.canvas import Signature
 
 from styleprobe.config import Settings
+from styleprobe.explain.engine import STAGES, Stage
 
 GPU_QUEUE, CPU_QUEUE = "gpu", "cpu"
 QUEUES = (GPU_QUEUE, CPU_QUEUE)
-# Stage name -> (task name, queue), in chain order.
-STAGES = {
-    "encode": ("styleprobe.encode", GPU_QUEUE),
-    "direction": ("styleprobe.direction", GPU_QUEUE),
-    "traverse": ("styleprobe.traverse", GPU_QUEUE),
-    "render": ("styleprobe.render", CPU_QUEUE),
-    "manifest": ("styleprobe.manifest", CPU_QUEUE),
-}
 # A cohort's tasks: name -> (task name, queue).
 COHORT_TASKS = {
     "prepare": ("styleprobe.cohort.prepare", GPU_QUEUE),
     "chunk": ("styleprobe.cohort.chunk", GPU_QUEUE),
+    "outputs": ("styleprobe.cohort.outputs", CPU_QUEUE),
     "summary": ("styleprobe.cohort.summary", CPU_QUEUE),
 }
 RESTORE_SWEEPS = 4  # unacknowledged tasks are looked for this often per visibility timeout
+TASK_MODULES = ["styleprobe.worker.tasks", "styleprobe.worker.cohort_tasks"]
+
+
+def task_name(stage: Stage) -> str:
+    """The Celery task of a stage: ``styleprobe.<stage name>``."""
+    return f"styleprobe.{stage.name}"
+
+
+def queue_of(stage: Stage) -> str:
+    """The queue of a stage: ``gpu`` if it calls models, else ``cpu``."""
+    return GPU_QUEUE if stage.uses_models else CPU_QUEUE
 
 
 def make_app(settings: Settings) -> Celery:
@@ -47,8 +57,10 @@ def make_app(settings: Settings) -> Celery:
             "need 0 < STYLEPROBE_TASK_SOFT_TIME_LIMIT_S < STYLEPROBE_TASK_TIME_LIMIT_S < "
             f"STYLEPROBE_VISIBILITY_TIMEOUT_S, got {settings.task_soft_time_limit_s}, "
             f"{settings.task_time_limit_s}, {settings.visibility_timeout_s}")
-    app = Celery("styleprobe", broker=settings.redis_url,
-                 include=["styleprobe.worker.tasks", "styleprobe.worker.cohort_tasks"])
+    app = Celery("styleprobe", broker=settings.redis_url, include=TASK_MODULES,
+                 set_as_current=False)
+    routes = {task_name(stage): {"queue": queue_of(stage)} for stage in STAGES}
+    routes.update({name: {"queue": queue} for name, queue in COHORT_TASKS.values()})
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -64,8 +76,7 @@ def make_app(settings: Settings) -> Celery:
         # A task running when the broker connection drops finishes (tested: a cohort
         # survives a Redis restart); Celery 6 will cancel and redeliver it by default.
         worker_cancel_long_running_tasks_on_connection_loss=False,
-        task_routes={name: {"queue": queue}
-                     for name, queue in (*STAGES.values(), *COHORT_TASKS.values())},
+        task_routes=routes,
         task_default_queue=GPU_QUEUE,
         task_serializer="json",
         accept_content=["json"],
@@ -76,24 +87,16 @@ def make_app(settings: Settings) -> Celery:
     return app
 
 
-app = make_app(Settings.from_env())
-
-
-def explain_chain(job_id: str) -> Signature:
-    """The chain of one explanation job; each task gets the keys so far and the job id."""
-    names = [name for name, _ in STAGES.values()]
-    first, *rest = names
+def explain_chain(app: Celery, job_id: str) -> Signature:
+    """The chain of one explanation job, a task per stage of :data:`STAGES` in order; each
+    task gets the job's keys so far and the job id."""
+    first, *rest = (task_name(stage) for stage in STAGES)
     return chain(app.signature(first, args=({}, job_id), task_id=f"{job_id}-{first}"),
                  *(app.signature(name, args=(job_id,), task_id=f"{job_id}-{name}")
                    for name in rest))
 
 
-def cohort_start(job_id: str) -> Signature:
-    """The first task of a cohort job: it probes the direction and queues the chunks."""
-    return app.signature(COHORT_TASKS["prepare"][0], args=(job_id,),
-                         task_id=f"{job_id}-prepare")
-
-
-def cohort_summary(job_id: str) -> Signature:
-    """The task that writes a cohort's summary (after its last chunk, or a cancel)."""
-    return app.signature(COHORT_TASKS["summary"][0], args=(job_id,))
+def cohort_task(app: Celery, name: str, *args: object, task_id: str | None = None
+                ) -> Signature:
+    """A cohort task (:data:`COHORT_TASKS`) with its arguments."""
+    return app.signature(COHORT_TASKS[name][0], args=args, task_id=task_id)

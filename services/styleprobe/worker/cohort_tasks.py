@@ -4,11 +4,13 @@
   direction stage), records the indices of the cohort's chunks in the Redis set
   ``styleprobe:job:<id>:chunks`` and then queues one ``chunk`` task per
   :data:`~styleprobe.cohort.ledger.DEFAULT_CHUNK_SIZE` images.
-- ``chunk`` (gpu queue) explains the images of its chunk that have no row in the
-  cohort's ledger yet, each as a single-image job (:class:`~styleprobe.cohort.runner.
-  CohortRunner`); an image that cannot be read gets a failed row with its reason. Each
+- ``chunk`` (gpu queue) runs the stages that call models for the images of its chunk
+  that have no row in the cohort's ledger yet, each as a single-image job
+  (:class:`~styleprobe.cohort.runner.CohortRunner`); an image that cannot be read gets a
+  failed row with its reason. It then queues the chunk's ``outputs`` task.
+- ``outputs`` (cpu queue) renders those images and writes their manifests and rows. Each
   finished image is counted once on the job (:meth:`~styleprobe.jobs.JobStore.
-  count_image`), which also tells a chunk that the cohort was cancelled. A chunk whose
+  count_image`), which also tells a task that the cohort was cancelled. A chunk whose
   images all have rows removes its index from the set; the one that empties it queues
   the summary.
 - ``summary`` (cpu queue) writes ``summary.csv``, ``summary.parquet`` and ``report.html``
@@ -25,7 +27,7 @@ import logging
 import time
 from typing import Any
 
-from celery import Task
+from celery import Task, shared_task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from styleprobe.cohort.ledger import CohortLedger, chunked
@@ -33,16 +35,15 @@ from styleprobe.cohort.rows import ImageRow
 from styleprobe.cohort.runner import CohortRunner
 from styleprobe.cohort.summary import write_summary
 from styleprobe.explain.artifacts import get_json
-from styleprobe.explain.direction import ProbeSettings
-from styleprobe.explain.engine import Explainer
+from styleprobe.explain.engine import JobKeys
 from styleprobe.jobs import ACTIVE, CANCELLED, FAILED, PREFIX, QUEUED, RUNNING, SUCCEEDED
 from styleprobe.logs import log_context
 from styleprobe.metrics import count_job
-from styleprobe.worker.app import COHORT_TASKS, app, cohort_summary
+from styleprobe.worker.app import COHORT_TASKS, cohort_task
 from styleprobe.worker.tasks import (
     TRANSIENT,
     JobStopped,
-    probe_once,
+    direction_lock,
     retry,
     worker_process,
 )
@@ -74,7 +75,17 @@ class CohortTask(Task):
 
 
 def _task(name: str) -> Any:
-    return app.task(name=COHORT_TASKS[name][0], base=CohortTask, bind=True)
+    return shared_task(name=COHORT_TASKS[name][0], base=CohortTask, bind=True)
+
+
+def _runner(job_id: str) -> CohortRunner:
+    """The cohort's runner in this worker process (the store's objects as its images)."""
+    process = worker_process()
+    store = process.store
+    ledger = CohortLedger(store, job_id)
+    return CohortRunner(store, ledger, store.get,
+                        lambda: process.backend(ledger.spec().job.model_set),
+                        single_flight=direction_lock)
 
 
 @_task("prepare")
@@ -94,20 +105,19 @@ def prepare(self: Task, job_id: str) -> None:
         request = record.request
         started = time.perf_counter()
         try:
-            key, probed = probe_once(process.backend(request["model_set"]), request["target"],
-                                     ProbeSettings(**request["probe"]),
-                                     request["orthogonalize"], lambda _fraction: None)
-            images = get_json(store, request["images"])["images"]
+            runner = _runner(job_id)
+            key, probed = runner.prepare(runner.spec)
+            images = get_json(store, request.images_key)["images"]
         except TRANSIENT as exc:
             retry(self, exc, job_id=job_id)
-        chunks = list(chunked(images, request["chunk_size"]))
+        chunks = list(chunked(images, request.chunk_size))
         with jobs.redis.pipeline() as pipe:  # recorded before any chunk can finish
             pipe.sadd(chunks_key(job_id), *range(len(chunks)))
             pipe.expire(chunks_key(job_id), jobs.ttl_s)
             pipe.execute()
         for index, images_of_chunk in enumerate(chunks):
-            app.signature(COHORT_TASKS["chunk"][0], args=(job_id, index, images_of_chunk),
-                          task_id=f"{job_id}-chunk-{index}").apply_async()
+            cohort_task(self.app, "chunk", job_id, index, images_of_chunk,
+                        task_id=f"{job_id}-chunk-{index}").apply_async()
         seconds = time.perf_counter() - started
         jobs.transition(job_id, [RUNNING], stage="images", keys={"direction": key},
                         stage_seconds={"prepare": seconds},
@@ -118,38 +128,78 @@ def prepare(self: Task, job_id: str) -> None:
 
 @_task("chunk")
 def chunk(self: Task, job_id: str, index: int, images: list[str]) -> None:
-    """Explain the unfinished images of one chunk; queue the summary after the last chunk."""
-    process = worker_process()
-    jobs, store = process.jobs, process.store
-    record = jobs.get(job_id)
+    """Run the model stages of the chunk's unfinished images, then queue their outputs."""
+    jobs = worker_process().jobs
     with log_context(job_id=job_id):
-        if record.state != RUNNING:
-            log.info("chunk skipped", extra={"chunk": index, "state": record.state})
-            raise Ignore()
-        backend = process.backend(record.request["model_set"])
-        runner = CohortRunner(Explainer(backend, store), CohortLedger(store, job_id), store.get)
-
-        def counted(row: ImageRow, _skipped: bool) -> None:
-            message = f"image {row.image} {row.status}" + (f": {row.error}" if row.error
-                                                          else "")
-            if not jobs.count_image(job_id, row.image, row.status, message):
-                raise JobStopped(job_id)
-
+        _running(job_id, index)
+        runner = _runner(job_id)
+        ready: list[tuple[str, dict[str, Any]]] = []
         try:
-            runner.run_chunk(images, counted)
+            for image in images:
+                started = runner.run_models(image)
+                if isinstance(started, JobKeys):
+                    ready.append((image, started.to_dict()))
+                else:
+                    _count(job_id, started or runner.ledger.row(image))
         except JobStopped:
-            log.info("chunk stopped", extra={"chunk": index,
-                                             "state": jobs.get(job_id).state})
+            log.info("chunk stopped", extra={"chunk": index, "state": jobs.get(job_id).state})
             raise Ignore() from None
         except TRANSIENT as exc:
             retry(self, exc, job_id=job_id)
-        with jobs.redis.pipeline() as pipe:
-            pipe.srem(chunks_key(job_id), index)
-            pipe.scard(chunks_key(job_id))
-            _, remaining = pipe.execute()
-        log.info("chunk done", extra={"chunk": index, "chunks_left": remaining})
-        if remaining == 0:
-            cohort_summary(job_id).apply_async()
+        if ready:
+            cohort_task(self.app, "outputs", job_id, index, ready,
+                        task_id=f"{job_id}-outputs-{index}").apply_async()
+        else:
+            _chunk_done(self, job_id, index)
+
+
+@_task("outputs")
+def outputs(self: Task, job_id: str, index: int, ready: list[tuple[str, dict[str, Any]]]
+            ) -> None:
+    """Render the chunk's explained images and record their rows; queue the summary after
+    the cohort's last chunk."""
+    jobs = worker_process().jobs
+    with log_context(job_id=job_id):
+        _running(job_id, index)
+        runner = _runner(job_id)
+        try:
+            for image, keys in ready:
+                row = (runner.ledger.row(image) if runner.ledger.is_finished(image)
+                       else runner.run_outputs(image, JobKeys.from_dict(keys)))
+                _count(job_id, row)
+        except JobStopped:
+            log.info("chunk stopped", extra={"chunk": index, "state": jobs.get(job_id).state})
+            raise Ignore() from None
+        except TRANSIENT as exc:
+            retry(self, exc, job_id=job_id)
+        _chunk_done(self, job_id, index)
+
+
+def _running(job_id: str, index: int) -> None:
+    """Go on only while the cohort runs (Ignore otherwise)."""
+    state = worker_process().jobs.get(job_id).state
+    if state != RUNNING:
+        log.info("chunk skipped", extra={"chunk": index, "state": state})
+        raise Ignore()
+
+
+def _count(job_id: str, row: ImageRow) -> None:
+    """Count a finished image on the job, once; JobStopped if the cohort stopped running."""
+    message = f"image {row.image} {row.status}" + (f": {row.error}" if row.error else "")
+    if not worker_process().jobs.count_image(job_id, row.image, row.status, message):
+        raise JobStopped(job_id)
+
+
+def _chunk_done(task: Task, job_id: str, index: int) -> None:
+    """Mark the chunk finished; the task that finishes the last chunk queues the summary."""
+    jobs = worker_process().jobs
+    with jobs.redis.pipeline() as pipe:
+        pipe.srem(chunks_key(job_id), index)
+        pipe.scard(chunks_key(job_id))
+        _, remaining = pipe.execute()
+    log.info("chunk done", extra={"chunk": index, "chunks_left": remaining})
+    if remaining == 0:
+        cohort_task(task.app, "summary", job_id).apply_async()
 
 
 @_task("summary")
@@ -169,7 +219,7 @@ def summary(self: Task, job_id: str) -> None:
         started = time.perf_counter()
         try:
             written = write_summary(CohortLedger(store, job_id),
-                                    get_json(store, record.request["images"])["images"])
+                                    get_json(store, record.request.images_key)["images"])
         except TRANSIENT as exc:
             retry(self, exc, job_id=job_id)
         counts = {"done": written.done, "failed": written.failed,

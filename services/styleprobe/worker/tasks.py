@@ -1,5 +1,6 @@
-"""The explanation stages as Celery tasks: each one calls one stage of
-:mod:`styleprobe.explain.engine` and passes object keys, never arrays, to the next.
+"""The explanation stages as Celery tasks: one task per stage of
+:data:`styleprobe.explain.engine.STAGES`, each running that stage and passing object
+keys (:class:`~styleprobe.explain.engine.JobKeys`), never arrays, to the next.
 
 Every task takes the keys written so far and the job id, and returns the keys with its
 own added. It is idempotent by job id: a stage whose record is already stored (a task
@@ -25,11 +26,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import redis
-from celery import Task
+from celery import Task, shared_task
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 from redis.exceptions import LockError
@@ -37,25 +38,19 @@ from redis.exceptions import LockError
 from styleprobe.backends import BackendError, ModelBackend, open_backend
 from styleprobe.config import Settings
 from styleprobe.explain import engine
-from styleprobe.explain.artifacts import job_key
-from styleprobe.explain.direction import ProbeSettings, check_nuisance_names, direction_key
+from styleprobe.explain.engine import STAGES, JobKeys, Stage, StageContext
 from styleprobe.jobs import ACTIVE, CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobStore
 from styleprobe.metrics import count_job
 from styleprobe.storage import ArtifactStore, ObjectNotFound, StoreError, open_store
-from styleprobe.worker.app import STAGES, app
+from styleprobe.worker.app import task_name
 
 log = logging.getLogger(__name__)
 TRANSIENT = (BackendError, StoreError, redis.ConnectionError, redis.TimeoutError)
 MAX_RETRIES = 3
-DIRECTION_PROBED, DIRECTION_STORED = "direction probed", "direction found stored"
 # The direction lock's lease, renewed at each probe chunk: a prober that dies holds it
 # this long at most; one that stalls longer may see a second prober (same result).
 DIRECTION_LEASE_S = 30
 PROGRESS_EVERY_S = 0.5  # least time between two progress events of one stage
-# Overall progress when each stage starts; a stage ends where the next begins.
-STAGE_START = {"encode": 0.05, "direction": 0.15, "traverse": 0.6, "render": 0.8,
-               "manifest": 0.95}
-STAGE_END = {"encode": 0.15, "direction": 0.6, "traverse": 0.8, "render": 0.95, "manifest": 1.0}
 
 
 class JobStopped(Exception):  # noqa: N818 (a signal, not an error)
@@ -125,15 +120,20 @@ class StageTask(Task):
             engine.delete_job(_process.store, job_id)
 
 
-def _run_stage(task: Task, job_id: str, stage: str, keys: dict[str, Any],
-               work: Callable[[dict[str, Any], Callable[[float], None]], dict[str, Any]]
-               ) -> dict[str, Any]:
-    """Run ``work(request, progress)`` as ``stage`` of the job; the keys with its own added."""
+def _span(stage: Stage) -> tuple[float, float]:
+    """The job's overall progress when ``stage`` starts and when it ends."""
+    index = STAGES.index(stage)
+    return index / len(STAGES), (index + 1) / len(STAGES)
+
+
+def _run_stage(task: Task, job_id: str, stage: Stage, keys: dict[str, Any]) -> dict[str, Any]:
+    """Run ``stage`` of the job; the job's keys with the stage's record added."""
     jobs = _process.jobs
     record = jobs.get(job_id)
-    if not jobs.transition(job_id, ACTIVE, state=RUNNING, stage=stage,
-                           progress=STAGE_START[stage], worker=task.request.hostname or "",
-                           message=f"stage {stage} started"):
+    start, end = _span(stage)
+    if not jobs.transition(job_id, ACTIVE, state=RUNNING, stage=stage.name, progress=start,
+                           worker=task.request.hostname or "",
+                           message=f"stage {stage.name} started"):
         _stop(job_id, record.state)
     if record.state == QUEUED:
         count_job(record.kind, RUNNING)
@@ -144,30 +144,37 @@ def _run_stage(task: Task, job_id: str, stage: str, keys: dict[str, Any],
         if now - last[0] < PROGRESS_EVERY_S:
             return
         last[0] = now
-        overall = STAGE_START[stage] + fraction * (STAGE_END[stage] - STAGE_START[stage])
-        if not jobs.transition(job_id, [RUNNING], progress=overall,
-                               message=f"stage {stage} {fraction:.0%}"):
+        if not jobs.transition(job_id, [RUNNING], progress=start + fraction * (end - start),
+                               message=f"stage {stage.name} {fraction:.0%}"):
             raise JobStopped(job_id)
 
+    def note(message: str) -> None:
+        jobs.transition(job_id, [RUNNING], message=message)
+
+    spec = record.request.spec
+    context = StageContext(job_id, spec, _process.store,
+                           lambda: _process.backend(spec.model_set), progress,
+                           single_flight=direction_lock, note=note)
     started = time.perf_counter()
     try:
-        added = work(record.request, progress)
+        done = engine.run_stage(stage, context,
+                                JobKeys.from_dict(keys or {"input": record.request.input_key}))
     except JobStopped:
         _stop(job_id, jobs.get(job_id).state)
     except TRANSIENT as exc:
-        retry(task, exc, job_id=job_id, stage=stage)
+        retry(task, exc, job_id=job_id, stage=stage.name)
     seconds = time.perf_counter() - started
-    final = stage == "manifest"
+    final = stage == STAGES[-1]
     if not jobs.transition(job_id, [RUNNING], state=SUCCEEDED if final else None,
-                           progress=STAGE_END[stage], keys=added,
-                           stage_seconds={stage: seconds},
+                           progress=end, keys=done.to_dict(),
+                           stage_seconds={stage.name: seconds},
                            counts={"done": 1} if final else None,
-                           message="job succeeded" if final else f"stage {stage} done"):
+                           message="job succeeded" if final else f"stage {stage.name} done"):
         _stop(job_id, jobs.get(job_id).state)
     if final:
         count_job(record.kind, SUCCEEDED)
-    log.info("stage done", extra={"job_id": job_id, "stage": stage, "seconds": seconds})
-    return {**keys, **added}
+    log.info("stage done", extra={"job_id": job_id, "stage": stage.name, "seconds": seconds})
+    return done.to_dict()
 
 
 def retry(task: Task, exc: Exception, **context: str) -> NoReturn:
@@ -195,99 +202,37 @@ def _stop(job_id: str, state: str) -> None:
     raise Ignore()
 
 
-def _probe_settings(request: dict[str, Any]) -> ProbeSettings:
-    return ProbeSettings(**request["probe"])
-
-
-def _stage(name: str) -> Callable[..., Any]:
-    task_name, _ = STAGES[name]
-    return app.task(name=task_name, base=StageTask, bind=True)
-
-
-@_stage("encode")
-def encode(self: Task, keys: dict[str, Any], job_id: str) -> dict[str, Any]:
-    """``w = E(x)``, the reconstruction and the quality verdict."""
-    def work(request: dict[str, Any], _: Callable[[float], None]) -> dict[str, Any]:
-        done = job_key(job_id, "encoding.json")
-        if not _process.store.exists(done):
-            engine.encode(_process.backend(request["model_set"]), _process.store, job_id,
-                          request["input_key"], request["target"])
-        return {"input": request["input_key"], "encoding": done}
-    return _run_stage(self, job_id, "encode", keys, work)
-
-
-@_stage("direction")
-def direction(self: Task, keys: dict[str, Any], job_id: str) -> dict[str, Any]:
-    """The stored direction for the job's settings, probed once across all jobs."""
-    def work(request: dict[str, Any], progress: Callable[[float], None]) -> dict[str, Any]:
-        backend = _process.backend(request["model_set"])
-        key, probed = probe_once(backend, request["target"], _probe_settings(request),
-                                 request["orthogonalize"], progress)
-        _process.jobs.transition(job_id, [RUNNING], message=DIRECTION_PROBED if probed
-                                 else DIRECTION_STORED)
-        return {"direction": key}
-    return _run_stage(self, job_id, "direction", keys, work)
-
-
-def probe_once(backend: ModelBackend, target: str, probe: ProbeSettings,
-               orthogonalize: list[str], progress: Callable[[float], None]
-               ) -> tuple[str, bool]:
-    """The key of the stored direction for these settings, and whether this call probed
-    it: single flight across workers, behind a Redis lock whose lease is renewed while
-    probing."""
-    names = check_nuisance_names(backend.model_set, orthogonalize)
-    key = direction_key(backend.model_set, target, probe, names)
-    if _process.store.exists(key):
-        return key, False
+@contextlib.contextmanager
+def direction_lock(key: str) -> Iterator[Callable[[], None]]:
+    """Single flight for probing the direction ``key`` across workers: a Redis lock whose
+    lease (:data:`DIRECTION_LEASE_S`) the prober renews with the function it yields, so a
+    prober that dies blocks the others for seconds, not for a whole task time limit."""
+    limit = _process.settings.task_time_limit_s
     lock = _process.jobs.redis.lock(f"styleprobe:lock:{key}", timeout=DIRECTION_LEASE_S,
-                                    blocking_timeout=_process.settings.task_time_limit_s)
-
-    def probing(_stage: str, fraction: float) -> None:
-        with contextlib.suppress(LockError):  # lapsed: someone else may probe too
-            lock.reacquire()  # renew the lease while probing; it lapses if we die
-        progress(fraction)
-
-    # single flight: whoever waited here finds the direction stored
+                                    blocking_timeout=limit)
     if not lock.acquire():
-        raise LockError(f"waited {_process.settings.task_time_limit_s} s for another "
-                        f"job to probe direction {key}")
+        raise LockError(f"waited {limit} s for another job to probe direction {key}")
+
+    def renew() -> None:
+        with contextlib.suppress(LockError):  # lapsed: someone else may probe too
+            lock.reacquire()
+
     try:
-        probed = not _process.store.exists(key)
-        engine.ensure_direction(backend, _process.store, target, probe, names, probing)
+        yield renew
     finally:
         with contextlib.suppress(LockError):
             lock.release()
-    return key, probed
 
 
-@_stage("traverse")
-def traverse(self: Task, keys: dict[str, Any], job_id: str) -> dict[str, Any]:
-    """Decode and classify the λ grid (the ensemble), and search the flip."""
-    def work(request: dict[str, Any], _: Callable[[float], None]) -> dict[str, Any]:
-        done = job_key(job_id, "traversal.json")
-        if not _process.store.exists(done):
-            engine.traverse(_process.backend(request["model_set"]), _process.store, job_id,
-                            keys["encoding"], keys["direction"], request["lambdas"],
-                            request["search_rounds"], request["search_points"])
-        return {"traversal": done}
-    return _run_stage(self, job_id, "traverse", keys, work)
+def _stage_task(stage: Stage) -> Task:
+    """The Celery task ``styleprobe.<stage>`` that runs ``stage`` of a job."""
+
+    @shared_task(name=task_name(stage), base=StageTask, bind=True)
+    def run(self: Task, keys: dict[str, Any], job_id: str) -> dict[str, Any]:
+        return _run_stage(self, job_id, stage, keys)
+
+    run.__doc__ = f"Stage {stage.name} of an explain job."
+    return run
 
 
-@_stage("render")
-def render(self: Task, keys: dict[str, Any], job_id: str) -> dict[str, Any]:
-    """Frames, animation, strip, plot, differences and report (CPU only)."""
-    def work(_request: dict[str, Any], _: Callable[[float], None]) -> dict[str, Any]:
-        outputs = engine.render(_process.store, job_id, keys["input"], keys["encoding"],
-                                keys["direction"], keys["traversal"])
-        return {"outputs": outputs}
-    return _run_stage(self, job_id, "render", keys, work)
-
-
-@_stage("manifest")
-def manifest(self: Task, keys: dict[str, Any], job_id: str) -> dict[str, Any]:
-    """``manifest.json``, the job's last object; the job succeeds with it."""
-    def work(_request: dict[str, Any], _: Callable[[float], None]) -> dict[str, Any]:
-        key = engine.write_manifest(_process.store, job_id, keys["input"], keys["encoding"],
-                                    keys["direction"], keys["traversal"], keys["outputs"])
-        return {"manifest": key}
-    return _run_stage(self, job_id, "manifest", keys, work)
+STAGE_TASKS = {stage.name: _stage_task(stage) for stage in STAGES}
