@@ -12,8 +12,21 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TypeVar
 
+# The checkout the package runs from, if it does (services/styleprobe/ in it); a wheel's
+# copies of the checkout's model folders (setup.py puts them there).
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
+BUNDLED = Path(__file__).resolve().parent / "bundled"
+
+
+def shipped_folder(name: str) -> Path:
+    """A folder that ships with StyleProbe (``model_repository``, ``evaluation-models``):
+    the checkout's when running from one, else the installed wheel's bundled copy. (Its
+    ``STYLEPROBE_*`` variable, when set, overrides it in :meth:`Settings.from_env`.)"""
+    checkout = REPO_ROOT / name
+    return checkout if checkout.is_dir() else BUNDLED / name
+
+
+DEFAULT_MODEL_REPOSITORY = shipped_folder("model_repository")
 T = TypeVar("T")
 
 
@@ -45,7 +58,7 @@ class Settings:
     max_batch: int = setting(64, "largest batch a model backend sends in one call")
     probe_samples: int = setting(10_000, "latents sampled to probe a direction")
     evaluation_dir: str = setting(
-        str(REPO_ROOT / "evaluation-models"),
+        str(shipped_folder("evaluation-models")),
         "oracles and shortcut classifiers `styleprobe evaluate` uses",
         shown="<checkout>/evaluation-models")
     # S3 / MinIO artifact store (store = "s3")

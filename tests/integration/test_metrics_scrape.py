@@ -73,6 +73,7 @@ def worker(tmp_path: Path) -> Iterator[tuple[ServerProcess, Celery, int]]:
     """A prefork worker (concurrency 2) in multiprocess mode on its own queue."""
     (tmp_path / "metrics_probe.py").write_text(TASK_MODULE)
     port, queue = free_port(), f"metrics-probe-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "multiproc").mkdir()  # as `styleprobe serve worker` makes it
     broker = required.running_redis(Settings.from_env().redis_url)
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "PROBE_BROKER": broker,
            "PROBE_QUEUE": queue, "PROBE_PORT": str(port),

@@ -56,7 +56,7 @@ def test_helpers_record_what_they_say() -> None:
 
 
 @pytest.mark.parametrize("call", [
-    lambda: metrics.stage_timer("traverse").__enter__(),
+    lambda: metrics.stage_timer("decode").__enter__(),
     lambda: metrics.observe_backend_call("vae", 1, 0.1),
     lambda: metrics.count_job("explain", "lost"),
     lambda: metrics.count_cohort_image("maybe"),
@@ -104,16 +104,25 @@ def test_the_command_line_leaves_prometheus_client_unimported() -> None:
     assert out == "False"
 
 
-def test_a_worker_start_prepares_a_fresh_metrics_folder(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from styleprobe.cli.serve import _fresh_multiprocess_dir
+def test_a_service_start_prepares_its_metrics_folder(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """``styleprobe serve`` makes the multiprocess folder before any metric exists (importing
+    styleprobe.metrics makes nothing); a worker that serves its pool's metrics empties it."""
+    from styleprobe.cli.serve import prepare_metrics_folder
 
-    (tmp_path / "counter_1.db").write_bytes(b"")  # left by an earlier run (pid reused)
-    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(tmp_path))
-    _fresh_multiprocess_dir()
-    assert list(tmp_path.iterdir()) == []
+    monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
+    prepare_metrics_folder(fresh=False)  # unset: nothing to make
+    assert metrics.MULTIPROC_ENV not in os.environ
+    folder = tmp_path / "samples"
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(folder))
+    prepare_metrics_folder(fresh=False)
+    (folder / "counter_1.db").write_bytes(b"")  # left by an earlier run (pid reused)
+    prepare_metrics_folder(fresh=False)
+    assert [p.name for p in folder.iterdir()] == ["counter_1.db"]
+    prepare_metrics_folder(fresh=True)
+    assert list(folder.iterdir()) == []
     monkeypatch.delenv(metrics.MULTIPROC_ENV)
-    _fresh_multiprocess_dir()  # unset: a new folder of its own
-    folder = Path(os.environ[metrics.MULTIPROC_ENV])
-    assert folder.is_dir() and folder != tmp_path
-    folder.rmdir()
+    prepare_metrics_folder(fresh=True)  # unset: a new folder of its own
+    new = Path(os.environ[metrics.MULTIPROC_ENV])
+    assert new.is_dir() and new != folder
+    new.rmdir()

@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _orchestrator(args: argparse.Namespace) -> None:
+    prepare_metrics_folder(fresh=False)
     from styleprobe.orchestrator.interceptors import parse_tokens
     from styleprobe.orchestrator.server import serve
 
@@ -52,8 +53,7 @@ def _orchestrator(args: argparse.Namespace) -> None:
 
 def _worker(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
-    if settings.worker_metrics_port:
-        _fresh_multiprocess_dir()  # before prometheus-client is imported
+    prepare_metrics_folder(fresh=bool(settings.worker_metrics_port))
     from styleprobe.metrics import connect_celery_worker
     from styleprobe.worker.app import QUEUES, app
 
@@ -71,12 +71,19 @@ def _worker(args: argparse.Namespace) -> None:
     app.worker_main(argv)
 
 
-def _fresh_multiprocess_dir() -> None:
-    """The folder where the worker's processes write their metric samples
-    (``PROMETHEUS_MULTIPROC_DIR``; a new temporary one if unset), emptied of what an
-    earlier run of the worker left there (the folder is the worker's own)."""
-    folder = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="styleprobe-metrics-")
-    os.environ[MULTIPROC_ENV] = folder
+def prepare_metrics_folder(fresh: bool) -> None:
+    """Make the folder of prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``)
+    when a service process starts, before :mod:`styleprobe.metrics` is imported: samples are
+    written there from its first metric on. Nothing to do if the variable is unset, unless
+    ``fresh`` (a worker that serves its pool's metrics): then a new temporary folder, and
+    either folder is emptied of what an earlier run of the worker left (it is the worker's
+    own)."""
+    folder = os.environ.get(MULTIPROC_ENV)
+    if not folder and not fresh:
+        return
+    if not folder:
+        folder = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="styleprobe-metrics-")
     Path(folder).mkdir(parents=True, exist_ok=True)
-    for stale in Path(folder).glob("*.db"):
-        stale.unlink()
+    if fresh:
+        for stale in Path(folder).glob("*.db"):
+            stale.unlink()
