@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +21,13 @@ from styleprobe.cohort.ledger import CohortError, CohortLedger, CohortSpec, chun
 from styleprobe.cohort.report import CohortReport
 from styleprobe.cohort.rows import DONE, FAILED, ImageRow, lambda_column
 from styleprobe.cohort.runner import CohortRunner, list_folder
-from styleprobe.explain.engine import Explainer
-from styleprobe.explain.spec import ProbeSettings
+from styleprobe.explain.spec import JobSpec, LambdaGrid, ProbeSettings
 from styleprobe.storage.local import LocalStore
 
 LAMBDAS = "-2:2:5"
-SPEC = CohortSpec(cohort_id="c1", model_set="tiny", target="sick", threshold=0.5,
-                  lambdas=LAMBDAS, probe=asdict(ProbeSettings(samples=200)))
+SPEC = CohortSpec(cohort_id="c1", threshold=0.5, job=JobSpec(
+    model_set="tiny", target="sick", lambdas=LambdaGrid.parse(LAMBDAS),
+    probe=ProbeSettings(samples=200)))
 GOOD = [f"img{i:02d}.png" for i in range(5)]
 BROKEN = "img02b.png"  # sorts among the good ones
 
@@ -66,8 +66,8 @@ class FailAfter:
 
 
 def runner_for(backend: object, store: LocalStore, folder: Path) -> CohortRunner:
-    return CohortRunner(Explainer(backend, store), CohortLedger(store, SPEC.cohort_id),
-                        lambda name: folder / name)
+    return CohortRunner(store, CohortLedger(store, SPEC.cohort_id), lambda name: folder / name,
+                        lambda: backend)
 
 
 def test_list_folder_and_chunks(folder: Path, tmp_path: Path) -> None:
@@ -146,7 +146,8 @@ def test_resume_with_other_settings_is_refused(tiny: LocalBackend, folder: Path,
     runner.prepare(SPEC)
     assert CohortLedger(store, "c1").start(SPEC) is True  # same settings: a resumed run
     with pytest.raises(CohortError, match="lambdas"):
-        runner_for(tiny, store, folder).prepare(replace(SPEC, lambdas="-3:3:7"))
+        other = replace(SPEC, job=replace(SPEC.job, lambdas=LambdaGrid(-3, 3, 7)))
+        runner_for(tiny, store, folder).prepare(other)
     with pytest.raises(CohortError, match="cohort id"):
         CohortLedger(store, "../escape")
 

@@ -10,7 +10,8 @@ import pytest
 from styleprobe.api import pb
 from styleprobe.cli import run
 from styleprobe.config import Settings
-from styleprobe.jobs import JobRecord
+from styleprobe.explain.spec import JobSpec
+from styleprobe.jobs import JobRecord, JobRequest
 from styleprobe.orchestrator.cohorts import MAX_INLINE_IMAGES, CohortJob, check_cohort
 from styleprobe.orchestrator.messages import cohort_message, job_message, seconds_left
 from styleprobe.orchestrator.requests import RequestError
@@ -41,8 +42,8 @@ def test_each_way_of_naming_images(tiny_repository: Path, tmp_path: Path) -> Non
                       tiny_repository, store)
     assert by_prefix.images == ["inputs/study/a.dcm", "inputs/study/b.png",
                                 "inputs/study/sub/c.png"]
-    spec = by_prefix.spec(COHORT_ID)
-    assert (spec.target, spec.probe["samples"], spec.search_rounds) == ("sick", 400, 2)
+    spec = by_prefix.cohort_spec(COHORT_ID)
+    assert (spec.job.target, spec.job.probe.samples, spec.job.search.rounds) == ("sick", 400, 2)
     assert spec.threshold == by_prefix.threshold
 
     keys = ["inputs/z.png", "inputs/missing.png"]  # not looked up: a missing one fails alone
@@ -93,7 +94,9 @@ def test_bad_requests_are_refused(tiny_repository: Path, tmp_path: Path,
 
 
 def cohort_record(state: str, **counts: int) -> JobRecord:
-    return JobRecord(job_id="j", kind="cohort", state=state, request={"model_set": "tiny"},
+    request = JobRequest(JobSpec(model_set="tiny", target="sick"),
+                         images_key="cohorts/j/images.json", chunk_size=16)
+    return JobRecord(job_id="j", kind="cohort", state=state, request=request,
                      started_at=1000.0, stage_seconds={"prepare": 10.0},
                      counts={"total": 10, **counts},
                      keys={"csv": "cohorts/j/summary.csv", "parquet": "cohorts/j/summary.parquet",
@@ -140,4 +143,4 @@ def test_cli_submit_reads_a_keys_file(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_cohort_tasks_are_routed_to_their_queues() -> None:
     routes = make_app(Settings()).conf.task_routes
     assert {name: routes[task]["queue"] for name, (task, _) in COHORT_TASKS.items()} == {
-        "prepare": "gpu", "chunk": "gpu", "summary": "cpu"}
+        "prepare": "gpu", "chunk": "gpu", "outputs": "cpu", "summary": "cpu"}

@@ -83,7 +83,7 @@ BAD_INPUTS = {
     "unknown backend": (lambda d: _write(d, "ok.npy", np.zeros((16, 16), np.float32)),
                         ["--backend", "carrier-pigeon"], "unknown model backend"),
     "too few probe samples": (lambda d: _write(d, "ok.npy", np.zeros((16, 16), np.float32)),
-                              ["--probe-samples", "3"], "at least"),
+                              ["--probe-samples", "3"], "20..100000"),
 }
 
 

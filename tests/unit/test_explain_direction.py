@@ -16,7 +16,7 @@ from styleprobe.explain.direction import (
     ensure_direction,
     load_direction,
 )
-from styleprobe.explain.spec import ProbeSettings
+from styleprobe.explain.spec import JobSpecError, ProbeSettings
 from styleprobe.modelset import ModelSetError
 from styleprobe.storage.local import LocalStore
 
@@ -88,11 +88,11 @@ def test_orthogonal_to_removed_confounders(tiny: LocalBackend, tmp_path: Path) -
 
 def test_clear_errors(tiny: LocalBackend, tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
-    with pytest.raises(DirectionError, match="no nuisance direction blur"):
+    with pytest.raises(JobSpecError, match="no nuisance direction blur"):
         ensure_direction(tiny, store, "sick", PROBE, ["blur"])
     with pytest.raises(ModelSetError, match="unknown target"):
         ensure_direction(tiny, store, "OA", PROBE)
-    with pytest.raises(DirectionError, match="at least"):
+    with pytest.raises(JobSpecError, match=r"20\.\.100000"):
         ProbeSettings(samples=5)
     one_sided = LinearBackend(tiny.model_set, ["healthy", "sick"], gain=0.0)  # p = 0.5 always
     with pytest.raises(DirectionError, match="too few"):

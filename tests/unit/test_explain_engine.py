@@ -9,36 +9,37 @@ import numpy as np
 import pytest
 from explain_doubles import FailingBackend, LinearBackend, RecordingStore
 from pydicom.data import get_testdata_file
-from styleprobe.explain.lambdas import DEFAULT_LAMBDAS, LambdaSpecError
 
 from styleprobe.backends.base import BackendError
 from styleprobe.backends.local import LocalBackend
 from styleprobe.data.codecs import ImageDecodeError
-from styleprobe.explain.direction import DirectionError
 from styleprobe.explain.engine import (
+    STAGE_NAMES,
+    STAGES,
     Explainer,
-    ExplainOptions,
-    encode,
-    ensure_direction,
-    render,
+    JobKeys,
+    StageContext,
+    run_stage,
     store_input,
-    traverse,
-    write_manifest,
 )
 from styleprobe.explain.inputs import from_model_layout, load_input
 from styleprobe.explain.result import ExplanationResult
-from styleprobe.explain.spec import ProbeSettings
-from styleprobe.modelset import ModelSetError
+from styleprobe.explain.spec import JobSpec, JobSpecError, ProbeSettings
 from styleprobe.storage.base import StoreError
 from styleprobe.storage.local import LocalStore
 
-OPTIONS = ExplainOptions(probe=ProbeSettings(samples=200))
+PROBE = ProbeSettings(samples=200)
 IMAGE = np.random.default_rng(7).random((24, 20, 1)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_repository: Path) -> LocalBackend:
     return LocalBackend(tiny_repository, "tiny")
+
+
+@pytest.fixture(scope="module")
+def spec(tiny: LocalBackend) -> JobSpec:
+    return JobSpec.create(tiny.model_set, probe=PROBE)
 
 
 def numbers(result: ExplanationResult) -> dict:
@@ -48,17 +49,15 @@ def numbers(result: ExplanationResult) -> dict:
     return raw
 
 
-def test_explain_writes_every_output_and_the_manifest_last(tiny: LocalBackend,
+def test_explain_writes_every_output_and_the_manifest_last(tiny: LocalBackend, spec: JobSpec,
                                                            tmp_path: Path) -> None:
     store = RecordingStore(LocalStore(tmp_path))
     stages: list[str] = []
-    result = Explainer(tiny, store, lambda stage, _: stages.append(stage)).explain(
-        IMAGE, options=OPTIONS)
+    result = Explainer(tiny, store, lambda stage, _: stages.append(stage)).explain(IMAGE, spec)
     manifest_key = f"jobs/{result.job_id}/manifest.json"
     assert store.puts[-1] == manifest_key == result.outputs["manifest"]
     assert ExplanationResult.from_json(store.get(manifest_key)) == result
-    assert [s for i, s in enumerate(stages) if s not in stages[:i]] == [
-        "input", "encode", "direction", "traverse", "render", "manifest"]
+    assert [s for i, s in enumerate(stages) if s not in stages[:i]] == list(STAGE_NAMES)
     assert result.target == "sick" and len(result.lambdas) == len(result.probabilities) == 17
     assert set(result.models) == {"mapping", "synthesis", "encoder", "classifier"}
     assert result.direction.key.startswith("directions/")
@@ -72,8 +71,9 @@ def test_explain_writes_every_output_and_the_manifest_last(tiny: LocalBackend,
     assert report.count('src="data:image/') >= 6 and "http" not in report
 
 
-def test_unreliable_is_said_everywhere(tiny: LocalBackend, tmp_path: Path) -> None:
-    result = Explainer(tiny, LocalStore(tmp_path)).explain(IMAGE, options=OPTIONS)
+def test_unreliable_is_said_everywhere(tiny: LocalBackend, spec: JobSpec,
+                                      tmp_path: Path) -> None:
+    result = Explainer(tiny, LocalStore(tmp_path)).explain(IMAGE, spec)
     assert result.unreliable  # an untrained encoder cannot reconstruct noise
     assert any("pixel MSE" in reason for reason in result.quality.reasons)
     store = LocalStore(tmp_path)
@@ -82,33 +82,58 @@ def test_unreliable_is_said_everywhere(tiny: LocalBackend, tmp_path: Path) -> No
     assert "UNRELIABLE" in result.summary_lines()[-1]
 
 
-def test_same_input_and_settings_give_identical_numbers(tiny: LocalBackend,
+def test_same_input_and_settings_give_identical_numbers(tiny: LocalBackend, spec: JobSpec,
                                                         tmp_path: Path) -> None:
-    first = Explainer(tiny, LocalStore(tmp_path / "a")).explain(IMAGE, options=OPTIONS)
-    second = Explainer(tiny, LocalStore(tmp_path / "b")).explain(IMAGE, options=OPTIONS)
+    first = Explainer(tiny, LocalStore(tmp_path / "a")).explain(IMAGE, spec)
+    second = Explainer(tiny, LocalStore(tmp_path / "b")).explain(IMAGE, spec)
     assert first.job_id != second.job_id
     assert numbers(first) == numbers(second)
 
 
 def test_stages_run_apart_pass_only_keys(tiny_repository: Path, tiny: LocalBackend,
-                                         tmp_path: Path) -> None:
-    """As on separate workers: a fresh backend and store object per stage, keys between."""
-    inline = Explainer(tiny, LocalStore(tmp_path / "inline")).explain(IMAGE, options=OPTIONS)
+                                         spec: JobSpec, tmp_path: Path) -> None:
+    """As on separate workers: a fresh backend and store object per stage, and only the
+    keys, through JSON, between them."""
+    inline = Explainer(tiny, LocalStore(tmp_path / "inline")).explain(IMAGE, spec)
 
-    def worker() -> tuple[LocalBackend, LocalStore]:
-        return LocalBackend(tiny_repository, "tiny"), LocalStore(tmp_path / "apart")
-
-    backend, store = worker()
-    input_key = store_input(store, "job1", load_input(IMAGE, backend.model_set.preprocessing))
-    encoding_key = encode(*worker(), "job1", input_key, "sick")
-    direction_key = ensure_direction(*worker(), "sick", OPTIONS.probe)
-    traversal_key = traverse(*worker(), "job1", encoding_key, direction_key, DEFAULT_LAMBDAS)
-    keys = (input_key, encoding_key, direction_key, traversal_key)
-    outputs = render(LocalStore(tmp_path / "apart"), "job1", *keys)
-    manifest_key = write_manifest(LocalStore(tmp_path / "apart"), "job1", *keys, outputs)
-    apart = ExplanationResult.from_json(LocalStore(tmp_path / "apart").get(manifest_key))
+    store = LocalStore(tmp_path / "apart")
+    keys = JobKeys(input=store_input(store, "job1",
+                                     load_input(IMAGE, tiny.model_set.preprocessing)))
+    for stage in STAGES:
+        context = StageContext("job1", JobSpec.from_dict(json.loads(json.dumps(
+            spec.to_dict()))), LocalStore(tmp_path / "apart"),
+            lambda: LocalBackend(tiny_repository, "tiny"))
+        keys = JobKeys.from_dict(json.loads(json.dumps(
+            run_stage(stage, context, keys).to_dict())))
+    apart = ExplanationResult.from_json(store.get(keys.manifest))
     assert numbers(apart) == numbers(inline)
-    assert all(isinstance(k, str) for k in (*keys, manifest_key, *outputs.values()))
+
+
+def test_stages_without_models_never_ask_for_a_backend(tiny: LocalBackend, spec: JobSpec,
+                                                       tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    keys = JobKeys(input=store_input(store, "job1",
+                                     load_input(IMAGE, tiny.model_set.preprocessing)))
+    def no_backend() -> LocalBackend:
+        raise AssertionError("a stage without models asked for a backend")
+
+    for stage in STAGES:
+        context = StageContext("job1", spec, store,
+                               (lambda: tiny) if stage.uses_models else no_backend)
+        keys = run_stage(stage, context, keys)
+    assert store.exists(keys.manifest)
+
+
+def test_a_stage_whose_record_is_stored_is_not_redone(tiny: LocalBackend, spec: JobSpec,
+                                                      tmp_path: Path) -> None:
+    store = RecordingStore(LocalStore(tmp_path))
+    result = Explainer(tiny, store).explain(IMAGE, spec, job_id="again")
+    keys = JobKeys(input="jobs/again/input.json")
+    store.puts.clear()
+    for stage in STAGES[:3]:
+        keys = run_stage(stage, StageContext("again", spec, store, lambda: tiny), keys)
+    assert store.puts == []
+    assert keys.direction == result.direction.key
 
 
 def test_known_answer_on_a_linear_backend(tiny: LocalBackend, tmp_path: Path) -> None:
@@ -120,7 +145,7 @@ def test_known_answer_on_a_linear_backend(tiny: LocalBackend, tmp_path: Path) ->
     image = from_model_layout(linear.synthesis(w[None].astype(np.float32)), linear.model_set
                         .preprocessing)[0]
     result = Explainer(linear, LocalStore(tmp_path)).explain(
-        image, options=ExplainOptions(probe=ProbeSettings(samples=600)))
+        image, JobSpec.create(linear.model_set, probe=ProbeSettings(samples=600)))
     assert not result.unreliable and result.quality.pixel_mse < 1e-8
     assert result.prediction_input > 0.9
     assert np.all(np.diff(result.probabilities) > 0)
@@ -130,10 +155,10 @@ def test_known_answer_on_a_linear_backend(tiny: LocalBackend, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "MR_small_jp2klossless.dcm"])
-def test_dicom_is_explained_and_flagged_out_of_domain(tiny: LocalBackend, tmp_path: Path,
-                                                      name: str) -> None:
+def test_dicom_is_explained_and_flagged_out_of_domain(tiny: LocalBackend, spec: JobSpec,
+                                                      tmp_path: Path, name: str) -> None:
     path = Path(get_testdata_file(name))
-    result = Explainer(tiny, LocalStore(tmp_path)).explain(path, options=OPTIONS)
+    result = Explainer(tiny, LocalStore(tmp_path)).explain(path, spec)
     assert result.unreliable
     assert result.input.description["format"] == "DICOM"
     assert result.input.description["Modality"] in ("CT", "MR")
@@ -142,28 +167,32 @@ def test_dicom_is_explained_and_flagged_out_of_domain(tiny: LocalBackend, tmp_pa
 
 
 @pytest.mark.parametrize(("kwargs", "error"), [
-    ({"target": "OA"}, ModelSetError),
-    ({"lambdas": "3:-3:9"}, LambdaSpecError),
-    ({"options": ExplainOptions(orthogonalize=("blur",))}, DirectionError),
     ({"image": np.full((16, 16, 1), np.nan, np.float32)}, ImageDecodeError),
     ({"image": b""}, ImageDecodeError),
-    ({"job_id": "../escape"}, ValueError),
+    ({"job_id": "../escape"}, JobSpecError),
 ])
-def test_bad_requests_write_nothing(tiny: LocalBackend, tmp_path: Path, kwargs: dict,
-                                    error: type[Exception]) -> None:
+def test_bad_requests_write_nothing(tiny: LocalBackend, spec: JobSpec, tmp_path: Path,
+                                    kwargs: dict, error: type[Exception]) -> None:
     store = LocalStore(tmp_path)
     with pytest.raises(error):
-        Explainer(tiny, store).explain(**{"image": IMAGE, **kwargs})
+        Explainer(tiny, store).explain(**{"image": IMAGE, "spec": spec, **kwargs})
     assert store.list() == []
 
 
-def test_a_failed_job_leaves_no_artifact(tiny: LocalBackend, tmp_path: Path) -> None:
+def test_a_spec_for_another_model_set_is_refused(tiny: LocalBackend, spec: JobSpec,
+                                                 tmp_path: Path) -> None:
+    other = JobSpec.from_dict({**spec.to_dict(), "model_set": "knee-oa"})
+    with pytest.raises(JobSpecError, match="knee-oa"):
+        Explainer(tiny, LocalStore(tmp_path)).explain(IMAGE, other)
+
+
+def test_a_failed_job_leaves_no_artifact(tiny: LocalBackend, spec: JobSpec,
+                                         tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     with pytest.raises(BackendError, match="injected"):
-        Explainer(FailingBackend(tiny, fail_on="encoder"), store).explain(IMAGE, options=OPTIONS)
+        Explainer(FailingBackend(tiny, fail_on="encoder"), store).explain(IMAGE, spec)
     assert store.list() == []
     with pytest.raises(StoreError, match="injected"):
-        Explainer(tiny, RecordingStore(store, fail_on="report.html")).explain(
-            IMAGE, options=OPTIONS)
+        Explainer(tiny, RecordingStore(store, fail_on="report.html")).explain(IMAGE, spec)
     assert store.list("jobs/") == []  # the probed direction, complete in itself, stays
     assert len(store.list("directions/")) == 1

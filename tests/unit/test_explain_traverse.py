@@ -7,19 +7,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 from explain_doubles import LinearBackend
-from styleprobe.explain.lambdas import LambdaSpecError, parse_lambdas
 
 from styleprobe.backends.counting import CountingBackend
 from styleprobe.backends.local import LocalBackend
 from styleprobe.explain.scores import target_probability
+from styleprobe.explain.spec import LambdaGrid, LambdaSpecError
 from styleprobe.explain.traverse import decode_frames, find_flip
 
 
-def test_parse_lambdas() -> None:
-    grid = parse_lambdas("-3:3:17")
-    assert (grid.start, grid.stop, grid.steps, grid.spec) == (-3.0, 3.0, 17, "-3:3:17")
+def test_lambda_grid_parse() -> None:
+    grid = LambdaGrid.parse("-3:3:17")
+    assert (grid.start, grid.stop, grid.steps, str(grid)) == (-3.0, 3.0, 17, "-3:3:17")
     np.testing.assert_allclose(grid.values(), np.linspace(-3, 3, 17))
-    assert parse_lambdas(" -1.5:0.5:2 ").values().tolist() == [-1.5, 0.5]
+    assert LambdaGrid.parse(" -1.5:0.5:2 ").values().tolist() == [-1.5, 0.5]
+    assert LambdaGrid.parse(str(LambdaGrid())) == LambdaGrid()
 
 
 @pytest.mark.parametrize(("spec", "message"), [
@@ -29,7 +30,7 @@ def test_parse_lambdas() -> None:
 ])
 def test_bad_lambda_specs(spec: str, message: str) -> None:
     with pytest.raises(LambdaSpecError, match=message):
-        parse_lambdas(spec)
+        LambdaGrid.parse(spec)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def _start(linear: LinearBackend, probability: float) -> tuple[np.ndarray, np.nd
 def test_grid_is_one_batched_call(linear: LinearBackend) -> None:
     counting = CountingBackend(linear)
     w, alpha, _ = _start(linear, 0.9)
-    frames = decode_frames(counting, w, alpha, parse_lambdas("-3:3:17").values(), 1)
+    frames = decode_frames(counting, w, alpha, LambdaGrid.parse("-3:3:17").values(), 1)
     assert counting.calls == {"decode_and_classify": 1}
     assert frames.images.shape == (17, 1, 16, 16)
     assert np.all(np.diff(frames.probabilities) > 0)  # +λ raises the target
@@ -63,7 +64,7 @@ def test_grid_is_one_batched_call(linear: LinearBackend) -> None:
 @pytest.mark.parametrize("start", [0.9, 0.2])
 def test_flip_is_found_by_batched_k_section(linear: LinearBackend, start: float) -> None:
     w, alpha, crossing = _start(linear, start)
-    grid = decode_frames(linear, w, alpha, parse_lambdas("-3:3:7").values(), 1)
+    grid = decode_frames(linear, w, alpha, LambdaGrid.parse("-3:3:7").values(), 1)
     counting = CountingBackend(linear)
     flip = find_flip(counting, w, alpha, 1, 0.5, start, grid, rounds=3, points=8)
     assert flip is not None
@@ -80,7 +81,7 @@ def test_flip_is_found_by_batched_k_section(linear: LinearBackend, start: float)
 def test_no_flip_within_range(linear: LinearBackend) -> None:
     w, alpha, crossing = _start(linear, 0.999)
     spec = f"{-abs(crossing) / 2}:{abs(crossing) / 2}:9"
-    grid = decode_frames(linear, w, alpha, parse_lambdas(spec).values(), 1)
+    grid = decode_frames(linear, w, alpha, LambdaGrid.parse(spec).values(), 1)
     assert find_flip(linear, w, alpha, 1, 0.5, 0.999, grid) is None
-    positive_only = decode_frames(linear, w, alpha, parse_lambdas("1:3:5").values(), 1)
+    positive_only = decode_frames(linear, w, alpha, LambdaGrid.parse("1:3:5").values(), 1)
     assert find_flip(linear, w, alpha, 1, 0.5, 0.999, positive_only) is None

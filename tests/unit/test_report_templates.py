@@ -12,6 +12,7 @@ from styleprobe.evaluation.report import page_html
 from styleprobe.explain.quality import Quality
 from styleprobe.explain.render import report_html
 from styleprobe.explain.result import DirectionInfo, ExplanationResult, FlipInfo, InputInfo
+from styleprobe.explain.spec import JobSpec, LambdaGrid
 from styleprobe.storage.local import LocalStore
 
 SCRIPT = "<script>alert('x')</script>"
@@ -37,8 +38,8 @@ def test_explanation_report_escapes_names_and_reasons() -> None:
 
 
 def test_cohort_report_escapes_images_and_failures(tmp_path: Path) -> None:
-    spec = CohortSpec(cohort_id="c1", model_set="knee", target="OA", threshold=0.5,
-                      lambdas="-2:2:5")
+    spec = CohortSpec(cohort_id="c1", threshold=0.5, job=JobSpec(
+        model_set="knee", target=f"OA{SCRIPT}", lambdas=LambdaGrid(-2, 2, 5)))
     report = CohortReport(spec)
     report.add(ImageRow(image=f"a{SCRIPT}.png", status=DONE, prediction_input=0.6,
                         prediction_reconstruction=0.6, flip_found=True, flip_lambda=0.5,

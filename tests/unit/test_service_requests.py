@@ -12,7 +12,7 @@ from PIL import Image
 
 from styleprobe.api import pb
 from styleprobe.config import Settings
-from styleprobe.explain.lambdas import DEFAULT_LAMBDAS
+from styleprobe.explain.spec import LambdaGrid, SearchSettings
 from styleprobe.orchestrator.interceptors import AuthInterceptor, parse_tokens
 from styleprobe.orchestrator.messages import numbers
 from styleprobe.orchestrator.requests import RequestError, check_explain
@@ -37,11 +37,10 @@ def test_a_good_request_is_filled_with_defaults(tiny_repository: Path, tmp_path:
     store = LocalStore(tmp_path)
     job = check_explain(pb.ExplainRequest(image_bytes=png(), model_set="tiny"),
                         tiny_repository, store, default_samples=400)
-    assert (job.target, job.lambdas, job.probe.samples) == ("sick", DEFAULT_LAMBDAS, 400)
-    assert (job.search_rounds, job.search_points) == (3, 8)
+    spec = job.spec
+    assert (spec.target, spec.lambdas, spec.probe.samples) == ("sick", LambdaGrid(), 400)
+    assert spec.search == SearchSettings()
     assert job.image.image.shape == (16, 16, 1)
-    request = job.job_request("jobs/x/input.json")
-    assert request["probe"]["samples"] == 400 and request["input_key"] == "jobs/x/input.json"
     assert store.list() == []  # checking stores nothing
 
 
@@ -53,11 +52,14 @@ def test_a_good_request_is_filled_with_defaults(tiny_repository: Path, tmp_path:
     ({"image_bytes": png(), "lambdas": "-3:3"}, "INVALID_ARGUMENT", "start:stop:steps"),
     ({"image_bytes": png(), "lambdas": "-3:3:999"}, "INVALID_ARGUMENT", "steps must lie"),
     ({"image_bytes": png(), "options": pb.ExplainOptions(
-        probe=pb.ProbeOptions(samples=10))}, "INVALID_ARGUMENT", "at least 20"),
+        probe=pb.ProbeOptions(samples=10))}, "INVALID_ARGUMENT", "20..100000"),
+    ({"image_bytes": png(), "options": pb.ExplainOptions(
+        probe=pb.ProbeOptions(regularization=float("nan")))}, "INVALID_ARGUMENT",
+     "regularization"),
     ({"image_bytes": png(), "options": pb.ExplainOptions(
         probe=pb.ProbeOptions(truncation_psi=2))}, "INVALID_ARGUMENT", "truncation psi"),
     ({"image_bytes": png(), "options": pb.ExplainOptions(search_points=1)},
-     "INVALID_ARGUMENT", "search_points"),
+     "INVALID_ARGUMENT", "search points"),
     ({"image_key": "a/../b"}, "INVALID_ARGUMENT", "invalid object key"),
     ({"image_key": "inputs/none.png"}, "NOT_FOUND", "no object"),
 ])
