@@ -17,11 +17,12 @@ help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | \
 		awk -F':.*## ' '{ printf "  make %-8s %s\n", $$1, $$2 }'
 
-# The environment: created once, reinstalled when pyproject.toml changes. torch==2.13.0
+# The environment: created once, reinstalled when pyproject.toml, setup.py or a proto changes
+# (the install's build hook, setup.py, generates the gRPC stubs from protos/). torch==2.13.0
 # resolves to the CPU wheel on this disk; the check refuses a CUDA build pulled by mistake.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py $(shell find protos -name '*.proto')
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev,serving,service]'
+	$(PY) -m pip install --quiet -e '.[dev,service]'
 	$(PY) -m pip install --quiet --no-deps 'nvidia-pytriton==0.7.0'  # pyproject: triton-server
 	$(PY) -c "import torch, sys; sys.exit('a CUDA build of torch was installed' if torch.version.cuda else 0)"
 	touch $@
