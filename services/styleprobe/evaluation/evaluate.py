@@ -181,7 +181,7 @@ def evaluate(backend: ModelBackend, store: ArtifactStore, phantoms: str, cache_d
             "mask": "where the disease factors live (phantom ground truth)",
             "difference_map": localization_scores(differences, test.masks),
             "gradcam": (localization_scores(cams, test.masks) if cams is not None else None),
-            "gradcam_method": "Grad-CAM on the last convolution (own hooks; see report)",
+            "gradcam_method": "captum LayerGradCam on the last convolution (see report)",
         },
         "bias": bias.results,
         "timings_s": timings,

@@ -24,10 +24,9 @@ from styleprobe.templates import render_template
 
 Block = tuple[str, Any]  # ("h1" | "h2" | "p", text) | ("table", (header, rows)) | ("figure", ...)
 GRADCAM_NOTE = (
-    "Grad-CAM is computed with a forward and a backward hook on the last convolution of the "
-    "eager classifier (rebuilt from the TorchScript file's weights): the PyPI `grad-cam` "
-    "package imports torchvision, and no torchvision wheel that loads beside the pinned CPU "
-    "build of torch is available to this project.")
+    "Grad-CAM is captum's `LayerGradCam` on the last convolution of the eager classifier "
+    "(rebuilt from the TorchScript file's weights), upsampled bilinearly; captum needs no "
+    "torchvision.")
 HINTS = {  # what would fix a missed target
     "latent_auc_gap": "the direction is probed on generated images, so real encodings that "
     "fall off the generator's distribution score worse: a more realistic GAN (realism "
