@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 import required
+from styleprobe.explain.spec import JobSpec
 from styleprobe.jobs import (
     ACTIVE,
     CANCELLED,
@@ -16,10 +17,13 @@ from styleprobe.jobs import (
     RUNNING,
     SUCCEEDED,
     JobNotFoundError,
+    JobRequest,
     JobStore,
     new_job_id,
 )
 from styleprobe.testing.redis import redis_server
+
+REQUEST = JobRequest(JobSpec(model_set="tiny", target="sick"))
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +44,9 @@ def jobs(redis_url: str) -> Iterator[JobStore]:
 
 def test_a_job_runs_through_its_stages_with_events(jobs: JobStore) -> None:
     job_id = new_job_id()
-    created = jobs.create(job_id, "explain", {"model_set": "tiny", "target": "sick"})
+    request = JobRequest(JobSpec(model_set="tiny", target="sick"), input_key="jobs/x/in.json")
+    created = jobs.create(job_id, "explain", request)
+    assert created.request == request
     assert created.state == QUEUED and created.counts == {"total": 1, "done": 0, "failed": 0}
     start = jobs.last_event_id(job_id)
     assert jobs.transition(job_id, ACTIVE, state=RUNNING, stage="encode", progress=0.1,
@@ -65,7 +71,7 @@ def test_a_job_runs_through_its_stages_with_events(jobs: JobStore) -> None:
 
 def test_an_ended_job_ends_once(jobs: JobStore) -> None:
     job_id = new_job_id()
-    jobs.create(job_id, "explain", {})
+    jobs.create(job_id, "explain", REQUEST)
     jobs.transition(job_id, ACTIVE, state=RUNNING)
     assert jobs.transition(job_id, ACTIVE, state=CANCELLED)
     # a stage that finishes after the cancel cannot make the job succeed, nor fail it
@@ -76,7 +82,7 @@ def test_an_ended_job_ends_once(jobs: JobStore) -> None:
 
 def test_racing_transitions_apply_exactly_once(jobs: JobStore) -> None:
     job_id = new_job_id()
-    jobs.create(job_id, "explain", {})
+    jobs.create(job_id, "explain", REQUEST)
     jobs.transition(job_id, ACTIVE, state=RUNNING)
     results: list[bool] = []
     threads = [threading.Thread(target=lambda: results.append(
@@ -94,7 +100,7 @@ def test_unknown_jobs(jobs: JobStore) -> None:
     with pytest.raises(JobNotFoundError):
         jobs.transition("0" * 32, ACTIVE, state=CANCELLED)
     job_id = new_job_id()
-    jobs.create(job_id, "explain", {})
+    jobs.create(job_id, "explain", REQUEST)
     jobs.delete(job_id)
     with pytest.raises(JobNotFoundError):
         jobs.get(job_id)
@@ -102,7 +108,7 @@ def test_unknown_jobs(jobs: JobStore) -> None:
 
 def test_cohort_images_are_counted_once_while_the_cohort_runs(jobs: JobStore) -> None:
     job_id = new_job_id()
-    jobs.create(job_id, "cohort", {}, total=4)
+    jobs.create(job_id, "cohort", REQUEST, total=4)
     assert not jobs.count_image(job_id, "inputs/a.png", "done", "image a done")  # queued
     jobs.transition(job_id, ACTIVE, state=RUNNING, stage="images")
     assert jobs.count_image(job_id, "inputs/a.png", "done", "image a done")

@@ -13,8 +13,8 @@ import required
 from styleprobe.backends import BackendError, open_backend
 from styleprobe.backends.local import LocalBackend
 from styleprobe.config import Settings
-from styleprobe.explain.engine import Explainer, ExplainOptions
-from styleprobe.explain.spec import ProbeSettings
+from styleprobe.explain.engine import Explainer
+from styleprobe.explain.spec import JobSpec, ProbeSettings
 from styleprobe.modelset import load_model_set
 from styleprobe.serving.triton_config import MAX_BATCH_SIZE
 from styleprobe.serving.tritonserver import TritonProcess
@@ -60,9 +60,10 @@ def test_explanations_agree(two_set_repository: Path, triton_server: TritonProce
     remote = open_backend(settings, "tiny")
     assert isinstance(remote, triton.TritonBackend)
     image = np.random.default_rng(8).random((16, 16)).astype(np.float32)
-    options = ExplainOptions(probe=ProbeSettings(samples=400))
-    results = [Explainer(backend, LocalStore(tmp_path / kind)).explain(
-                   image, lambdas="-3:3:17", options=options, job_id="same")
+    spec = JobSpec.create(remote.model_set, lambdas="-3:3:17",
+                          probe=ProbeSettings(samples=400))
+    results = [Explainer(backend, LocalStore(tmp_path / kind)).explain(image, spec,
+                                                                      job_id="same")
                for kind, backend in (("local", LocalBackend(two_set_repository, "tiny")),
                                      ("triton", remote))]
     local, served = (r.to_dict() for r in results)
