@@ -8,7 +8,8 @@ contract of :mod:`styleprobe.modelset`; a backend chunks large batches itself.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -17,6 +18,16 @@ from styleprobe.modelset import ModelSet
 
 class BackendError(RuntimeError):
     """A model call failed; the message names the model and the cause."""
+
+
+def checked_batch(model: str, role: str, array: Any, dims: Sequence[int]) -> np.ndarray:
+    """``array`` as float32 if it is ``[N, *dims]``; else a BackendError naming the model
+    and its tensor (``role``)."""
+    array = np.asarray(array)
+    if array.ndim != len(dims) + 1 or list(array.shape[1:]) != list(dims):
+        raise BackendError(f"{model}: {role} has shape {list(array.shape)}, expected "
+                           f"[N, {', '.join(map(str, dims))}]")
+    return array.astype(np.float32, copy=False)
 
 
 class ModelBackend(Protocol):

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from styleprobe.backends.base import BackendError
+from styleprobe.backends.base import BackendError, checked_batch
 from styleprobe.metrics import observe_backend_call
-from styleprobe.modelset import MODEL_KINDS, ModelEntry, load_model_set
+from styleprobe.modelset import MODEL_KINDS, load_model_set
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class LocalBackend:
         if not self._modules:
             raise BackendError("this backend is closed")
         entry = self.model_set.models[kind]
-        batch = _check(entry, "input", batch, entry.inputs[0].dims)
+        batch = checked_batch(entry.triton_name, "input", batch, entry.inputs[0].dims)
         module = self._modules[kind]
         outputs = []
         with torch.inference_mode():
@@ -96,13 +96,5 @@ class LocalBackend:
         expected = entry.outputs[0].dims
         if not outputs:
             return np.zeros((0, *expected), np.float32)
-        return _check(entry, "output", np.concatenate(outputs), expected)
+        return checked_batch(entry.triton_name, "output", np.concatenate(outputs), expected)
 
-
-def _check(entry: ModelEntry, role: str, array: np.ndarray, dims: list[int]) -> np.ndarray:
-    """``array`` as float32 if it is ``[N, *dims]``; else a BackendError naming the model."""
-    array = np.asarray(array)
-    if array.ndim != len(dims) + 1 or list(array.shape[1:]) != list(dims):
-        raise BackendError(f"{entry.triton_name}: {role} has shape {list(array.shape)}, "
-                           f"expected [N, {', '.join(map(str, dims))}]")
-    return array.astype(np.float32, copy=False)

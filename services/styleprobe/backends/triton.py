@@ -25,7 +25,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from styleprobe.backends.base import BackendError
+from styleprobe.backends.base import BackendError, checked_batch
 from styleprobe.metrics import observe_backend_call
 from styleprobe.modelset import ModelSet, TensorSpec
 from styleprobe.serving.triton_config import ENSEMBLE_VERSION, decode_ensemble_name, output_name
@@ -123,7 +123,7 @@ class TritonBackend:
 
     def _infer(self, kind: str, batch: np.ndarray) -> list[np.ndarray]:
         served = self._served[kind]
-        batch = _checked(served, "input", served.inputs[0][1], batch)
+        batch = checked_batch(served.name, "input", batch, served.inputs[0][1].dims)
         if len(batch) == 0:
             return [np.zeros((0, *spec.dims), np.float32) for _, spec in served.outputs]
         client, pool = self._connection()
@@ -153,7 +153,7 @@ class TritonBackend:
             array = result.as_numpy(out_name)
             if array is None:
                 raise BackendError(f"{served.name}: Triton returned no output {out_name!r}")
-            array = _checked(served, f"output {out_name!r}", out_spec, array)
+            array = checked_batch(served.name, f"output {out_name!r}", array, out_spec.dims)
             if len(array) != len(chunk):
                 raise BackendError(f"{served.name}: {len(chunk)} inputs gave {len(array)} "
                                    f"outputs {out_name!r}")
@@ -221,15 +221,6 @@ class TritonBackend:
         if status == INVALID_ARGUMENT:
             return f"{served.name}: Triton rejected the request (shape or type mismatch): {message}"
         return f"{served.name}: Triton failed ({status}): {message}"
-
-
-def _checked(served: ServedModel, role: str, spec: TensorSpec, array: Any) -> np.ndarray:
-    """``array`` as float32 if it is ``[N, *spec.dims]``; else a BackendError naming the model."""
-    array = np.asarray(array)
-    if array.ndim != len(spec.dims) + 1 or list(array.shape[1:]) != list(spec.dims):
-        raise BackendError(f"{served.name}: {role} has shape {list(array.shape)}, expected "
-                           f"[N, {', '.join(map(str, spec.dims))}]")
-    return array.astype(np.float32, copy=False)
 
 
 def _check_config(served: ServedModel, config: dict[str, Any]) -> None:
