@@ -31,14 +31,13 @@ import grpc
 import numpy as np
 import torch
 from PIL import Image
-from styleprobe.explain.lambdas import DEFAULT_LAMBDAS
 
 from styleprobe.api import pb, rpc
 from styleprobe.backends.local import LocalBackend
 from styleprobe.config import Settings
 from styleprobe.data.datasets import phantom_set
-from styleprobe.explain.engine import Explainer, ExplainOptions
-from styleprobe.explain.spec import ProbeSettings
+from styleprobe.explain.engine import Explainer
+from styleprobe.explain.spec import JobSpec, LambdaGrid, ProbeSettings
 from styleprobe.modelset import load_model_set
 from styleprobe.serving.cpu_repository import build_cpu_repository
 from styleprobe.storage.local import LocalStore
@@ -77,11 +76,11 @@ def through_service(stub: rpc.StyleProbeStub, token: str, request: pb.ExplainReq
 
 
 def in_process(explainer: Explainer, marks: list[tuple[str, float]], data: bytes,
-               options: ExplainOptions, lambdas: str) -> dict[str, Any]:
+               spec: JobSpec) -> dict[str, Any]:
     """The embedded pipeline; wall seconds and seconds by stage (from its progress calls)."""
     marks.clear()
     start = time.perf_counter()
-    explainer.explain(data, None, lambdas, options, filename="phantom.png")
+    explainer.explain(data, spec, filename="phantom.png")
     wall = time.perf_counter() - start
     first: dict[str, float] = {}
     for stage, moment in marks:
@@ -99,13 +98,13 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     size = model_set.preprocessing.resolution
     kind = "knee" if model_set.preprocessing.channels == 1 else "histology"
     probe = ProbeSettings(samples=args.probe_samples, seed=1)
-    options = ExplainOptions(probe=probe)
+    spec = JobSpec.create(model_set, lambdas=args.lambdas, probe=probe)
     marks: list[tuple[str, float]] = []
     explainer = Explainer(LocalBackend(repository, args.model_set), LocalStore(work / "local"),
                           progress=lambda stage, _f: marks.append((stage, time.perf_counter())))
-    local_cold = in_process(explainer, marks, phantom_png(kind, size, 0), options, args.lambdas)
-    local_warm = [in_process(explainer, marks, phantom_png(kind, size, i + 1), options,
-                             args.lambdas) for i in range(args.repeats)]
+    local_cold = in_process(explainer, marks, phantom_png(kind, size, 0), spec)
+    local_warm = [in_process(explainer, marks, phantom_png(kind, size, i + 1), spec)
+                  for i in range(args.repeats)]
 
     build_cpu_repository(repository, work / "triton-repository", [args.model_set])
     with triton_server(work / "triton-repository", work / "tritonserver.log") as server, \
@@ -190,7 +189,7 @@ def main() -> None:
     parser.add_argument("--model-set", default="knee-oa")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--probe-samples", type=int, default=2000)
-    parser.add_argument("--lambdas", default=DEFAULT_LAMBDAS)
+    parser.add_argument("--lambdas", default=str(LambdaGrid()))
     args = parser.parse_args()
     torch.set_num_threads(1)
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(),

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from styleprobe.explain.lambdas import DEFAULT_LAMBDAS, parse_lambdas
 
 from styleprobe.backends.counting import CountingBackend
 from styleprobe.backends.local import LocalBackend
@@ -33,7 +32,7 @@ from styleprobe.data.datasets import phantom_set
 from styleprobe.explain.direction import ensure_direction, load_direction
 from styleprobe.explain.inputs import to_model_layout
 from styleprobe.explain.scores import target_probability
-from styleprobe.explain.spec import ProbeSettings
+from styleprobe.explain.spec import LambdaGrid, ProbeSettings
 from styleprobe.explain.traverse import decode_frames
 from styleprobe.modelset import list_model_sets
 from styleprobe.storage.local import LocalStore
@@ -101,7 +100,7 @@ def bench_set(repository: Path, name: str, phantoms: str, repeats: int, threads:
     probe = bench_probe(backend, target, probe_samples)
     alpha = np.asarray(probe.pop("alpha"), np.float32)
     w = diseased_latent(backend, phantoms)
-    lambdas = parse_lambdas(DEFAULT_LAMBDAS).values()
+    lambdas = LambdaGrid().values()
     traversal = []
     for n in threads:
         torch.set_num_threads(n)

@@ -33,15 +33,14 @@ from typing import Any
 import numpy as np
 import torch
 from bench_traversal import WARMUP, timed  # the same warm-up-then-time loop
-from styleprobe.explain.lambdas import DEFAULT_LAMBDAS, parse_lambdas
 
 from styleprobe.backends.local import LocalBackend
 from styleprobe.backends.triton import TritonBackend
 from styleprobe.config import Settings
 from styleprobe.explain.direction import ensure_direction
-from styleprobe.explain.engine import Explainer, ExplainOptions
+from styleprobe.explain.engine import Explainer
 from styleprobe.explain.inputs import from_model_layout
-from styleprobe.explain.spec import ProbeSettings
+from styleprobe.explain.spec import JobSpec, LambdaGrid, ProbeSettings
 from styleprobe.explain.traverse import decode_frames
 from styleprobe.modelset import list_model_sets, load_model_set
 from styleprobe.serving.cpu_repository import build_cpu_repository
@@ -74,7 +73,7 @@ def bench_traversal(local: LocalBackend, remote: TritonBackend, repeats: int) ->
     w = local.mapping(rng.standard_normal((1, model_set.z_dim)).astype(np.float32))[0]
     alpha = rng.standard_normal(model_set.w_dim).astype(np.float32)
     alpha /= np.linalg.norm(alpha)
-    lambdas = parse_lambdas(DEFAULT_LAMBDAS).values()
+    lambdas = LambdaGrid().values()
     index = model_set.classifier.class_index(model_set.default_target)
     times = {name: timed(lambda b=backend: decode_frames(b, w, alpha, lambdas, index), repeats)
              for name, backend in (("in_process", local), ("triton", remote))}
@@ -96,10 +95,10 @@ def explain_in_child(backend_kind: str, repository: str, name: str, url: str, st
     backend = (TritonBackend(load_model_set(Path(repository), name), url)
                if backend_kind == "triton" else LocalBackend(Path(repository), name))
     explainer = Explainer(backend, LocalStore(store))
-    options = ExplainOptions(probe=ProbeSettings(samples=probe_samples))
+    spec = JobSpec.create(backend.model_set, probe=ProbeSettings(samples=probe_samples))
     barrier.wait()
     start = time.perf_counter()
-    explainer.explain(image, options=options, job_id=job_id)
+    explainer.explain(image, spec, job_id=job_id)
     results.put(time.perf_counter() - start)
 
 

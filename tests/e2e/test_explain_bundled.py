@@ -26,11 +26,11 @@ from styleprobe.cli import run
 from styleprobe.cli.train import HELD_OUT_SEED
 from styleprobe.config import Settings
 from styleprobe.data.datasets import phantom_set
-from styleprobe.explain.engine import Explainer, ExplainOptions
+from styleprobe.explain.engine import Explainer
 from styleprobe.explain.inputs import to_model_layout
 from styleprobe.explain.result import ExplanationResult
 from styleprobe.explain.scores import target_probability
-from styleprobe.explain.spec import ProbeSettings
+from styleprobe.explain.spec import JobSpec, ProbeSettings
 from styleprobe.modelset import manifest_path
 from styleprobe.storage.local import LocalStore
 
@@ -77,8 +77,8 @@ def test_diseased_phantoms_move_to_healthy_and_flip(name: str, store_dir: Path) 
         backend.classifier(to_model_layout(np.stack([s.image for s in sick]), prep)), class_index)
     diseased = [s for s, p in zip(sick, called_sick, strict=True) if p >= threshold][:DISEASED]
     explainer = Explainer(backend, LocalStore(store_dir))
-    results = [explainer.explain(s.image, target, options=ExplainOptions(probe=PROBE))
-               for s in diseased]
+    spec = JobSpec.create(backend.model_set, target, probe=PROBE)
+    results = [explainer.explain(s.image, spec) for s in diseased]
     rhos = [towards_healthy(r) for r in results]
     monotone = sum(rho <= -0.9 for rho in rhos)
     flipped = sum(r.flip.found and r.flip.side == "negative" for r in results)
@@ -96,7 +96,7 @@ def test_dicom_goes_through_and_is_flagged_out_of_domain(dicom: str, store_dir: 
     needs("knee-oa")
     backend = LocalBackend(REPOSITORY, "knee-oa")
     result = Explainer(backend, LocalStore(store_dir)).explain(
-        Path(get_testdata_file(dicom)), options=ExplainOptions(probe=PROBE))
+        Path(get_testdata_file(dicom)), JobSpec.create(backend.model_set, probe=PROBE))
     assert result.unreliable, result.quality
     assert any("pixel MSE" in reason for reason in result.quality.reasons)
     assert "UNRELIABLE" in LocalStore(store_dir).get(result.outputs["report"]).decode()

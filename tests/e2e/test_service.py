@@ -22,9 +22,9 @@ from pydicom.data import get_testdata_file
 from styleprobe.api import SERVICE_NAME, pb, rpc
 from styleprobe.backends.local import LocalBackend
 from styleprobe.data.knee import KneePhantoms
-from styleprobe.explain.engine import Explainer, ExplainOptions
+from styleprobe.explain.engine import DIRECTION_PROBED, Explainer
 from styleprobe.explain.result import ExplanationResult
-from styleprobe.explain.spec import ProbeSettings
+from styleprobe.explain.spec import JobSpec, ProbeSettings
 from styleprobe.jobs import PREFIX as JOB_PREFIX
 from styleprobe.jobs import JobStore
 from styleprobe.storage import open_store
@@ -32,7 +32,6 @@ from styleprobe.storage.local import LocalStore
 from styleprobe.testing.process import ServerProcess, venv_program
 from styleprobe.testing.stack import ServiceStack
 from styleprobe.worker.app import QUEUES
-from styleprobe.worker.tasks import DIRECTION_PROBED
 
 TINY = "tiny"
 LAMBDAS = "-2:2:5"
@@ -96,8 +95,9 @@ def test_grpcurl_lists_the_service_and_health_says_serving(stack: ServiceStack) 
 def _embedded(repository: Path, tmp_path: Path, data: bytes, model_set: str,
               target: str) -> ExplanationResult:
     backend = LocalBackend(repository, model_set)
-    options = ExplainOptions(probe=ProbeSettings(samples=PROBE.samples, seed=PROBE.seed))
-    return Explainer(backend, LocalStore(tmp_path)).explain(data, target, LAMBDAS, options)
+    spec = JobSpec.create(backend.model_set, target, LAMBDAS,
+                          ProbeSettings(samples=PROBE.samples, seed=PROBE.seed))
+    return Explainer(backend, LocalStore(tmp_path)).explain(data, spec)
 
 
 @pytest.mark.parametrize("source", ["png", "dicom"])

@@ -53,6 +53,7 @@ from styleprobe.storage.base import ArtifactStore
 log = logging.getLogger(__name__)
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 Progress = Callable[[str, float], None]
+DIRECTION_PROBED, DIRECTION_STORED = "direction probed", "direction found stored"  # job notes
 
 
 @dataclass(frozen=True)
@@ -288,7 +289,7 @@ def _encode(context: StageContext, keys: JobKeys) -> JobKeys:
 
 def _direction(context: StageContext, keys: JobKeys) -> JobKeys:
     key, probed = shared_direction(context)
-    context.note("direction probed" if probed else "direction found stored")
+    context.note(DIRECTION_PROBED if probed else DIRECTION_STORED)
     return replace(keys, direction=key)
 
 
