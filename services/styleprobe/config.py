@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 # The checkout the package runs from, if it does (services/styleprobe/ in it); a wheel's
 # copies of the checkout's model folders (setup.py puts them there).
@@ -96,7 +96,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        values = {}
+        values: dict[str, Any] = {}  # each converted to its field's type by _convert
         for f in fields(cls):
             name = f"STYLEPROBE_{f.name.upper()}"
             raw = env.get(name)

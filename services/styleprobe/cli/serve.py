@@ -55,7 +55,7 @@ def _worker(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
     prepare_metrics_folder(fresh=bool(settings.worker_metrics_port))
     from styleprobe.metrics import connect_celery_worker
-    from styleprobe.worker.app import QUEUES, app
+    from styleprobe.worker.app import QUEUES, make_app
 
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     unknown = sorted(set(queues) - set(QUEUES))
@@ -63,6 +63,10 @@ def _worker(args: argparse.Namespace) -> None:
         raise UserError(f"--queues takes {' and/or '.join(QUEUES)}, got {args.queues!r}")
     if args.concurrency < 1:
         raise UserError("--concurrency must be at least 1")
+    try:
+        app = make_app(settings)
+    except ValueError as exc:  # inconsistent time limits
+        raise UserError(str(exc)) from exc
     connect_celery_worker(settings.worker_metrics_port, settings.metrics_host)
     argv = ["worker", "--queues", ",".join(queues), "--concurrency", str(args.concurrency),
             "--pool", "prefork", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]

@@ -8,7 +8,10 @@ import signal
 import socket
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from styleprobe.cli.common import UserError
 from styleprobe.config import Settings
@@ -66,7 +69,8 @@ def _serve(args: argparse.Namespace) -> None:
         _check_port_free(port)
     workdir = Path(tempfile.mkdtemp(prefix="styleprobe-triton-"))
     stop = threading.Event()
-    previous: dict[int, object] = {}
+    previous: dict[signal.Signals,
+                   Callable[[int, FrameType | None], Any] | int | signal.Handlers | None] = {}
     server = None
     try:
         names = build_cpu_repository(repository, workdir / "repository", args.model_set,

@@ -18,7 +18,8 @@ from styleprobe.data.knee import KneePhantoms
 from styleprobe.data.phantom import PhantomSet, Shortcut
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".npy"}
-PHANTOMS = {"knee": KneePhantoms, "histology": HistologyPhantoms}
+PHANTOMS: dict[str, type[KneePhantoms] | type[HistologyPhantoms]] = {
+    "knee": KneePhantoms, "histology": HistologyPhantoms}
 
 
 class DataError(ValueError):

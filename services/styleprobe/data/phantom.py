@@ -50,9 +50,14 @@ class PhantomSet(Protocol):
     name: str
     channels: int
     target: str
-    class_names: tuple[str, ...]
-    disease_factors: tuple[str, ...]
-    nuisance_factors: tuple[str, ...]
+
+    # Read-only, so that each set may declare them as tuples of its own length.
+    @property
+    def class_names(self) -> tuple[str, ...]: ...
+    @property
+    def disease_factors(self) -> tuple[str, ...]: ...
+    @property
+    def nuisance_factors(self) -> tuple[str, ...]: ...
 
     def sample(self, index: int) -> Sample: ...
 

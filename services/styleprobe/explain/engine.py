@@ -334,9 +334,14 @@ def run_stages(stages: Sequence[Stage], context: StageContext, keys: JobKeys,
     for stage in stages:
         if progress is not None:
             progress(stage.name, 0.0)
-            context.progress = lambda fraction, name=stage.name: progress(name, fraction)
+            context.progress = _stage_progress(progress, stage.name)
         keys = run_stage(stage, context, keys)
     return keys
+
+
+def _stage_progress(progress: Progress, name: str) -> Callable[[float], None]:
+    """``progress`` of the stage ``name``, as the stage reports it (a fraction)."""
+    return lambda fraction: progress(name, fraction)
 
 
 def delete_job(store: ArtifactStore, job_id: str) -> None:

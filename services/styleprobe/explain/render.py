@@ -17,6 +17,9 @@ from PIL import Image, ImageDraw, ImageFont
 from styleprobe.explain.result import ExplanationResult
 from styleprobe.templates import render_template
 
+# Images one after another: a list of (R, R, C) arrays, or one (N, R, R, C) array.
+Frames = Sequence[np.ndarray] | np.ndarray
+
 DISPLAY_SIZE = 128  # frames are enlarged (nearest neighbour) to at least this many pixels
 DIFF_COLORMAP = "RdBu_r"  # red: brighter than the reconstruction, blue: darker
 WARNING_RED = (200, 0, 0)
@@ -46,7 +49,7 @@ def png(image: np.ndarray, display: bool = True) -> bytes:
     return buffer.getvalue()
 
 
-def animation(frames: Sequence[np.ndarray], frame_ms: int = 120) -> bytes:
+def animation(frames: Frames, frame_ms: int = 120) -> bytes:
     """An endlessly looping GIF that walks the traversal forth and back."""
     pils = [to_pil(f).convert("RGB") for f in frames]
     sequence = pils + pils[-2:0:-1]
@@ -56,17 +59,18 @@ def animation(frames: Sequence[np.ndarray], frame_ms: int = 120) -> bytes:
     return buffer.getvalue()
 
 
-def strip(frames: Sequence[np.ndarray], lambdas: Sequence[float],
+def strip(frames: Frames, lambdas: Sequence[float],
           probabilities: Sequence[float], target: str, threshold: float,
           warning: str | None = None) -> bytes:
     """Frames side by side, each with its λ and target probability printed below; the
     probability is red where the target is predicted. ``warning`` is printed on top."""
     tiles = [to_pil(f).convert("RGB") for f in frames]
     size = tiles[0].width
-    font = _font(max(10, size // 10))
-    line = font.size + 4
+    font_size = max(10, size // 10)
+    font = _font(font_size)
+    line = font_size + 4
     width = size * len(tiles)
-    notes = textwrap.wrap(warning or "", width=max(20, int(width / (0.6 * font.size))))
+    notes = textwrap.wrap(warning or "", width=max(20, int(width / (0.6 * font_size))))
     top = len(notes) * line + (6 if notes else 0)
     canvas = Image.new("RGB", (width, top + size + 2 * line + 4), "white")
     draw = ImageDraw.Draw(canvas)
@@ -109,7 +113,7 @@ def probability_plot(lambdas: Sequence[float], probabilities: Sequence[float], t
     return buffer.getvalue()
 
 
-def difference_maps(frames: Sequence[np.ndarray],
+def difference_maps(frames: Frames,
                     reconstruction: np.ndarray) -> tuple[list[np.ndarray], float]:
     """Signed differences ``frame - reconstruction`` (channel mean) as RGB uint8 images on
     one shared diverging scale; and that scale (the largest absolute difference)."""

@@ -34,6 +34,8 @@ class Encoder(nn.Module):
     construction, so an untrained encoder already returns the mean face.
     """
 
+    w_avg: torch.Tensor  # a buffer
+
     def __init__(self, resolution: int, channels: int, w_dim: int, width: int = 32,
                  w_avg: torch.Tensor | None = None) -> None:
         super().__init__()

@@ -84,6 +84,8 @@ class FullyConnected(nn.Module):
 class MappingNetwork(nn.Module):
     """z -> w: normalize z, then an MLP; tracks the average w for truncation."""
 
+    w_avg: torch.Tensor  # a buffer
+
     def __init__(self, z_dim: int, w_dim: int, num_layers: int = 8,
                  lr_multiplier: float = 0.01, w_avg_beta: float = 0.995) -> None:
         super().__init__()
@@ -136,6 +138,8 @@ def downsample2d(x: torch.Tensor) -> torch.Tensor:
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 convolution, noise input, bias, leaky-ReLU; optional 2x upsampling."""
 
+    noise_const: torch.Tensor  # a buffer
+
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
                  up: bool = False) -> None:
         super().__init__()
@@ -184,7 +188,7 @@ class SynthesisBlock(nn.Module):
         super().__init__()
         self.resolution = resolution
         if resolution == 4:
-            self.const = nn.Parameter(torch.randn(out_channels, 4, 4))
+            self.const: nn.Parameter | None = nn.Parameter(torch.randn(out_channels, 4, 4))
             self.conv0 = None
         else:
             self.const = None

@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import grpc
 
@@ -28,6 +28,9 @@ OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerRefl
                  "/grpc.reflection.v1.ServerReflection/")
 
 Behaviour = Callable[[Any, grpc.aio.ServicerContext], Any]
+# generic in grpc's stubs only, so written as strings (never evaluated at run time)
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]"
 
 
 def _metadata(context: grpc.aio.ServicerContext, name: str) -> str:
@@ -37,17 +40,23 @@ def _metadata(context: grpc.aio.ServicerContext, name: str) -> str:
     return ""
 
 
-def _rewrap(handler: grpc.RpcMethodHandler,
+def _rewrap(handler: Handler,
             unary: Callable[[Behaviour], Behaviour],
-            stream: Callable[[Behaviour], Behaviour]) -> grpc.RpcMethodHandler:
-    """``handler`` with its behaviour wrapped (unary-request methods only: the API's kind)."""
+            stream: Callable[[Behaviour], Behaviour]) -> Handler:
+    """``handler`` with its behaviour wrapped (unary-request methods only: the API's kind).
+
+    On the aio server a handler's behaviours are coroutine (or async generator) functions
+    taking an aio context; grpc's stubs type them for the sync server, hence the casts.
+    """
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
-            unary(handler.unary_unary), request_deserializer=handler.request_deserializer,
+            unary(cast(Behaviour, handler.unary_unary)),
+            request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
-            stream(handler.unary_stream), request_deserializer=handler.request_deserializer,
+            stream(cast(Behaviour, handler.unary_stream)),
+            request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)
     return handler  # streaming requests (reflection) pass through unwrapped
 
@@ -55,10 +64,8 @@ def _rewrap(handler: grpc.RpcMethodHandler,
 class RequestInterceptor(grpc.aio.ServerInterceptor):
     """Request ids, call counts and latencies by method and code, and an access log."""
 
-    async def intercept_service(
-            self, continuation: Callable[[grpc.HandlerCallDetails],
-                                         Awaitable[grpc.RpcMethodHandler]],
-            details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+    async def intercept_service(self, continuation: Continuation,
+                                details: grpc.HandlerCallDetails) -> Handler | None:
         handler = await continuation(details)
         if handler is None:
             return handler
@@ -123,10 +130,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         # Compare with every token, in constant time, so timing tells nothing.
         return any([hmac.compare_digest(given, t) for t in self._tokens])
 
-    async def intercept_service(
-            self, continuation: Callable[[grpc.HandlerCallDetails],
-                                         Awaitable[grpc.RpcMethodHandler]],
-            details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+    async def intercept_service(self, continuation: Continuation,
+                                details: grpc.HandlerCallDetails) -> Handler | None:
         handler = await continuation(details)
         if handler is None or details.method.startswith(OPEN_SERVICES):
             return handler

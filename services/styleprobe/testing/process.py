@@ -90,7 +90,7 @@ class ServerProcess:
 
     def stop(self) -> None:
         """SIGTERM to its process group; SIGKILL if it has not exited in ``stop_timeout_s``."""
-        if not self.running():
+        if self.process is None or not self.running():
             return
         self._signal(signal.SIGTERM)
         try:

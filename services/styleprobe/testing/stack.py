@@ -126,9 +126,9 @@ class ServiceStack:
         own = [p for p in (*self.workers.values(), self.orchestrator) if p is not None]
         for process in own:
             process.terminate()
-        for process in [*own, self.s3, self.redis]:
-            if process is not None:
-                process.stop()
+        for server in [*own, self.s3, self.redis]:
+            if server is not None:
+                server.stop()
 
     def __enter__(self) -> ServiceStack:
         return self.start()

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -30,7 +32,8 @@ GATE_QUANTILE = 0.99
 GATE_MARGIN = 1.5
 
 
-def _batched(fn, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+def _batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+             batch: int = 256) -> torch.Tensor:
     with torch.no_grad():
         return torch.cat([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
 
