@@ -18,9 +18,10 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from styleprobe.explain.spec import JobSpec
 
@@ -30,6 +31,13 @@ ACTIVE = (QUEUED, RUNNING)
 ENDED = (SUCCEEDED, FAILED, CANCELLED)
 PREFIX = "styleprobe:job:"
 EVENTS_MAXLEN = 1000  # events kept per job (approximately)
+
+# Fields as written to a hash or a stream; and as read back: the connection decodes every
+# reply (decode_responses=True, RESP2), so a hash is str to str and a stream entry is
+# (id, fields), where redis-py's types allow bytes too.
+Fields = dict[FieldT, EncodableT]
+Hash = dict[str, str]
+StreamEntry = tuple[str, Hash]
 
 # KEYS: job hash, event stream. ARGV: allowed states (JSON list), fields to set (JSON
 # object), fields to set only if absent (JSON object), event (JSON object), ttl seconds.
@@ -125,7 +133,7 @@ class JobRecord:
         return self.state in ENDED
 
     @classmethod
-    def from_hash(cls, raw: dict[str, str]) -> JobRecord:
+    def from_hash(cls, raw: Hash) -> JobRecord:
         return cls(
             job_id=raw["job_id"], kind=raw["kind"], state=raw["state"],
             request=JobRequest.from_dict(json.loads(raw["request"])),
@@ -176,10 +184,10 @@ class JobStore:
     def create(self, job_id: str, kind: str, request: JobRequest, total: int = 1) -> JobRecord:
         """Store a new ``queued`` job (ids are random: see :func:`new_job_id`)."""
         now = time.time()
-        record = {"job_id": job_id, "kind": kind, "state": QUEUED,
-                  "request": json.dumps(request.to_dict()), "created_at": repr(now),
-                  "progress": "0",
-                  "count.total": str(total), "count.done": "0", "count.failed": "0"}
+        record: Fields = {"job_id": job_id, "kind": kind, "state": QUEUED,
+                          "request": json.dumps(request.to_dict()), "created_at": repr(now),
+                          "progress": "0", "count.total": str(total), "count.done": "0",
+                          "count.failed": "0"}
         key = PREFIX + job_id
         with self.redis.pipeline() as pipe:
             pipe.hset(key, mapping=record)
@@ -191,7 +199,7 @@ class JobStore:
         return self.get(job_id)
 
     def get(self, job_id: str) -> JobRecord:
-        raw = self.redis.hgetall(PREFIX + job_id)
+        raw = cast(Hash, self.redis.hgetall(PREFIX + job_id))
         if not raw:
             raise JobNotFoundError(job_id)
         return JobRecord.from_hash(raw)
@@ -261,12 +269,15 @@ class JobStore:
 
     def last_event_id(self, job_id: str) -> str:
         """Id of the newest event ("0-0" if none)."""
-        newest = self.redis.xrevrange(PREFIX + job_id + ":events", count=1)
+        newest = cast(list[StreamEntry],
+                      self.redis.xrevrange(PREFIX + job_id + ":events", count=1))
         return newest[0][0] if newest else "0-0"
 
     def events(self, job_id: str, after: str, block_ms: int | None = None) -> list[JobEvent]:
         """Events newer than ``after``; with ``block_ms``, waiting that long for one."""
-        answer = self.redis.xread({PREFIX + job_id + ":events": after}, block=block_ms)
+        # RESP2: [[stream, its entries]], one stream here
+        answer = cast(list[tuple[str, list[StreamEntry]]],
+                      self.redis.xread({PREFIX + job_id + ":events": after}, block=block_ms))
         if not answer:
             return []
         return [JobEvent(event_id=entry_id, state=f["state"], stage=f["stage"],
@@ -279,6 +290,6 @@ class JobStore:
 
 
 def _event_fields(state: str, stage: str, progress: float, message: str,
-                  now: float) -> dict[str, str]:
+                  now: float) -> Fields:
     return {"state": state, "stage": stage, "progress": repr(float(progress)),
             "message": message, "time": repr(now)}

@@ -120,6 +120,7 @@ def evaluate(backend: ModelBackend, store: ArtifactStore, phantoms: str, cache_d
 
     test = render(PHANTOMS[phantoms](seed=EVALUATION_SEED + settings.seed,
                                      size=prep.resolution), settings.n)
+    assert test.labels is not None and test.masks is not None  # rendered phantoms have both
     labels = test.labels == 1
     if labels.all() or not labels.any():
         raise EvaluationError(f"the {settings.n} test phantoms are all of one class; "
