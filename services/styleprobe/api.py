@@ -22,7 +22,7 @@ except ModuleNotFoundError as exc:
         raise
     raise ImportError(
         "the gRPC stubs (styleprobe.v1) are missing: they are generated from protos/ at "
-        "build time; run `make .venv/.installed` (or `pip install -e .`) in the checkout, "
-        "or install the built wheel") from exc
+        "build time; in the checkout run `.venv/bin/pip install -e .` (make does so when a "
+        "proto changes), or install the built wheel") from exc
 
 __all__ = ["API_VERSION", "SERVICE_NAME", "pb", "rpc"]
