@@ -11,11 +11,11 @@ LINT_PATHS := $(wildcard services tests benchmarks scripts)
 BENCHMARKS := $(sort $(wildcard benchmarks/bench_*.py))
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test tools redis bench lint format models evaluate docs clean
+.PHONY: help demo test typecheck tools redis bench lint format models evaluate docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | \
-		awk -F':.*## ' '{ printf "  make %-8s %s\n", $$1, $$2 }'
+		awk -F':.*## ' '{ printf "  make %-9s %s\n", $$1, $$2 }'
 
 # The environment: created once, reinstalled when pyproject.toml, setup.py or a proto changes
 # (the install's build hook, setup.py, generates the gRPC stubs from protos/). torch==2.13.0
@@ -30,8 +30,12 @@ $(STAMP): pyproject.toml setup.py $(shell find protos -name '*.proto')
 demo: $(STAMP) ## explain a phantom with the bundled models, in one process, no servers
 	$(VENV)/bin/styleprobe demo
 
-test: $(STAMP) redis ## run the whole test suite (installs and starts what it needs)
+test: $(STAMP) typecheck redis ## mypy, then the whole test suite (installs and starts what it needs)
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# mypy's settings and the files it checks (services/styleprobe) are in pyproject.toml.
+typecheck: $(STAMP) ## mypy over services/ (CI runs it through make test)
+	$(VENV)/bin/mypy
 
 # System programs the tests run, as program:Debian package: promtool and prometheus, and
 # Redis (a fresh redis-server per test module, and the one on 127.0.0.1:6379). Installed
@@ -57,8 +61,9 @@ bench: $(STAMP) ## run benchmarks/bench_*.py; results in benchmarks/results/
 	mkdir -p benchmarks/results
 	@set -e; for script in $(BENCHMARKS); do echo "== $$script"; $(PY) $$script; done
 
-lint: $(STAMP) ## ruff check
+lint: $(STAMP) ## ruff check, then mypy
 	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/mypy
 
 format: $(STAMP) ## ruff: fix what it can, then format
 	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
@@ -75,4 +80,4 @@ docs: $(STAMP) ## rewrite README.md's settings table from services/styleprobe/co
 
 clean: ## remove caches and build leftovers (keeps .venv, runs/ and model_repository/)
 	find services tests $(wildcard benchmarks) -name __pycache__ -type d -prune -exec rm -rf {} +
-	rm -rf .pytest_cache .ruff_cache build services/*.egg-info
+	rm -rf .pytest_cache .ruff_cache .mypy_cache build services/*.egg-info
