@@ -31,6 +31,7 @@ from styleprobe.jobs import (
     ENDED,
     QUEUED,
     JobNotFoundError,
+    JobRecord,
     JobRequest,
     JobStore,
     new_job_id,
@@ -145,7 +146,7 @@ class StyleProbeService(rpc.StyleProbeServicer):
         return messages.job_message(submit_cohort(request, self.settings, self.store,
                                                   self.jobs, self.celery))
 
-    def _record(self, job_id: str) -> Any:
+    def _record(self, job_id: str) -> JobRecord:
         if not job_id:
             raise invalid("job_id is required")
         try:
@@ -155,7 +156,7 @@ class StyleProbeService(rpc.StyleProbeServicer):
                                f"no job {job_id!r} (unknown, or expired after "
                                f"{self.settings.job_ttl_s // 3600} h)") from None
 
-    def _job(self, record: Any) -> pb.Job:
+    def _job(self, record: JobRecord) -> pb.Job:
         """The job message, with the explanation (or the cohort's summary) once written."""
         if record.kind == "cohort":
             url = self.store.presigned_url
@@ -170,7 +171,7 @@ class StyleProbeService(rpc.StyleProbeServicer):
     def _get_job(self, job_id: str) -> pb.Job:
         return self._job(self._record(job_id))
 
-    def _watch_start(self, job_id: str) -> tuple[str, Any]:
+    def _watch_start(self, job_id: str) -> tuple[str, JobRecord]:
         self._record(job_id)  # NOT_FOUND before anything else
         after = self.jobs.last_event_id(job_id)
         return after, self._record(job_id)
