@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from styleprobe.explain.spec import ProbeSettings
+
 # The checkout the package runs from, if it does (services/styleprobe/ in it); a wheel's
 # copies of the checkout's model folders (setup.py puts them there).
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +58,8 @@ class Settings:
     redis_url: str = setting("redis://127.0.0.1:6379/0", "Redis for the queue and job records",
                              secret=True)
     max_batch: int = setting(64, "largest batch a model backend sends in one call")
-    probe_samples: int = setting(10_000, "latents sampled to probe a direction")
+    probe_samples: int = setting(ProbeSettings().samples,
+                                 "latents sampled to probe a direction (unless a job says)")
     evaluation_dir: str = setting(
         str(shipped_folder("evaluation-models")),
         "oracles and shortcut classifiers `styleprobe evaluate` uses",

@@ -377,8 +377,7 @@ def test_a_cohort_survives_a_broker_restart_without_redoing_finished_images(
         jobs.close()
 
         # what finished before the restart: its rows and its images' manifests
-        store = open_store(stack.settings())
-        assert isinstance(store, S3Store)
+        store = S3Store.from_settings(stack.settings())
         rows = store.list(f"cohorts/{job.job_id}/done/")
         manifests = [json.loads(store.get(row))["manifest"] for row in rows]
         before = stored_versions(store, rows + manifests)

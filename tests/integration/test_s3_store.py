@@ -12,7 +12,6 @@ import pytest
 import required
 from styleprobe.config import Settings
 from styleprobe.storage import ObjectNotFound, StoreError, open_store
-from styleprobe.storage.s3 import S3Store
 from styleprobe.testing.process import ServerProcess
 from styleprobe.testing.s3 import S3_ACCESS_KEY, s3_server
 
@@ -37,7 +36,7 @@ def settings(endpoint: str, bucket: str, **overrides: str) -> Settings:
 
 def test_objects_round_trip_with_their_content_types(s3: tuple[ServerProcess, str]) -> None:
     store = open_store(settings(s3[1], "roundtrip"))
-    assert isinstance(store, S3Store)
+    assert store.dependency == "s3"  # STYLEPROBE_STORE=s3 opens the S3 store
     store.put("jobs/j1/manifest.json", b'{"a": 1}', "application/json")
     store.put("jobs/j1/frames/frame_000.png", b"\x89PNG...", "image/png")
     store.put("directions/abc.json", b"{}", "application/json")

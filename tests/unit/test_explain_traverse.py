@@ -11,7 +11,7 @@ from explain_doubles import LinearBackend
 from styleprobe.backends.counting import CountingBackend
 from styleprobe.backends.local import LocalBackend
 from styleprobe.explain.scores import target_probability
-from styleprobe.explain.spec import LambdaGrid, LambdaSpecError
+from styleprobe.explain.spec import LambdaGrid, LambdaSpecError, SearchSettings
 from styleprobe.explain.traverse import decode_frames, find_flip
 
 
@@ -66,7 +66,7 @@ def test_flip_is_found_by_batched_k_section(linear: LinearBackend, start: float)
     w, alpha, crossing = _start(linear, start)
     grid = decode_frames(linear, w, alpha, LambdaGrid.parse("-3:3:7").values(), 1)
     counting = CountingBackend(linear)
-    flip = find_flip(counting, w, alpha, 1, 0.5, start, grid, rounds=3, points=8)
+    flip = find_flip(counting, w, alpha, 1, 0.5, start, grid, SearchSettings(3, 8))
     assert flip is not None
     assert counting.calls == {"decode_and_classify": 3} and counting.rows[
         "decode_and_classify"] == 24
@@ -82,6 +82,6 @@ def test_no_flip_within_range(linear: LinearBackend) -> None:
     w, alpha, crossing = _start(linear, 0.999)
     spec = f"{-abs(crossing) / 2}:{abs(crossing) / 2}:9"
     grid = decode_frames(linear, w, alpha, LambdaGrid.parse(spec).values(), 1)
-    assert find_flip(linear, w, alpha, 1, 0.5, 0.999, grid) is None
+    assert find_flip(linear, w, alpha, 1, 0.5, 0.999, grid, SearchSettings()) is None
     positive_only = decode_frames(linear, w, alpha, LambdaGrid.parse("1:3:5").values(), 1)
-    assert find_flip(linear, w, alpha, 1, 0.5, 0.999, positive_only) is None
+    assert find_flip(linear, w, alpha, 1, 0.5, 0.999, positive_only, None) is None

@@ -208,7 +208,7 @@ def run_bias_experiment(backend: ModelBackend, store: ArtifactStore, oracle: Ora
         return BiasOutcome({**measured, "direction": None, "not_probed": str(exc)}, {})
     _, logits = swapped.decode_and_classify(w)
     traversals = traverse_many(swapped, w, target_probability(logits, class_index), direction,
-                               lambdas, oracle, search_rounds=0)
+                               lambdas, oracle, search=None)
     motion = factor_motion(traversals, oracle.factors)
     bundled_motion = factor_motion(bundled_traversals, oracle.factors)
     disease = [*PHANTOMS[phantoms].disease_factors, DISEASE_SCORE]

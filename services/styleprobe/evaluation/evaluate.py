@@ -47,7 +47,7 @@ from styleprobe.evaluation.traversals import Traversals, factor_motion, traverse
 from styleprobe.explain.direction import Direction, ensure_direction, load_direction
 from styleprobe.explain.inputs import from_model_layout, to_model_layout
 from styleprobe.explain.scores import predicted, target_probability
-from styleprobe.explain.spec import LambdaGrid, ProbeSettings
+from styleprobe.explain.spec import LambdaGrid, ProbeSettings, SearchSettings
 from styleprobe.modelset import Preprocessing
 from styleprobe.storage.base import ArtifactStore
 from styleprobe.training.assess import real_vs_generated_accuracy
@@ -75,6 +75,7 @@ class EvaluationSettings:
     n: int = 200
     lambdas: LambdaGrid = field(default_factory=LambdaGrid)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
     seed: int = 0
     # real and generated images each: the real-vs-generated classifier needs this many to
     # learn what tells them apart (with a few hundred it stays near chance, flattering the GAN)
@@ -148,9 +149,11 @@ def evaluate(backend: ModelBackend, store: ArtifactStore, phantoms: str, cache_d
         "realism_samples": realism_samples,
     }
     lap("table")
-    traversals = {"plain": traverse_many(backend, w, p_rec, plain, lambdas, oracle)}
+    traversals = {"plain": traverse_many(backend, w, p_rec, plain, lambdas, oracle,
+                                         settings.search)}
     if ortho is not None:
-        traversals["orthogonalized"] = traverse_many(backend, w, p_rec, ortho, lambdas, oracle)
+        traversals["orthogonalized"] = traverse_many(backend, w, p_rec, ortho, lambdas, oracle,
+                                                     settings.search)
     lap("traversals")
     cams = gradcam(classifier, x, class_index) if classifier is not None else None
     differences = difference_magnitude(traversals["plain"].end_frames, reconstructions)

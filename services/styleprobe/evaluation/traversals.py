@@ -16,6 +16,7 @@ from scipy.stats import rankdata
 from styleprobe.backends.base import ModelBackend
 from styleprobe.evaluation.oracle import Oracle
 from styleprobe.explain.direction import Direction
+from styleprobe.explain.spec import SearchSettings
 from styleprobe.explain.traverse import decode_frames, find_flip, search_direction
 
 
@@ -32,16 +33,17 @@ class Traversals:
 
 def traverse_many(backend: ModelBackend, w: np.ndarray, base_probabilities: np.ndarray,
                   direction: Direction, lambdas: np.ndarray, oracle: Oracle,
-                  search_rounds: int = 3, search_points: int = 8) -> Traversals:
+                  search: SearchSettings | None) -> Traversals:
     """Traverse every latent of ``w`` (N, w_dim) along ``direction``; ``base_probabilities``
-    are the predictions of ``G(w)``, which decide the side each flip is searched on."""
+    are the predictions of ``G(w)``, which decide the side each flip is searched on;
+    ``search`` refines each flip (None: the grid's answer)."""
     lambdas = np.sort(np.asarray(lambdas, np.float64))
     alpha = direction.array()
     probabilities, readings, flips, ends = [], [], [], []
     for latent, base in zip(w, base_probabilities, strict=True):
         grid = decode_frames(backend, latent, alpha, lambdas, direction.class_index)
         flip = find_flip(backend, latent, alpha, direction.class_index, direction.threshold,
-                         float(base), grid, rounds=search_rounds, points=search_points)
+                         float(base), grid, search)
         probabilities.append(grid.probabilities)
         readings.append(oracle.read(grid.images))
         flips.append(np.nan if flip is None else flip.lambda_)

@@ -127,7 +127,7 @@ def traverse(backend: ModelBackend, store: ArtifactStore, job_id: str, encoding_
     grid = decode_frames(backend, w, alpha, lambdas, direction.class_index)
     base = encoding["prediction_reconstruction"]
     flip = find_flip(backend, w, alpha, direction.class_index, direction.threshold, base, grid,
-                     rounds=search.rounds, points=search.points)
+                     search)
     record: dict[str, Any] = {
         "lambdas": grid.lambdas.tolist(),
         "probabilities": grid.probabilities.tolist(),

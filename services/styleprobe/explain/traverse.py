@@ -15,6 +15,7 @@ import numpy as np
 
 from styleprobe.backends.base import ModelBackend
 from styleprobe.explain.scores import predicted, target_probability
+from styleprobe.explain.spec import SearchSettings
 
 
 @dataclass
@@ -53,10 +54,11 @@ def search_direction(base_probability: float, threshold: float) -> float:
 
 def find_flip(backend: ModelBackend, w: np.ndarray, alpha: np.ndarray, class_index: int,
               threshold: float, base_probability: float, grid: Frames,
-              rounds: int = 3, points: int = 8) -> Flip | None:
+              search: SearchSettings | None) -> Flip | None:
     """The smallest ``|λ|`` on the grid's side towards the other class that flips the
-    prediction of ``G(w)`` (probability ``base_probability`` at λ = 0), refined by
-    ``rounds`` batched k-section steps; None when no grid frame on that side flips."""
+    prediction of ``G(w)`` (probability ``base_probability`` at λ = 0), refined by the
+    batched k-section rounds of ``search`` (None: the grid's answer); None when no grid
+    frame on that side flips."""
     base = bool(predicted(base_probability, threshold))
     sign = search_direction(base_probability, threshold)
     on_side = np.flatnonzero(grid.lambdas * sign > 0)
@@ -71,6 +73,7 @@ def find_flip(backend: ModelBackend, w: np.ndarray, alpha: np.ndarray, class_ind
         return None
     flip = Flip(float(grid.lambdas[outside]), float(grid.probabilities[outside]),
                 grid.images[outside], (inside, float(grid.lambdas[outside])))
+    rounds, points = (search.rounds, search.points) if search else (0, 0)
     for _ in range(rounds):
         probes = decode_frames(backend, w, alpha,
                                np.linspace(inside, flip.lambda_, points + 2)[1:-1], class_index)
