@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -38,6 +38,7 @@ EVENTS_MAXLEN = 1000  # events kept per job (approximately)
 Fields = dict[FieldT, EncodableT]
 Hash = dict[str, str]
 StreamEntry = tuple[str, Hash]
+ResultKeys = str | dict[str, str]  # one object's key, or keys by name
 
 # KEYS: job hash, event stream. ARGV: allowed states (JSON list), fields to set (JSON
 # object), fields to set only if absent (JSON object), event (JSON object), ttl seconds.
@@ -124,13 +125,19 @@ class JobRecord:
     finished_at: float = 0.0
     error: str = ""
     worker: str = ""  # the worker that ran the latest stage
-    keys: dict[str, Any] = field(default_factory=dict)  # result keys by stage
+    # result keys by name: a stage's record, or (an explain job's outputs) keys by name
+    keys: dict[str, ResultKeys] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)  # total, done, failed
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def ended(self) -> bool:
         return self.state in ENDED
+
+    def object_key(self, name: str) -> str:
+        """The object key recorded as ``name``; "" if there is none."""
+        key = self.keys.get(name, "")
+        return key if isinstance(key, str) else ""
 
     @classmethod
     def from_hash(cls, raw: Hash) -> JobRecord:
@@ -211,7 +218,7 @@ class JobStore:
 
     def transition(self, job_id: str, allowed: Iterable[str], state: str | None = None,
                    message: str = "", stage: str | None = None, progress: float | None = None,
-                   error: str | None = None, keys: dict[str, Any] | None = None,
+                   error: str | None = None, keys: Mapping[str, ResultKeys] | None = None,
                    stage_seconds: dict[str, float] | None = None,
                    counts: dict[str, int] | None = None, worker: str | None = None) -> bool:
         """Apply a change if the job is in one of ``allowed`` states; whether it was applied.

@@ -62,11 +62,11 @@ def seconds_left(record: JobRecord, now: float | None = None) -> float:
 def cohort_message(record: JobRecord, url: Callable[[str], str]) -> pb.CohortSummary | None:
     """The summary files of a cohort (with a URL from ``url``), once written."""
     names = ("csv", "parquet", "report")
-    if not all(name in record.keys for name in names):
+    keys = {name: record.object_key(name) for name in names}
+    if not all(keys.values()):
         return None
     return pb.CohortSummary(
-        artifacts=[pb.Artifact(name=name, key=record.keys[name], url=url(record.keys[name]))
-                   for name in names],
+        artifacts=[pb.Artifact(name=name, key=key, url=url(key)) for name, key in keys.items()],
         unreliable=record.counts.get("unreliable", 0), flipped=record.counts.get("flipped", 0))
 
 

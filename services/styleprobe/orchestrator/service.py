@@ -161,7 +161,7 @@ class StyleProbeService(rpc.StyleProbeServicer):
         if record.kind == "cohort":
             url = self.store.presigned_url
             return messages.job_message(record, cohort=messages.cohort_message(record, url))
-        manifest = record.keys.get("manifest")
+        manifest = record.object_key("manifest")
         if record.state != "succeeded" or not manifest:
             return messages.job_message(record)
         result = ExplanationResult.from_json(self.store.get(manifest))
