@@ -46,7 +46,7 @@ class Settings:
 
     model_repository: str = setting(
         str(DEFAULT_MODEL_REPOSITORY), "where model sets and their manifests lie",
-        shown="<checkout>/model_repository")
+        shown="the bundled model_repository/")
     backend: str = setting("local", "model backend: `local` (TorchScript in process) or `triton`")
     local_device: str = setting("cpu", "torch device of the local backend (`cuda`, `cuda:1`)")
     triton_url: str = setting("127.0.0.1:8001", "Triton's gRPC address")
@@ -63,7 +63,7 @@ class Settings:
     evaluation_dir: str = setting(
         str(shipped_folder("evaluation-models")),
         "oracles and shortcut classifiers `styleprobe evaluate` uses",
-        shown="<checkout>/evaluation-models")
+        shown="the bundled evaluation-models/")
     # S3 / MinIO artifact store (store = "s3")
     s3_endpoint: str = setting("127.0.0.1:9000", "S3 endpoint, host:port")
     s3_public_endpoint: str = setting(
