@@ -73,7 +73,8 @@ def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cpu_triton(tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[Callable[..., TritonProcess]]:
     """``start(repository, timeout_s)``: tritonserver on the CPU repository built from a
-    model repository (free ports); the test fails if nvidia-pytriton is not installed.
+    model repository (free ports), which serves the sets added to that model repository
+    while it runs; the test fails if nvidia-pytriton is not installed.
     Every server started is stopped by its process id at the end of the session."""
     started: list[TritonProcess] = []
 
@@ -81,7 +82,7 @@ def cpu_triton(tmp_path_factory: pytest.TempPathFactory
         required.package("pytriton")
         work = tmp_path_factory.mktemp("triton")
         build_cpu_repository(repository, work / "repository")
-        server = triton_server(work / "repository", work / "tritonserver.log")
+        server = triton_server(work / "repository", work / "tritonserver.log", repository)
         started.append(server)
         return server.start(timeout_s=timeout_s)
 

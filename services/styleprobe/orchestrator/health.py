@@ -6,6 +6,10 @@ service only while every check passes; NOT_SERVING otherwise (and until the firs
 has run). A change is logged with the failing checks and their causes. Each round also
 sets the metrics ``styleprobe_dependency_ready`` (one per check) and
 ``styleprobe_queue_depth`` (the Celery queues' lengths in Redis, read by the Redis check).
+
+With the Triton backend the orchestrator also owns what Triton serves:
+:func:`sync_model_sets` loads, at the same interval, the model sets of the repository that
+Triton does not serve yet (a set an operator added while the service runs).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from styleprobe.api import SERVICE_NAME
 from styleprobe.config import Settings
 from styleprobe.jobs import JobStore
 from styleprobe.metrics import set_dependency_ready, set_queue_depth
+from styleprobe.serving.loader import ModelSetLoader
 from styleprobe.storage import ArtifactStore
 from styleprobe.worker.app import QUEUES
 
@@ -92,3 +97,17 @@ class HealthChecker:
         except Exception as exc:  # any failure of a check means: not serving
             return name, f"{type(exc).__name__}: {exc}"
         return name, ""
+
+
+async def sync_model_sets(loader: ModelSetLoader, interval_s: float) -> None:
+    """Forever, every ``interval_s``: load the sets that Triton does not serve yet.
+
+    A load runs in a thread and may take minutes (GPU warmup); the health checks go on
+    meanwhile. While Triton does not answer, the ``triton`` check reports it.
+    """
+    while True:
+        try:
+            await asyncio.to_thread(loader.sync)
+        except Exception as exc:  # Triton down or restarting: try again next round
+            log.debug("model sets not synced", extra={"error": str(exc)})
+        await asyncio.sleep(interval_s)

@@ -5,8 +5,10 @@ large DICOM fits; a larger message is refused with RESOURCE_EXHAUSTED before any
 runs). On SIGTERM or SIGINT the health status turns NOT_SERVING, new calls are refused,
 and calls in flight get ``grpc_grace_s`` seconds to finish before they are cancelled.
 It starts whether or not Redis, S3 and Triton answer yet: the health status is
-NOT_SERVING until they all do (see :mod:`.health`). With ``metrics_port`` set it serves
-``/metrics`` (:mod:`styleprobe.metrics`).
+NOT_SERVING until they all do (see :mod:`.health`). With the Triton backend it loads the
+model sets added to the model repository onto Triton while it runs
+(:func:`.health.sync_model_sets`). With ``metrics_port`` set it serves ``/metrics``
+(:mod:`styleprobe.metrics`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,9 +27,10 @@ from styleprobe.api import SERVICE_NAME, rpc
 from styleprobe.config import Settings
 from styleprobe.jobs import JobStore
 from styleprobe.metrics import start_metrics_server
-from styleprobe.orchestrator.health import HealthChecker, service_checks
+from styleprobe.orchestrator.health import HealthChecker, service_checks, sync_model_sets
 from styleprobe.orchestrator.interceptors import AuthInterceptor, RequestInterceptor, parse_tokens
 from styleprobe.orchestrator.service import StyleProbeService
+from styleprobe.serving.loader import ModelSetLoader
 from styleprobe.storage import open_store
 
 log = logging.getLogger(__name__)
@@ -60,23 +64,31 @@ class Orchestrator:
         self.checker = HealthChecker(self.health,
                                      service_checks(settings, self.jobs, self.store),
                                      settings.health_interval_s)
+        self.loader = (ModelSetLoader(Path(settings.model_repository), settings.triton_url)
+                       if settings.backend == "triton" else None)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then stop gracefully."""
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
-        checking = asyncio.create_task(self.checker.run())
+        background = [asyncio.create_task(self.checker.run())]
+        if self.loader:
+            background.append(asyncio.create_task(
+                sync_model_sets(self.loader, self.settings.health_interval_s)))
         log.info("orchestrator listening", extra={"address": self.settings.grpc_listen,
                                                   "port": self.port})
         await stop.wait()
         log.info("orchestrator stopping", extra={"grace_s": self.settings.grpc_grace_s})
         await self.health.enter_graceful_shutdown()
-        checking.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await checking
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.server.stop(self.settings.grpc_grace_s)
         self.jobs.close()
+        if self.loader:
+            self.loader.close()
         log.info("orchestrator stopped")
 
 

@@ -7,6 +7,13 @@ interpreter's ``LIBDIR`` comes first on ``LD_LIBRARY_PATH`` (with the wheel's
 through the ``python3`` first on ``PATH``, so this interpreter's ``bin`` folder leads
 ``PATH``. The stub for this Python version is copied once into a cache folder that serves
 as Triton's backend directory.
+
+The server runs in explicit model-control mode (``--load-model=*`` loads everything at
+start). Given the ``source`` repository that its CPU repository was built from, a
+:class:`TritonProcess` also watches it while it runs: every ``poll_s`` it adds the sets
+that appeared there to its CPU repository and loads them
+(:mod:`styleprobe.serving.loader`), so a set dropped into ``source`` is served without a
+restart.
 """
 
 from __future__ import annotations
@@ -21,14 +28,19 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from styleprobe.serving.cpu_repository import add_new_cpu_model_sets
+from styleprobe.serving.loader import ModelSetLoader
+
 log = logging.getLogger(__name__)
 EXIT_TIMEOUT_S = 30  # how long tritonserver waits for requests and model unloads on shutdown
+POLL_S = 2.0  # how often a server with a source repository looks for new model sets
 
 
 class TritonError(RuntimeError):
@@ -102,16 +114,23 @@ def python_stubs(parent: int | None, among: list[int] | None = None) -> list[int
 class TritonProcess:
     """One ``tritonserver`` process serving ``repository`` on the given ports.
 
-    Its output goes to ``log_path`` (``None``: this process's stdout and stderr). Use it as
-    a context manager, or :meth:`start` and :meth:`stop` (by process id, SIGTERM first).
+    Its output goes to ``log_path`` (``None``: this process's stdout and stderr). With
+    ``source``, the model repository that the CPU ``repository`` was built from, new sets
+    of ``source`` are added and loaded while it runs (``torch_threads`` per instance).
+    Use it as a context manager, or :meth:`start` and :meth:`stop` (by process id,
+    SIGTERM first).
     """
 
     def __init__(self, repository: Path, http_port: int, grpc_port: int, metrics_port: int,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, source: Path | None = None,
+                 torch_threads: int = 1, poll_s: float = POLL_S) -> None:
         self.repository = Path(repository)
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
         self.log_path = log_path
+        self.source, self.torch_threads, self.poll_s = source, torch_threads, poll_s
         self._process: subprocess.Popen[bytes] | None = None
+        self._stop_watching = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     @property
     def grpc_url(self) -> str:
@@ -136,6 +155,7 @@ class TritonProcess:
             f"--backend-directory={backend_directory()}",
             f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}", "--allow-metrics=true",
+            "--model-control-mode=explicit", "--load-model=*",
             "--disable-auto-complete-config", "--exit-on-error=true",
             f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
         ]
@@ -159,7 +179,25 @@ class TritonProcess:
         except BaseException:
             self.stop()
             raise
+        if self.source is not None:
+            self._stop_watching.clear()
+            self._watcher = threading.Thread(target=self._watch, args=(self.source,),
+                                             name="triton-model-sets", daemon=True)
+            self._watcher.start()
         return self
+
+    def _watch(self, source: Path) -> None:
+        """Until :meth:`stop`: add new sets of ``source`` to the repository, load them."""
+        loader = ModelSetLoader(self.repository, self.grpc_url)
+        try:
+            while not self._stop_watching.wait(self.poll_s):
+                add_new_cpu_model_sets(source, self.repository, self.torch_threads)
+                try:
+                    loader.sync()
+                except Exception as exc:  # the server is stopping, or busy: try again later
+                    log.warning("model sets not synced", extra={"error": str(exc)})
+        finally:
+            loader.close()
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -190,6 +228,7 @@ class TritonProcess:
         Python-backend stubs that outlive it (tritonserver leaves them behind when its
         exit timeout expires before they have unloaded) are killed by their ids.
         """
+        self._stop_watching.set()
         if self._process is None:
             return
         stubs = python_stubs(self._process.pid)
@@ -206,6 +245,9 @@ class TritonProcess:
         for pid in python_stubs(None, among=stubs):  # left behind if the exit timeout expired
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        if self._watcher is not None:  # a load in flight has failed with the server
+            self._watcher.join()
+            self._watcher = None
         log.info("tritonserver stopped", extra={"pid": self.pid,
                                                 "returncode": self._process.returncode})
 
