@@ -157,7 +157,7 @@ def test_labels_beyond_class_names_are_rejected(cli: Cli, tmp_path: Path) -> Non
     folder = make(cli, "knee", tmp_path / "knee", n=10, size=16)
     assert_user_error(cli("train", "classifier", "--data", folder, "--resolution", 16,
                           "--class-names", "healthy", "--out", tmp_path / "run"),
-                      "class names")
+                      "--class-names needs at least two classes")
 
 
 def test_train_rejects_bad_numbers_and_checkpoints(cli: Cli, tmp_path: Path) -> None:

@@ -116,6 +116,7 @@ def _run(args: argparse.Namespace) -> None:
     from styleprobe.backends import open_backend
     from styleprobe.cohort.ledger import CohortError, CohortLedger, CohortSpec
     from styleprobe.cohort.runner import CohortRunner, list_folder
+    from styleprobe.data.datasets import check_folder
     from styleprobe.storage.local import LocalStore
 
     settings = settings_from_args(args)
@@ -128,6 +129,7 @@ def _run(args: argparse.Namespace) -> None:
         backend = open_backend(settings, args.model_set)
         try:
             model_set = backend.model_set
+            check_folder(folder, len(model_set.classifier.class_names))  # its factors.csv
             job = job_spec_from_args(args, model_set, settings)
             identity = {"folder": str(folder.resolve()), **job.to_dict()}
             spec = CohortSpec(cohort_id=args.cohort_id or _cohort_id(identity), job=job,

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from styleprobe.cli.common import UserError
-from styleprobe.data.datasets import ImageSet
+from styleprobe.data.datasets import CheckedFolder, ImageSet
 
 log = logging.getLogger(__name__)
 PHANTOM_CHANNELS = {"knee": 1, "histology": 3}
@@ -78,19 +78,34 @@ def channels_of(args: argparse.Namespace) -> int:
     return PHANTOM_CHANNELS.get(args.data, args.channels)
 
 
-def load_training_data(args: argparse.Namespace, size: int, channels: int,
-                       held_out: bool = False, n: int | None = None) -> ImageSet:
-    """Phantoms by name (held-out ones from their own seed) or a folder of images."""
-    from styleprobe.data.datasets import load_folder, phantom_set, render
+def check_training_data(args: argparse.Namespace,
+                        classes: int | None = None) -> CheckedFolder | None:
+    """``--data`` checked before any work: a folder's images and ``factors.csv`` (labels
+    below ``classes`` when given); None for phantoms."""
+    from styleprobe.data.datasets import check_folder
 
     if args.n <= 0:
         raise UserError("--n must be a positive number of images")
     if args.data in PHANTOM_CHANNELS:
-        seed = HELD_OUT_SEED + args.seed if held_out else args.seed
-        phantoms = phantom_set(args.data, seed=seed, size=size,
-                               shortcut_rate=getattr(args, "shortcut_rate", None))
-        return render(phantoms, n or args.n)
-    return load_folder(Path(args.data), size=size, channels=channels)
+        return None
+    return check_folder(Path(args.data), classes)
+
+
+def load_training_data(args: argparse.Namespace, size: int, channels: int,
+                       held_out: bool = False, n: int | None = None,
+                       classes: int | None = None,
+                       checked: CheckedFolder | None = None) -> ImageSet:
+    """Phantoms by name (held-out ones from their own seed) or a folder of images, checked
+    by :func:`check_training_data` (unless ``checked`` is its result already)."""
+    from styleprobe.data.datasets import phantom_set, render
+
+    folder = checked or check_training_data(args, classes)
+    if folder is not None:
+        return folder.load(size, channels)
+    seed = HELD_OUT_SEED + args.seed if held_out else args.seed
+    phantoms = phantom_set(args.data, seed=seed, size=size,
+                           shortcut_rate=getattr(args, "shortcut_rate", None))
+    return render(phantoms, n or args.n)
 
 
 def split(data: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
@@ -108,6 +123,7 @@ def _gan(args: argparse.Namespace) -> None:
     from styleprobe.models.stylegan2 import GeneratorConfig
     from styleprobe.training.gan import GanTrainConfig, GanTrainer, train_gan
 
+    checked = check_training_data(args)
     out = Path(args.out)
     ckpt = out / "checkpoint.pt"
     if ckpt.exists() and not args.restart:
@@ -120,7 +136,8 @@ def _gan(args: argparse.Namespace) -> None:
                               channel_base=args.channel_base, channel_max=args.channel_max)
         trainer = GanTrainer(cfg, GanTrainConfig(batch=args.batch, seed=args.seed),
                              device=args.device)
-    data = load_training_data(args, trainer.gen_cfg.resolution, trainer.gen_cfg.channels)
+    data = load_training_data(args, trainer.gen_cfg.resolution, trainer.gen_cfg.channels,
+                              checked=checked)
     train_gan(trainer, data, out, iterations=args.iterations, minutes=args.minutes)
     print(f"gan checkpoint at step {trainer.step}: {ckpt}")
 
@@ -130,6 +147,7 @@ def _encoder(args: argparse.Namespace) -> None:
     from styleprobe.training.encoder import EncoderTrainConfig, EncoderTrainer, train_encoder
     from styleprobe.training.gan import load_generator
 
+    checked = check_training_data(args)
     G = load_generator(Path(args.gan))
     cfg = G.cfg
     out = Path(args.out)
@@ -141,8 +159,8 @@ def _encoder(args: argparse.Namespace) -> None:
     ckpt = out / "encoder.pt"
     if ckpt.exists() and not args.restart:
         trainer.load_state_dict(load_checkpoint(ckpt, kind="encoder"))
-    data = load_training_data(args, cfg.resolution, cfg.channels)
-    if args.data in PHANTOM_CHANNELS:
+    data = load_training_data(args, cfg.resolution, cfg.channels, checked=checked)
+    if checked is None:
         held = load_training_data(args, cfg.resolution, cfg.channels, held_out=True, n=512)
     else:
         data, held = split(data, 0.1, args.seed)
@@ -152,27 +170,28 @@ def _encoder(args: argparse.Namespace) -> None:
 
 
 def _classifier(args: argparse.Namespace) -> None:
-    from styleprobe.data.datasets import load_folder
+    from styleprobe.data.datasets import check_folder
     from styleprobe.training.classifier import ClassifierTrainConfig, train_classifier
 
-    channels = channels_of(args)
-    data = load_training_data(args, args.resolution, channels)
-    if args.test:
-        test = load_folder(Path(args.test), size=args.resolution, channels=channels)
-    elif args.data in PHANTOM_CHANNELS:
-        test = load_training_data(args, args.resolution, channels, held_out=True,
-                                  n=max(1000, args.n // 5))
-    else:
-        data, test = split(data, 0.2, args.seed)
     if args.class_names:
         names = [c.strip() for c in args.class_names.split(",") if c.strip()]
     elif args.data in PHANTOM_CLASSES:
         names = PHANTOM_CLASSES[args.data]
     else:
         raise UserError("--class-names is required when training on a folder")
-    if data.labels is not None and int(data.labels.max()) >= len(names):
-        raise UserError(f"labels go up to {int(data.labels.max())} but only {len(names)} "
-                        "class names were given")
+    if len(names) < 2:
+        raise UserError(f"--class-names needs at least two classes, got {names}")
+    checked = check_training_data(args, len(names))
+    checked_test = None if args.test is None else check_folder(Path(args.test), len(names))
+    channels = channels_of(args)
+    data = load_training_data(args, args.resolution, channels, checked=checked)
+    if checked_test is not None:
+        test = checked_test.load(args.resolution, channels)
+    elif checked is None:
+        test = load_training_data(args, args.resolution, channels, held_out=True,
+                                  n=max(1000, args.n // 5))
+    else:
+        data, test = split(data, 0.2, args.seed)
     metrics = train_classifier(data, test, names, Path(args.out),
                                ClassifierTrainConfig(epochs=args.epochs, seed=args.seed),
                                device=args.device)

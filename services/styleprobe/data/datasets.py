@@ -8,6 +8,7 @@ with a ``file`` column, a ``label`` column and any factor columns: the format th
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,50 +99,156 @@ def render(phantoms: PhantomSet, n: int, start: int = 0) -> ImageSet:
     )
 
 
-def load_folder(folder: Path, size: int, channels: int) -> ImageSet:
-    """Read a folder of images (and its optional ``factors.csv``) at one size."""
-    from styleprobe.data.codecs import ImageDecodeError, load_image, to_model_input
+MAX_PROBLEMS = 20  # lines of one DataError that lists what is wrong with a factors.csv
 
+
+@dataclass
+class CheckedFolder:
+    """A folder whose ``factors.csv`` has been checked completely: its image files, and
+    the labels and numeric factor columns in the files' order (none without the CSV)."""
+
+    folder: Path
+    files: list[Path]
+    labels: np.ndarray | None = None
+    factors: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def load(self, size: int, channels: int) -> ImageSet:
+        """Decode the images at one size (DataError for an unreadable image or mixed sizes)."""
+        from styleprobe.data.codecs import ImageDecodeError, load_image, to_model_input
+
+        images, shapes = [], set()
+        for path in self.files:
+            try:
+                raw = load_image(path)
+            except ImageDecodeError as exc:
+                raise DataError(f"cannot read {path.name}: {exc}") from exc
+            shapes.add(raw.shape[:2])
+            try:
+                images.append(to_model_input(raw, size, channels))
+            except ImageDecodeError as exc:
+                raise DataError(f"{path.name}: {exc}") from exc
+        if len(shapes) > 1:
+            raise DataError(f"images in {self.folder} have mixed sizes {sorted(shapes)}; "
+                            "resize them to one size first")
+        return ImageSet(images=np.stack(images).astype(np.float32), labels=self.labels,
+                        factors=dict(self.factors), names=[p.name for p in self.files])
+
+
+def check_folder(folder: Path, classes: int | None = None) -> CheckedFolder:
+    """List a folder's images and check its optional ``factors.csv``, before any image is
+    decoded.
+
+    The CSV needs a ``file`` and a ``label`` column; every other column is a numeric
+    factor. Every image needs exactly one row and every row an image in the folder; every
+    label is a class index (``0 .. classes - 1`` when ``classes`` is given, else any
+    non-negative integer) and every factor value a finite number. All problems are
+    reported at once in one DataError, one line each, naming the CSV's row and file.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"data folder {folder} does not exist or is not a folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
-    images, shapes = [], set()
-    for path in files:
-        try:
-            raw = load_image(path)
-        except ImageDecodeError as exc:
-            raise DataError(f"cannot read {path.name}: {exc}") from exc
-        shapes.add(raw.shape[:2])
-        try:
-            images.append(to_model_input(raw, size, channels))
-        except ImageDecodeError as exc:
-            raise DataError(f"{path.name}: {exc}") from exc
-    if len(shapes) > 1:
-        raise DataError(f"images in {folder} have mixed sizes {sorted(shapes)}; "
-                        "resize them to one size first")
-    table = _read_table(folder / "factors.csv", [p.name for p in files])
-    labels = table.pop("label", None)
-    return ImageSet(
-        images=np.stack(images).astype(np.float32),
-        labels=None if labels is None else labels.astype(np.int64),
-        factors=table,
-        names=[p.name for p in files],
-    )
+    csv_path = folder / "factors.csv"
+    if not csv_path.exists():
+        return CheckedFolder(folder, files)
+    labels, factors = _read_table(csv_path, [p.name for p in files], classes)
+    return CheckedFolder(folder, files, labels, factors)
 
 
-def _read_table(path: Path, names: list[str]) -> dict[str, np.ndarray]:
-    if not path.exists():
-        return {}
-    with path.open(newline="") as fh:
-        rows = {row["file"]: row for row in csv.DictReader(fh)}
-    missing = [n for n in names if n not in rows]
-    if missing:
-        raise DataError(f"{path} has no row for {missing[0]} (and {len(missing) - 1} more)")
-    columns = [c for c in next(iter(rows.values())) if c != "file"]
-    return {c: np.array([float(rows[n][c]) for n in names], np.float32) for c in columns}
+def load_folder(folder: Path, size: int, channels: int,
+                classes: int | None = None) -> ImageSet:
+    """Read a folder of images (and its optional ``factors.csv``) at one size: all of
+    :func:`check_folder`'s checks first, then the images."""
+    return check_folder(folder, classes).load(size, channels)
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of a CSV (a UTF-8 byte-order mark is allowed)."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            table = [[cell.strip() for cell in row] for row in csv.reader(fh)]
+    except (UnicodeDecodeError, csv.Error, OSError) as exc:
+        raise DataError(f"{path} cannot be read as CSV text: {exc}") from exc
+    table = [row for row in table if any(row)]  # blank lines
+    if not table:
+        raise DataError(f"{path} is empty; it needs a header with 'file' and 'label' columns")
+    return table[0], table[1:]
+
+
+def _header_problems(path: Path, header: list[str]) -> list[str]:
+    problems = [f"{path}: column {i + 1} has no name" for i, c in enumerate(header) if not c]
+    problems += [f"{path}: column {c!r} appears more than once"
+                 for c in sorted({c for c in header if c and header.count(c) > 1})]
+    problems += [f"{path}: no {c!r} column (the header is {','.join(header)!r})"
+                 for c in ("file", "label") if c not in header]
+    return problems
+
+
+def _label(text: str, classes: int | None) -> int:
+    """A class index written as an integer (``1`` or ``1.0``); ValueError says why not."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value.is_integer() or value < 0 or (classes is not None and value >= classes):
+        known = "a non-negative integer" if classes is None else f"0..{classes - 1}"
+        raise ValueError(f"label {text!r} is not a class index ({known})")
+    return int(value)
+
+
+def _number(text: str, column: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"column {column!r} has {text!r}, not a number (columns other "
+                         "than 'file' and 'label' must be numeric)")
+    return value
+
+
+def _read_table(path: Path, names: list[str], classes: int | None
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Labels and factor columns of ``factors.csv`` in the order of ``names``."""
+    header, rows = _read_rows(path)
+    problems = _header_problems(path, header)
+    if problems:
+        raise DataError("\n".join(problems))
+    columns = [c for c in header if c not in ("file", "label")]
+    parsed: dict[str, tuple[int, list[float]]] = {}
+    listed: set[str] = set()
+    for number, row in enumerate(rows, start=2):  # row 1 is the header
+        cells = dict(zip(header, row, strict=False))
+        name = cells.get("file", "")
+        where = f"{path} row {number} ({name or 'no file'})"
+        if name in listed:
+            problems.append(f"{where}: {name!r} has another row above")
+            continue
+        listed.add(name)
+        if len(row) != len(header):
+            problems.append(f"{where}: {len(row)} fields, the header has {len(header)}")
+            continue
+        if name not in names:
+            problems.append(f"{where}: no image {name!r} in {path.parent}")
+        try:
+            label = _label(cells["label"], classes)
+            values = [_number(cells[c], c) for c in columns]
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        parsed[name] = label, values
+    problems += [f"{path}: no row for image {n!r}" for n in names if n not in listed]
+    if problems:
+        more = len(problems) - MAX_PROBLEMS
+        shown = [p.replace("\n", "\\n") for p in problems[:MAX_PROBLEMS]]  # quoted cells
+        raise DataError("\n".join(shown + ([f"... and {more} more problems"] if more > 0 else [])))
+    labels = np.array([parsed[n][0] for n in names], np.int64)
+    factors = {c: np.array([parsed[n][1][i] for n in names], np.float32)
+               for i, c in enumerate(columns)}
+    return labels, factors
 
 
 def write_folder(data: ImageSet, out: Path) -> None:
