@@ -11,11 +11,23 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from styleprobe.cli import client, cohort, data, evaluate, explain, export, serve, train, triton
+from styleprobe.cli import (
+    client,
+    cohort,
+    data,
+    evaluate,
+    explain,
+    export,
+    modelset,
+    serve,
+    train,
+    triton,
+)
 from styleprobe.cli.common import EXIT_USAGE, USER_ERRORS, attach_values
 from styleprobe.logs import configure_logging
 
-COMMAND_GROUPS = [data, train, export, explain, evaluate, cohort, triton, serve, client]
+COMMAND_GROUPS = [data, train, export, modelset, explain, evaluate, cohort, triton, serve,
+                  client]
 
 
 def build_parser() -> argparse.ArgumentParser:

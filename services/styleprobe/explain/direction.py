@@ -10,6 +10,13 @@ manipulation): the span of the chosen ones is projected out and α renormalised.
 A direction is stored once under ``directions/<sha256>.json``, the hash of everything
 that determines it (model versions, target, threshold, probe parameters, nuisance
 directions removed); a second request with the same key makes no model call at all.
+
+A generator that (almost) never draws one side of the classifier's decision cannot show
+that decision: no direction exists to find. That is a finding about the pair of models,
+not an error of the request. It is known before any probe when the model set records the
+generator's class coverage (``styleprobe model-set add-classifier`` measures it), and
+otherwise learnt from the probe; either way it is remembered beside the direction, as
+``directions/<sha256>.finding.json``, so a later job fails at once with the same words.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -41,6 +49,10 @@ Progress = Callable[[str, float], None]
 
 class DirectionError(JobSpecError):
     """No direction can be probed with these settings; the message says why."""
+
+
+class GeneratorCoverageError(DirectionError):
+    """The generator (almost) never draws one side of the classifier's decision."""
 
 
 @dataclass
@@ -99,10 +111,61 @@ def ensure_direction(backend: ModelBackend, store: ArtifactStore, target: str,
     if store.exists(key):
         log.info("direction cached", extra={"key": key})
         return key
-    direction = probe_direction(backend, target, probe, names, key, progress)
+    remembered = finding_key(key)
+    if store.exists(remembered):
+        raise GeneratorCoverageError(get_json(store, remembered)["finding"])
+    try:
+        coverage_check(model_set, target, probe)
+        direction = probe_direction(backend, target, probe, names, key, progress)
+    except GeneratorCoverageError as exc:
+        put_json(store, remembered, {"finding": str(exc), "target": target,
+                                     "probe": asdict(probe)})
+        raise
     put_json(store, key, direction.to_dict())
     log.info("direction probed", extra={"key": key, "auc": direction.auc})
     return key
+
+
+def finding_key(key: str) -> str:
+    """Where a finding that no direction exists for ``key``'s settings is remembered."""
+    return key.removesuffix(".json") + ".finding.json"
+
+
+def needed_per_side(probe: ProbeSettings) -> int:
+    """The fewest samples each side of the decision needs for a probe's train/test split."""
+    return math.ceil(MIN_PER_CLASS / min(probe.test_fraction, 1 - probe.test_fraction))
+
+
+def generator_finding(what: str, count: int, total: int) -> str:
+    """The finding that the generator rarely draws ``what`` (``count`` of ``total``)."""
+    return (f"the generator draws {what} on {count} of {total} samples: it cannot show this "
+            "classifier's decision; train or fine-tune the generator on images that "
+            "contain it")
+
+
+def rare_side_finding(model_set: ModelSet, target: str, positives: int, total: int) -> str:
+    """The finding for a probe whose samples were called ``target`` ``positives`` times."""
+    if positives <= total - positives:
+        return generator_finding(f"what this classifier calls {target!r}", positives, total)
+    others = [name for name in model_set.classifier.class_names if name != target]
+    what = (f"what this classifier calls {others[0]!r}" if len(others) == 1
+            else f"anything this classifier does not call {target!r}")
+    return generator_finding(what, total - positives, total)
+
+
+def coverage_check(model_set: ModelSet, target: str, probe: ProbeSettings) -> None:
+    """:class:`GeneratorCoverageError` before any probe when the model set's recorded class
+    coverage of the generator (``metrics.generator_coverage``: share of samples called each
+    class, over ``metrics.generator_coverage_samples``) says the probe would find too few
+    samples on one side."""
+    coverage = model_set.metrics.get("generator_coverage")
+    if not coverage or target not in coverage:
+        return
+    total = int(model_set.metrics.get("generator_coverage_samples", 0))
+    share = float(coverage[target])
+    if min(share, 1.0 - share) * probe.samples < needed_per_side(probe):
+        raise GeneratorCoverageError(rare_side_finding(model_set, target,
+                                                       round(share * total), total))
 
 
 def load_direction(store: ArtifactStore, key: str) -> Direction:
@@ -145,10 +208,9 @@ def probe_direction(backend: ModelBackend, target: str, probe: ProbeSettings,
     positives = int(labels.sum())
     test_size = round(probe.test_fraction * len(labels))
     fewest = min(positives, len(labels) - positives)
-    if fewest * min(probe.test_fraction, 1 - probe.test_fraction) < MIN_PER_CLASS:
-        raise DirectionError(
-            f"the classifier predicts {target!r} for {positives} of {len(labels)} generated "
-            f"samples: too few on one side to probe a direction (raise the probe samples)")
+    if fewest < needed_per_side(probe):
+        raise GeneratorCoverageError(rare_side_finding(model_set, target, positives,
+                                                      len(labels)))
     w_train, w_test, y_train, y_test = train_test_split(
         w, labels, test_size=test_size, random_state=probe.seed, stratify=labels)
     model = LogisticRegression(C=probe.regularization, max_iter=2000)

@@ -29,7 +29,12 @@ import numpy as np
 from styleprobe.backends.base import ModelBackend
 from styleprobe.explain import render as draw
 from styleprobe.explain.artifacts import get_array, get_json, job_key, put_array, put_json
-from styleprobe.explain.direction import direction_key, ensure_direction, load_direction
+from styleprobe.explain.direction import (
+    GeneratorCoverageError,
+    direction_key,
+    ensure_direction,
+    load_direction,
+)
 from styleprobe.explain.inputs import (
     ImageSource,
     ModelInput,
@@ -288,7 +293,14 @@ def _encode(context: StageContext, keys: JobKeys) -> JobKeys:
 
 
 def _direction(context: StageContext, keys: JobKeys) -> JobKeys:
-    key, probed = shared_direction(context)
+    try:
+        key, probed = shared_direction(context)
+    except GeneratorCoverageError as exc:  # the input's own verdict is still worth knowing
+        quality = Quality(**get_json(context.store, keys.encoding)["quality"])
+        verdict = ("unreliable: " + "; ".join(quality.reasons) if quality.unreliable
+                   else "reliable")
+        raise GeneratorCoverageError(f"{exc}. This image's reconstruction: {verdict} "
+                                     f"(pixel MSE {quality.pixel_mse:.4f})") from exc
     context.note(DIRECTION_PROBED if probed else DIRECTION_STORED)
     return replace(keys, direction=key)
 

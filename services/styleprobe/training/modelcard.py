@@ -25,6 +25,10 @@ LABELS = {
     "realism_accuracy": "Realism: real-vs-generated classifier accuracy (0.5 is perfect)",
     "quality_gate_max_pixel_mse": "Quality gate: max pixel MSE before 'unreliable'",
     "test_images": "Held-out real images measured",
+    "classifier_auc": "Classifier AUC on the held-out images (default target)",
+    "agreement_on_reconstructions": "Classifier agreement on reconstructions G(E(x))",
+    "quality_gate_flagged_share": "Share of held-out images the quality gate flags",
+    "held_out_images": "Held-out images measured",
 }
 
 
@@ -36,6 +40,17 @@ def _verdict(key: str, value: float) -> str:
     return f"{op} {bound} — {'met' if ok else 'MISSED'}"
 
 
+def _reproduce(model_set: ModelSet) -> str:
+    t = model_set.training
+    if "base_model_set" in t:
+        return (f"Reproduce: `styleprobe model-set add-classifier {t['classifier_file']} --base "
+                f"{t['base_model_set']} --name {model_set.name} --class-names "
+                f"{','.join(model_set.classifier.class_names)} --target "
+                f"{model_set.default_target}`.")
+    return ("Reproduce: `make models` (scripts/build_model_sets.sh) retrains and re-exports "
+            "both bundled\nsets and rewrites this card.")
+
+
 def write_model_card(model_set: ModelSet, out_dir: Path, samples_png: str) -> Path:
     """Write ``<out_dir>/<name>.md`` from the manifest's training record and metrics."""
     m, t = model_set.metrics, model_set.training
@@ -45,6 +60,9 @@ def write_model_card(model_set: ModelSet, out_dir: Path, samples_png: str) -> Pa
             value = m[key]
             shown = f"{value:.4f}" if isinstance(value, float) else str(value)
             rows.append(f"| {label} | {shown} | {_verdict(key, value)} | {PAPER.get(key, '')} |")
+    coverage = m.get("generator_coverage", {})
+    coverage_rows = [f"| {name} | {share:.3f} |" for name, share in coverage.items()]
+    findings = "\n".join(f"- **Finding:** {f}" for f in m.get("findings", []))
     r2 = m.get("nuisance_direction_r2", {})
     nuisance_rows = [f"| {k} | {v:.3f} |" for k, v in sorted(r2.items())]
     p = model_set.preprocessing
@@ -78,7 +96,16 @@ Latent space: z {model_set.z_dim}-d, w {model_set.w_dim}-d.
 
 | measure | value | target | paper |
 | --- | --- | --- | --- |
-""" + "\n".join(rows) + """
+""" + "\n".join(rows) + (f"""
+
+## Generator coverage of the classes
+
+Share of {m.get("generator_coverage_samples")} generated samples the classifier calls each
+class: a class the generator rarely draws cannot be shown by any explanation.
+
+| class | share |
+| --- | --- |
+""" + "\n".join(coverage_rows) + "\n\n" + findings if coverage else "") + """
 
 ## Nuisance directions (for confounder orthogonalisation)
 
@@ -87,11 +114,7 @@ encoded held-out real images; R² on a held-out fifth says how linearly W encode
 
 | factor | R² |
 | --- | --- |
-""" + "\n".join(nuisance_rows) + """
-
-Reproduce: `make models` (scripts/build_model_sets.sh) retrains and re-exports both bundled
-sets and rewrites this card.
-"""
+""" + "\n".join(nuisance_rows) + "\n\n" + _reproduce(model_set) + "\n"
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{model_set.name}.md"
     path.write_text(text)
