@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     explain = sub.add_parser("explain", help="explain the classifier's prediction on an image")
     explain.add_argument("image", help="PNG, JPEG, TIFF, DICOM or .npy file")
     explain.add_argument("--model-set", default=DEFAULT_MODEL_SET)
+    explain.add_argument("--classifier", type=Path, default=None,
+                         help="explain this classifier instead (TorchScript or checkpoint) "
+                              "with the model set's generator and encoder; nothing is "
+                              "registered (styleprobe model-set add-classifier does that)")
+    explain.add_argument("--class-names", default=None,
+                         help="with --classifier: its K class names, in logit order "
+                              "(default: the model set's)")
     add_common_args(explain)
     explain.set_defaults(func=_explain)
 
@@ -51,7 +60,38 @@ def _explain(args: argparse.Namespace) -> None:
     image = Path(args.image)
     if not image.is_file():
         raise UserError(f"{image} does not exist or is not a file")
-    _run(args, args.model_set, image, filename=image.name)
+    if args.classifier is None:
+        _run(args, args.model_set, image, filename=image.name)
+        return
+    with tempfile.TemporaryDirectory(prefix="styleprobe-classifier-") as scratch:
+        name = _unregistered(args, Path(scratch))
+        args.backend = "local"
+        _run(args, name, image, filename=image.name,
+             repository=Path(scratch))
+
+
+def _unregistered(args: argparse.Namespace, scratch: Path) -> str:
+    """The name of a scratch set of ``--classifier`` with ``--model-set``'s models."""
+    from styleprobe.cli.common import names
+    from styleprobe.modelset import ModelSetError, load_model_set
+    from styleprobe.training.add_classifier import unregistered_set
+    from styleprobe.training.classifier_file import ClassifierFileError, read_classifier
+
+    if args.backend not in (None, "local"):
+        raise UserError("--classifier runs in this process: it takes no --backend")
+    repository = Path(settings_from_args(args).model_repository)
+    try:
+        base = load_model_set(repository, args.model_set)
+        classifier = read_classifier(args.classifier)
+        class_names = (names(args.class_names) if args.class_names
+                       else classifier.class_names or base.classifier.class_names)
+        target = args.target or class_names[-1]
+        return unregistered_set(repository, args.model_set, classifier, class_names, target,
+                                scratch).name
+    except ClassifierFileError as exc:
+        raise UserError(f"{args.classifier}: {exc}") from exc
+    except ModelSetError as exc:
+        raise UserError(str(exc)) from exc
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -91,11 +131,14 @@ def _resolution(settings: Settings, model_set: str) -> int:
     return load_model_set(Path(settings.model_repository), model_set).preprocessing.resolution
 
 
-def _run(args: argparse.Namespace, model_set: str, image: ImageSource, filename: str) -> None:
+def _run(args: argparse.Namespace, model_set: str, image: ImageSource, filename: str,
+         repository: Path | None = None) -> None:
     from styleprobe.backends import open_backend
     from styleprobe.explain.engine import Explainer
 
     settings = settings_from_args(args)
+    if repository is not None:
+        settings = replace(settings, model_repository=str(repository))
     out = Path(args.out or settings.store_dir)
     with user_errors():
         backend = open_backend(settings, model_set)

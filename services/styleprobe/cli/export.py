@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from styleprobe.cli.common import UserError
+from styleprobe.cli.common import UserError, names
 from styleprobe.cli.train import PHANTOM_CHANNELS, load_training_data
 
 NUISANCE = {
@@ -20,7 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", required=True, help="model-set name, e.g. knee-oa")
     p.add_argument("--gan", required=True, help="GAN checkpoint.pt")
     p.add_argument("--encoder", required=True, help="encoder.pt")
-    p.add_argument("--classifier", required=True, help="classifier.pt")
+    p.add_argument("--classifier", required=True,
+                   help="classifier.pt of styleprobe train classifier, or a TorchScript "
+                        "classifier of your own (then give --class-names)")
+    p.add_argument("--class-names", default=None,
+                   help="comma-separated class names in logit order (default: the "
+                        "checkpoint's; required for a TorchScript classifier)")
     p.add_argument("--data", required=True,
                    help="held-out data: 'knee', 'histology' (held-out phantoms) or a folder")
     p.add_argument("--n", type=int, default=2000, help="held-out phantoms to measure on")
@@ -45,7 +50,11 @@ def _export(args: argparse.Namespace) -> None:
     from styleprobe.models.stylegan2 import seeded_z
     from styleprobe.training.assess import assess
     from styleprobe.training.checkpoint import load_checkpoint
-    from styleprobe.training.classifier import load_classifier
+    from styleprobe.training.classifier_file import (
+        ClassifierFileError,
+        check_contract,
+        read_classifier,
+    )
     from styleprobe.training.encoder import load_encoder
     from styleprobe.training.export import export_model_set
     from styleprobe.training.gan import load_generator
@@ -54,8 +63,15 @@ def _export(args: argparse.Namespace) -> None:
 
     G = load_generator(Path(args.gan))
     E, enc_state = load_encoder(Path(args.encoder))
-    C, clf_state = load_classifier(Path(args.classifier))
-    class_names = clf_state["class_names"]
+    try:
+        classifier = read_classifier(Path(args.classifier))
+    except ClassifierFileError as exc:
+        raise UserError(str(exc)) from exc
+    class_names = names(args.class_names) if args.class_names else classifier.class_names
+    if not class_names:
+        raise UserError(f"{args.classifier} is TorchScript: name its classes with "
+                        "--class-names (in logit order)")
+    C = classifier.module
     target = args.target or class_names[-1]
     if target not in class_names:
         raise UserError(f"--target {target!r} is not one of {class_names}")
@@ -63,8 +79,10 @@ def _export(args: argparse.Namespace) -> None:
     if (E.resolution, E.channels, E.w_dim) != (cfg.resolution, cfg.channels, cfg.w_dim):
         raise UserError("the encoder was not trained for this generator (resolution, "
                         "channels or w_dim differ)")
-    if (C.resolution, C.channels) != (cfg.resolution, cfg.channels):
-        raise UserError("the classifier's input size differs from the generator's images")
+    try:
+        check_contract(C, cfg.channels, cfg.resolution, class_names)
+    except ClassifierFileError as exc:
+        raise UserError(f"{args.classifier}: {exc}") from exc
     test = load_training_data(args, cfg.resolution, cfg.channels, held_out=True, n=args.n)
     if args.nuisance is not None:
         nuisance = [c for c in args.nuisance.split(",") if c]
@@ -82,8 +100,8 @@ def _export(args: argparse.Namespace) -> None:
         "generator": {"config": cfg.to_dict(), "steps": gan_state["step"],
                       "batch": gan_state["train_config"]["batch"]},
         "encoder": {"steps": enc_state["step"], "metrics": enc_state.get("metrics", {})},
-        "classifier": {"config": clf_state["config"], "train_config": clf_state["train_config"],
-                       "metrics": clf_state["metrics"]},
+        "classifier": {"file": Path(args.classifier).name, "kind": classifier.kind,
+                       **classifier.training},
     }
     if args.training_record:
         training["record"] = json.loads(Path(args.training_record).read_text())

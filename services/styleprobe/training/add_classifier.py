@@ -15,6 +15,7 @@ mapping, synthesis and encoder (no copies) and records the measurements.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -159,6 +160,21 @@ def add_classifier(repository: Path, base_name: str, classifier: ClassifierFile,
     metrics["findings"] = findings
     written = write_classifier(repository, replace(model_set, metrics=metrics), classifier)
     return AddedModelSet(written, findings)
+
+
+def unregistered_set(repository: Path, base_name: str, classifier: ClassifierFile,
+                     class_names: list[str], target: str, scratch: Path) -> ModelSet:
+    """The set of ``classifier`` with ``base_name``'s models, written into ``scratch`` (a
+    repository of its own whose base models are links into ``repository``): a quick run
+    that writes nothing into ``repository``. Same checks as :func:`add_classifier`."""
+    base = load_model_set(repository, base_name, verify=True)
+    name = f"{base_name}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', classifier.path.stem)}"
+    model_set = classifier_model_set(base, name, classifier, class_names, target)
+    for entry in base.models.values():
+        link = Path(scratch) / entry.triton_name
+        if not link.exists():
+            link.symlink_to(Path(repository).resolve() / entry.triton_name)
+    return write_classifier(scratch, model_set, classifier)
 
 
 def write_classifier(repository: Path, model_set: ModelSet, classifier: ClassifierFile

@@ -3,19 +3,20 @@
 Two kinds of file are read: TorchScript (what any PyTorch model exports with
 ``torch.jit.script`` / ``torch.jit.trace``, and what Triton serves) and StyleProbe's own
 classifier checkpoint (``styleprobe train classifier``). :func:`check_contract` then
-checks what every explanation relies on, before anything is written: images
-``[N, C, R, R]`` in ``[-1, 1]`` of the generator's size are accepted, the logits are finite
-and ``[N, K]`` with K the number of class names, a batch of 7 gives the same answer as
-the same images one by one (within :data:`BATCH_TOLERANCE`), and two calls on the same
-batch give the same answer (eval mode, no dropout). Every failure is a
+checks what every explanation relies on, before anything is written, in eval mode (as
+every backend runs it): images ``[N, C, R, R]`` in ``[-1, 1]`` of the generator's size are
+accepted, the logits are finite and ``[N, K]`` with K the number of class names, two calls
+on the same batch give the same answer, and a batch of 7 gives the same answer as the
+same images one by one (within :data:`BATCH_TOLERANCE`). Every failure is a
 :class:`ClassifierFileError` with a one-line message.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,6 +40,7 @@ class ClassifierFile:
     module: nn.Module
     kind: str  # "torchscript" or "checkpoint"
     class_names: list[str] | None = None
+    training: dict[str, Any] = field(default_factory=dict)  # a checkpoint's record
 
 
 def read_classifier(path: Path) -> ClassifierFile:
@@ -61,7 +63,10 @@ def read_classifier(path: Path) -> ClassifierFile:
                 f"{path} is neither a TorchScript classifier "
                 f"({_reason(scripted_error)}) nor a StyleProbe classifier checkpoint "
                 f"({exc})") from exc
-        return ClassifierFile(path, model.eval(), "checkpoint", list(state["class_names"]))
+        record = {key: state[key] for key in ("config", "train_config", "metrics")
+                  if key in state}
+        return ClassifierFile(path, model.eval(), "checkpoint", list(state["class_names"]),
+                              record)
 
 
 def check_contract(module: nn.Module, channels: int, resolution: int,
@@ -81,6 +86,11 @@ def check_contract(module: nn.Module, channels: int, resolution: int,
             f"names were given ({', '.join(class_names)})")
     if not torch.isfinite(batched).all():
         raise ClassifierFileError("the classifier returns non-finite logits (NaN or inf)")
+    again = (_logits(module, images, shape) - batched).abs().max().item()
+    if again > 0.0:
+        raise ClassifierFileError(
+            f"the classifier answers the same batch differently twice (max difference "
+            f"{again:.2e}): it is not deterministic in eval mode (random noise in forward?)")
     one_by_one = torch.cat([_logits(module, image[None], shape) for image in images])
     gap = (batched - one_by_one).abs().max().item()
     if gap > BATCH_TOLERANCE:
@@ -88,12 +98,6 @@ def check_contract(module: nn.Module, channels: int, resolution: int,
             f"the classifier answers a batch of {CHECK_BATCH} differently from the same "
             f"images one by one (max difference {gap:.2e} > {BATCH_TOLERANCE:g}): batch "
             "statistics (BatchNorm in training mode?) make it depend on its neighbours")
-    again = (_logits(module, images, shape) - batched).abs().max().item()
-    if again > 0.0:
-        raise ClassifierFileError(
-            f"the classifier answers the same batch differently twice (max difference "
-            f"{again:.2e}): it is not deterministic (dropout left on? export it in eval mode)")
-
 
 def _logits(module: nn.Module, images: torch.Tensor, shape: list[int]) -> torch.Tensor:
     try:
