@@ -8,6 +8,7 @@ with a ``file`` column, a ``label`` column and any factor columns: the format th
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,16 @@ class CheckedFolder:
     files: list[Path]
     labels: np.ndarray | None = None
     factors: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def fingerprint(self) -> dict[str, str | int | None]:
+        """The folder, its number of images, a hash of their names and sizes, and a hash
+        of ``factors.csv`` (None without one)."""
+        listing = "".join(f"{p.name}\t{p.stat().st_size}\n" for p in self.files)
+        table = self.folder / "factors.csv"
+        return {"folder": str(self.folder), "images": len(self.files),
+                "files_sha256": hashlib.sha256(listing.encode()).hexdigest(),
+                "factors_sha256": hashlib.sha256(table.read_bytes()).hexdigest()
+                if table.is_file() else None}
 
     def load(self, size: int, channels: int) -> ImageSet:
         """Decode the images at one size (DataError for an unreadable image or mixed sizes)."""

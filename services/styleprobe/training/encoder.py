@@ -28,12 +28,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from styleprobe.data.datasets import ImageSet
 from styleprobe.models.encoder import Encoder
 from styleprobe.models.stylegan2 import Generator, seeded_z
-from styleprobe.training.checkpoint import load_checkpoint, save_checkpoint, to_tensor
+from styleprobe.training.checkpoint import (
+    load_checkpoint,
+    save_checkpoint,
+    stop_on_signals,
+    to_tensor,
+)
+from styleprobe.training.progress import Progress
+from styleprobe.training.runrecord import RunRecord
 
 
 @dataclass
@@ -51,17 +57,18 @@ class EncoderTrainConfig:
     seed: int = 0
 
 
-def make_bank(G: Generator, n: int, seed: int,
+def make_bank(G: Generator, n: int, seed: int, desc: str,
               batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` pairs (w, G(w)) with deterministic noise, on G's device; images NCHW in
-    [-1, 1]."""
+    [-1, 1]. Progress is shown under the name ``desc``."""
     z = seeded_z(n, G.cfg.z_dim, seed).to(G.mapping.w_avg.device)
     ws, images = [], []
-    with torch.no_grad():
+    with torch.no_grad(), Progress(n, desc, unit="pairs") as bar:
         for i in range(0, n, batch):
             w = G.mapping(z[i:i + batch])
             ws.append(w)
             images.append(decode(G, w))
+            bar.update(len(w))
     return torch.cat(ws), torch.cat(images)
 
 
@@ -188,31 +195,43 @@ def evaluate_encoder(G: Generator, E: Encoder, bank_w: torch.Tensor, bank_x: tor
 
 def train_encoder(trainer: EncoderTrainer, real: ImageSet, held_out: ImageSet, out: Path,
                   generator_checkpoint: str, iterations: int, minutes: float | None = None,
-                  checkpoint_every: int = 200) -> dict[str, float]:
-    """Train to ``iterations`` (or the time budget), checkpointing; return held-out metrics."""
+                  checkpoint_every: int = 200,
+                  record: RunRecord | None = None) -> dict[str, float]:
+    """Train to ``iterations`` (or the time budget), checkpointing every
+    ``checkpoint_every`` steps (``record`` notes each, and the end); return held-out
+    metrics. SIGINT or
+    SIGTERM stops after the current step with a checkpoint: TrainingInterruptedError."""
     out.mkdir(parents=True, exist_ok=True)
     cfg = trainer.cfg
-    bank_w, bank_x = make_bank(trainer.G, cfg.bank_size, seed=cfg.seed + 1)
+    bank_w, bank_x = make_bank(trainer.G, cfg.bank_size, cfg.seed + 1, "encoder: generated pairs")
     shell = bank_w.mean(dim=0), bank_w.std(dim=0)
-    test_w, test_x = make_bank(trainer.G, 512, seed=cfg.seed + 2)
+    test_w, test_x = make_bank(trainer.G, 512, cfg.seed + 2, "encoder: held-out pairs")
     real_x = to_tensor(real.images).to(trainer.device)
     held_x = to_tensor(held_out.images).to(trainer.device)
     ckpt = out / "encoder.pt"
     deadline = None if minutes is None else time.monotonic() + minutes * 60
-    bar = tqdm(total=iterations, initial=trainer.step, desc="encoder", unit="it")
-    while trainer.step < iterations:
-        stats = trainer.train_step(bank_w, bank_x, real_x, shell)
-        bar.update(1)
-        bar.set_postfix(latent=f"{stats['latent']:.4f}", real=f"{stats['pixel_real']:.4f}")
-        if trainer.step % checkpoint_every == 0:
-            save_checkpoint(trainer.state_dict(generator_checkpoint), ckpt)
-        if deadline is not None and time.monotonic() > deadline:
-            break
-    bar.close()
+
+    def save() -> Path:
+        save_checkpoint(trainer.state_dict(generator_checkpoint), ckpt)
+        if record is not None:
+            record.update(trainer.step)
+        return ckpt
+
+    with stop_on_signals() as stop, Progress(iterations, "encoder", trainer.step) as bar:
+        while trainer.step < iterations:
+            stats = trainer.train_step(bank_w, bank_x, real_x, shell)
+            bar.update(1, latent=stats["latent"], real=stats["pixel_real"])
+            stop.check(trainer.step, save)
+            if trainer.step % checkpoint_every == 0:
+                save()
+            if deadline is not None and time.monotonic() > deadline:
+                break
     metrics = evaluate_encoder(trainer.G, trainer.E, test_w, test_x, held_x)
     state = trainer.state_dict(generator_checkpoint)
     state["metrics"] = metrics
     save_checkpoint(state, ckpt)
+    if record is not None:
+        record.update(trainer.step, "finished", metrics)
     return metrics
 
 

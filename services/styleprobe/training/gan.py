@@ -16,12 +16,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from styleprobe.data.datasets import ImageSet
 from styleprobe.models.stylegan2 import Discriminator, Generator, GeneratorConfig, seeded_z
-from styleprobe.training.checkpoint import load_checkpoint, save_checkpoint, to_tensor
+from styleprobe.training.checkpoint import (
+    load_checkpoint,
+    save_checkpoint,
+    stop_on_signals,
+    to_tensor,
+)
 from styleprobe.training.grids import save_grid
+from styleprobe.training.progress import Progress
+from styleprobe.training.runrecord import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -164,31 +170,43 @@ class GanTrainer:
 
 def train_gan(trainer: GanTrainer, data: ImageSet, out: Path, iterations: int,
               minutes: float | None = None, checkpoint_every: int = 100,
-              grid_every: int = 200) -> Path:
-    """Train until ``iterations`` in total (or the time budget); checkpoint as it goes."""
+              grid_every: int = 200, record: RunRecord | None = None) -> Path:
+    """Train until ``iterations`` in total (or the time budget); checkpoint every
+    ``checkpoint_every`` steps and at the end (``record`` notes each, and the last losses).
+    SIGINT or SIGTERM stops after the current step with a checkpoint:
+    TrainingInterruptedError."""
     out.mkdir(parents=True, exist_ok=True)
     tensor = to_tensor(data.images)
     grid_z = seeded_z(32, trainer.gen_cfg.z_dim, seed=123).to(trainer.device)
     deadline = None if minutes is None else time.monotonic() + minutes * 60
-    bar = tqdm(total=iterations, initial=trainer.step, desc="gan", unit="it")
     ckpt = out / "checkpoint.pt"
-    while trainer.step < iterations:
-        started = time.monotonic()
-        stats = trainer.train_step(tensor)
-        trainer.elapsed_s += time.monotonic() - started
-        bar.update(1)
-        bar.set_postfix(loss_d=f"{stats['loss_d']:.3f}", loss_g=f"{stats['loss_g']:.3f}")
-        if trainer.step % checkpoint_every == 0:
-            trainer.save(ckpt)
-        if trainer.step % grid_every == 0:
-            with torch.no_grad():
-                save_grid(trainer.G_ema(grid_z, noise_mode="const"),
-                          out / f"samples_{trainer.step:06d}.png")
-        if deadline is not None and time.monotonic() > deadline:
-            log.info("time budget reached at step %d", trainer.step)
-            break
-    bar.close()
+
+    def save() -> Path:
+        trainer.save(ckpt)
+        if record is not None:
+            record.update(trainer.step)
+        return ckpt
+
+    with stop_on_signals() as stop, Progress(iterations, "gan", trainer.step) as bar:
+        while trainer.step < iterations:
+            started = time.monotonic()
+            stats = trainer.train_step(tensor)
+            trainer.elapsed_s += time.monotonic() - started
+            bar.update(1, loss_d=stats["loss_d"], loss_g=stats["loss_g"])
+            stop.check(trainer.step, save)
+            if trainer.step % checkpoint_every == 0:
+                save()
+            if trainer.step % grid_every == 0:
+                with torch.no_grad():
+                    save_grid(trainer.G_ema(grid_z, noise_mode="const"),
+                              out / f"samples_{trainer.step:06d}.png")
+            if deadline is not None and time.monotonic() > deadline:
+                log.info("time budget reached at step %d", trainer.step)
+                break
     trainer.save(ckpt)
+    if record is not None:
+        last = trainer.history[-1] if trainer.history else {}
+        record.update(trainer.step, "finished", {k: v for k, v in last.items() if k != "step"})
     with torch.no_grad():
         save_grid(trainer.G_ema(grid_z, noise_mode="const"), out / "samples_latest.png")
     return ckpt
