@@ -27,6 +27,9 @@ from typing import Any
 MODEL_KINDS = ("mapping", "synthesis", "encoder", "classifier")
 MANIFEST_SUFFIX = ".modelset.json"
 SCHEMA_VERSION = 1
+# Generated samples a set's generator coverage of its classes is measured on (its manifest's
+# metrics.generator_coverage, written by `styleprobe model-set add-classifier`).
+COVERAGE_SAMPLES = 2000
 
 
 class ModelSetError(ValueError):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from styleprobe.cli.common import UserError, names
 from styleprobe.config import Settings
-from styleprobe.training.add_classifier import COVERAGE_SAMPLES
+from styleprobe.modelset import COVERAGE_SAMPLES
 
 if TYPE_CHECKING:
     from styleprobe.modelset import ModelSet

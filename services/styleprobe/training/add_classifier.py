@@ -32,6 +32,7 @@ from styleprobe.explain.inputs import from_model_layout, to_model_layout
 from styleprobe.explain.quality import assess_reconstruction
 from styleprobe.explain.scores import predicted, target_probability
 from styleprobe.modelset import (
+    COVERAGE_SAMPLES,
     ClassifierInfo,
     ModelEntry,
     ModelSet,
@@ -46,7 +47,6 @@ from styleprobe.training.classifier_file import ClassifierFile, check_contract
 from styleprobe.training.export import PARITY_TOLERANCE, trace_and_check, write_manifest
 
 MIN_CLASS_SHARE = 0.01  # a class drawn on fewer generated samples is a finding
-COVERAGE_SAMPLES = 2000
 COVERAGE_SEED = 2024
 CHUNK = 256
 
