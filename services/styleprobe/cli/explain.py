@@ -72,26 +72,17 @@ def _explain(args: argparse.Namespace) -> None:
 
 def _unregistered(args: argparse.Namespace, scratch: Path) -> str:
     """The name of a scratch set of ``--classifier`` with ``--model-set``'s models."""
-    from styleprobe.cli.common import names
-    from styleprobe.modelset import ModelSetError, load_model_set
+    from styleprobe.cli.modelset import classifier_errors, own_classifier
     from styleprobe.training.add_classifier import unregistered_set
-    from styleprobe.training.classifier_file import ClassifierFileError, read_classifier
 
     if args.backend not in (None, "local"):
         raise UserError("--classifier runs in this process: it takes no --backend")
     repository = Path(settings_from_args(args).model_repository)
-    try:
-        base = load_model_set(repository, args.model_set)
-        classifier = read_classifier(args.classifier)
-        class_names = (names(args.class_names) if args.class_names
-                       else classifier.class_names or base.classifier.class_names)
-        target = args.target or class_names[-1]
+    with classifier_errors(args.classifier):
+        classifier, class_names, target = own_classifier(
+            args.classifier, repository, args.model_set, args.class_names, args.target)
         return unregistered_set(repository, args.model_set, classifier, class_names, target,
                                 scratch).name
-    except ClassifierFileError as exc:
-        raise UserError(f"{args.classifier}: {exc}") from exc
-    except ModelSetError as exc:
-        raise UserError(str(exc)) from exc
 
 
 def _demo(args: argparse.Namespace) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +24,7 @@ from styleprobe.modelset import COVERAGE_SAMPLES
 
 if TYPE_CHECKING:
     from styleprobe.modelset import ModelSet
+    from styleprobe.training.classifier_file import ClassifierFile
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,25 +57,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_classifier(args: argparse.Namespace) -> None:
-    from styleprobe.modelset import ModelSetError, load_model_set
     from styleprobe.training.add_classifier import add_classifier
-    from styleprobe.training.classifier_file import ClassifierFileError, read_classifier
 
     repository = Path(args.repository or Settings.from_env().model_repository)
     if args.samples < 100:
         raise UserError(f"--samples must be at least 100, got {args.samples}")
-    try:
-        base = load_model_set(repository, args.base)
-        classifier = read_classifier(args.classifier)
-        class_names = (names(args.class_names) if args.class_names
-                       else classifier.class_names or base.classifier.class_names)
-        target = args.target or class_names[-1]
+    with classifier_errors(args.classifier):
+        classifier, class_names, target = own_classifier(
+            args.classifier, repository, args.base, args.class_names, args.target)
         added = add_classifier(repository, args.base, classifier, args.name, class_names,
                                target, args.held_out, args.samples, args.force)
-    except ClassifierFileError as exc:
-        raise UserError(f"{args.classifier}: {exc}") from exc
-    except ModelSetError as exc:
-        raise UserError(str(exc)) from exc
     model_set = added.model_set
     if args.card_dir is not None:
         _write_card(model_set, repository, args.card_dir)
@@ -81,6 +75,34 @@ def _add_classifier(args: argparse.Namespace) -> None:
                       **model_set.metrics}, indent=2))
     for finding in added.findings:
         print(f"styleprobe: finding: {finding}", file=sys.stderr)
+
+
+@contextmanager
+def classifier_errors(path: Path) -> Iterator[None]:
+    """A bad classifier file or model set as a one-line user error."""
+    from styleprobe.modelset import ModelSetError
+    from styleprobe.training.classifier_file import ClassifierFileError
+
+    try:
+        yield
+    except ClassifierFileError as exc:
+        raise UserError(f"{path}: {exc}") from exc
+    except ModelSetError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def own_classifier(path: Path, repository: Path, base: str, class_names: str | None,
+                   target: str | None) -> tuple[ClassifierFile, list[str], str]:
+    """The classifier in ``path``, its class names (given, the checkpoint's, or the base
+    set's) and its target (given, or the last class)."""
+    from styleprobe.modelset import load_model_set
+    from styleprobe.training.classifier_file import read_classifier
+
+    base_set = load_model_set(repository, base)
+    classifier = read_classifier(path)
+    named = (names(class_names) if class_names
+             else classifier.class_names or base_set.classifier.class_names)
+    return classifier, named, target or named[-1]
 
 
 def _write_card(model_set: ModelSet, repository: Path, card_dir: Path) -> None:
