@@ -58,9 +58,9 @@ def train_classifier(train: ImageSet, test: ImageSet, class_names: list[str], ou
     """Train on ``train``, report AUC and accuracy on ``test``; save ``classifier.pt``.
 
     Step ``k`` takes the batch of epoch ``k // batches_per_epoch`` that a permutation
-    seeded by (seed, epoch) gives it, so an unfinished ``classifier.pt`` (saved every
-    ``checkpoint_every`` steps, and on SIGINT or SIGTERM: TrainingInterruptedError) resumes
-    exactly where it stopped.
+    seeded by (seed, epoch) gives it, and its flip and dropout from (seed, epoch, k), so an
+    unfinished ``classifier.pt`` (saved every ``checkpoint_every`` steps, and on SIGINT or
+    SIGTERM: TrainingInterruptedError) resumes exactly where it stopped.
     """
     if train.labels is None or test.labels is None:
         raise DataError("classifier training needs labels (a 'label' column in factors.csv)")
@@ -100,8 +100,10 @@ def train_classifier(train: ImageSet, test: ImageSet, class_names: list[str], ou
             order = np.random.default_rng([cfg.seed, epoch]).permutation(len(x))
             idx = torch.from_numpy(order[k * batch_size:(k + 1) * batch_size])
             batch = x[idx].to(device)
-            if np.random.default_rng([cfg.seed, epoch, k]).random() < 0.5:
+            rng = np.random.default_rng([cfg.seed, epoch, k])
+            if rng.random() < 0.5:
                 batch = batch.flip(3)  # a horizontal flip keeps the label of a knee or a patch
+            torch.manual_seed(int(rng.integers(2**62)))  # dropout
             loss = F.cross_entropy(model(batch), y[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()

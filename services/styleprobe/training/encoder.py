@@ -135,7 +135,8 @@ class EncoderTrainer:
         loss_real = torch.zeros([])
         if real is not None and (cfg.pixel_weight > 0 or cfg.lowpass_weight > 0
                                  or cfg.statistics_weight > 0):
-            ridx = torch.from_numpy(rng.choice(len(real), cfg.real_batch, replace=False))
+            ridx = torch.from_numpy(rng.choice(len(real), cfg.real_batch,
+                                               replace=len(real) < cfg.real_batch))
             xr = real[ridx]
             w_real = self.E(xr)
             rec = decode(self.G, w_real)
