@@ -69,7 +69,7 @@ def test_report_has_every_section_and_file(report: Path) -> None:
         assert (folder / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     markdown = (folder / "report.md").read_text()
     assert "## 6. Bias discovery" in markdown and "figures/localization.png" in markdown
-    assert probed or "could not be probed: the classifier predicts" in markdown
+    assert probed or "could not be probed: the generator draws" in markdown
     page = (folder / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4 + len(bias_figures)
 
