@@ -80,3 +80,29 @@ def test_torchscript_without_class_names_is_refused(runs: Path, tmp_path: Path,
     scripted = DEFAULT_MODEL_REPOSITORY / f"{SET}-classifier" / "1" / "model.pt"
     assert export(runs, tmp_path, scripted) == 2
     assert "--class-names" in capsys.readouterr().err
+
+
+def test_a_second_export_of_the_same_version_needs_force(
+        runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    checkpoint = runs / SET / "classifier" / "classifier.pt"
+    assert export(runs, tmp_path, checkpoint) == 0
+    capsys.readouterr()
+    assert export(runs, tmp_path, checkpoint) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "version 1 exists" in err and "--force" in err
+    assert export(runs, tmp_path, checkpoint, "--version", "2") == 0
+    assert export(runs, tmp_path, checkpoint, "--force") == 0
+
+
+def test_the_card_reports_class_balance_and_folder_nuisances(runs: Path,
+                                                             tmp_path: Path) -> None:
+    assert export(runs, tmp_path, runs / SET / "classifier" / "classifier.pt") == 0
+    model_set = load_model_set(tmp_path / "repository", "mine")
+    shares = model_set.metrics["data_class_shares"]
+    assert set(shares) == set(model_set.metrics["generator_coverage"]) == {"normal", "tumour"}
+    factors = (runs / "held" / "factors.csv").read_text().splitlines()[0].split(",")
+    assert sorted(model_set.nuisance_directions) == sorted(
+        c for c in factors if c not in ("file", "label"))
+    card = (tmp_path / "cards" / "mine.md").read_text()
+    assert "| class | generated share | data share |" in card
+    assert "No run record" in card and "make models" not in card

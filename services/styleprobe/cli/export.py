@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from styleprobe.cli.common import UserError, names
-from styleprobe.cli.train import PHANTOM_CHANNELS, load_training_data
+from styleprobe.cli.train import PHANTOM_CHANNELS, check_training_data, load_training_data
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from styleprobe.data.datasets import ImageSet
+    from styleprobe.modelset import ModelSet
+    from styleprobe.training.classifier_file import ClassifierFile
 
 NUISANCE = {
     "knee": ["rotation", "exposure", "contrast", "bone_width", "shift_x", "shift_y", "marker"],
@@ -33,14 +42,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--target", default=None, help="default target class")
     p.add_argument("--nuisance", default=None,
-                   help="comma-separated factor columns to give directions "
-                        "(default: the phantom set's nuisance factors)")
+                   help="comma-separated factor columns to give directions (default: the "
+                        "phantom set's nuisance factors, or every numeric column of a "
+                        "folder's factors.csv other than file and label)")
     p.add_argument("--description", default="")
     p.add_argument("--version", type=int, default=1)
+    p.add_argument("--force", action="store_true",
+                   help="replace the set's models of this --version if they exist")
     p.add_argument("--repository", default="model_repository")
     p.add_argument("--card-dir", default="docs/model-cards")
     p.add_argument("--training-record", default=None,
-                   help="JSON file with training facts (times, steps) for the card")
+                   help="optional JSON file of extra facts for the card (a JSON object, "
+                        "e.g. the machine), shown as training.record; the run.json beside "
+                        "each checkpoint is read without it")
     p.set_defaults(func=_export)
 
 
@@ -49,20 +63,21 @@ def _export(args: argparse.Namespace) -> None:
 
     from styleprobe.models.stylegan2 import seeded_z
     from styleprobe.training.assess import assess
-    from styleprobe.training.checkpoint import load_checkpoint
     from styleprobe.training.classifier_file import (
         ClassifierFileError,
         check_contract,
         read_classifier,
     )
     from styleprobe.training.encoder import load_encoder
-    from styleprobe.training.export import export_model_set
+    from styleprobe.training.export import export_model_set, version_exists
     from styleprobe.training.gan import load_generator
     from styleprobe.training.grids import save_grid
     from styleprobe.training.modelcard import write_model_card
 
-    G = load_generator(Path(args.gan))
-    E, enc_state = load_encoder(Path(args.encoder))
+    if version_exists(Path(args.repository), args.name, args.version) and not args.force:
+        raise UserError(f"model set {args.name!r} version {args.version} exists in "
+                        f"{args.repository} (--force replaces it, or give another --version)")
+    extra = _extra_record(args.training_record)
     try:
         classifier = read_classifier(Path(args.classifier))
     except ClassifierFileError as exc:
@@ -71,10 +86,13 @@ def _export(args: argparse.Namespace) -> None:
     if not class_names:
         raise UserError(f"{args.classifier} is TorchScript: name its classes with "
                         "--class-names (in logit order)")
-    C = classifier.module
     target = args.target or class_names[-1]
     if target not in class_names:
         raise UserError(f"--target {target!r} is not one of {class_names}")
+    checked = check_training_data(args, len(class_names))
+    G = load_generator(Path(args.gan))
+    E, enc_state = load_encoder(Path(args.encoder))
+    C = classifier.module
     cfg = G.cfg
     if (E.resolution, E.channels, E.w_dim) != (cfg.resolution, cfg.channels, cfg.w_dim):
         raise UserError("the encoder was not trained for this generator (resolution, "
@@ -83,42 +101,115 @@ def _export(args: argparse.Namespace) -> None:
         check_contract(C, cfg.channels, cfg.resolution, class_names)
     except ClassifierFileError as exc:
         raise UserError(f"{args.classifier}: {exc}") from exc
-    test = load_training_data(args, cfg.resolution, cfg.channels, held_out=True, n=args.n)
+    test = load_training_data(args, cfg.resolution, cfg.channels, held_out=True, n=args.n,
+                              classes=len(class_names), checked=checked)
     if args.nuisance is not None:
-        nuisance = [c for c in args.nuisance.split(",") if c]
+        nuisance = names(args.nuisance)
     else:
-        nuisance = NUISANCE.get(args.data, [])
+        nuisance = NUISANCE.get(args.data, list(test.factors) if checked else [])
     unknown = [c for c in nuisance if c not in test.factors]
     if unknown:
         raise UserError(f"no factor column(s) {unknown} in the held-out data")
 
     measured = assess(G, E, C, test, class_names.index(target), 0.5, nuisance, args.seed)
-    metrics = dict(measured["metrics"])
-    gan_state = load_checkpoint(Path(args.gan), kind="gan")
-    training = {
-        "data": args.data if args.data in PHANTOM_CHANNELS else str(Path(args.data).name),
-        "generator": {"config": cfg.to_dict(), "steps": gan_state["step"],
-                      "batch": gan_state["train_config"]["batch"]},
-        "encoder": {"steps": enc_state["step"], "metrics": enc_state.get("metrics", {})},
-        "classifier": {"file": Path(args.classifier).name, "kind": classifier.kind,
-                       **classifier.training},
-    }
-    if args.training_record:
-        training["record"] = json.loads(Path(args.training_record).read_text())
+    training = _training(args, cfg.to_dict(), test, classifier, enc_state, extra)
     result = export_model_set(
         name=args.name, G=G, encoder=E, classifier=C, class_names=class_names,
         default_target=target, repository=Path(args.repository),
         description=args.description, version=args.version,
-        max_pixel_mse=metrics["quality_gate_max_pixel_mse"],
-        training=training, metrics=metrics,
+        max_pixel_mse=measured["metrics"]["quality_gate_max_pixel_mse"],
+        training=training, metrics=dict(measured["metrics"]),
         nuisance_directions=measured["nuisance_directions"],
     )
+    model_set = _with_class_balance(result.model_set, Path(args.repository), C, test)
     card_dir = Path(args.card_dir)
     card_dir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         samples = G(seeded_z(32, cfg.z_dim, seed=2024), noise_mode="const")
     save_grid(samples, card_dir / f"{args.name}-samples.png", columns=8)
-    card = write_model_card(result.model_set, card_dir, f"{args.name}-samples.png")
+    card = write_model_card(model_set, card_dir, f"{args.name}-samples.png")
     print(json.dumps({"model_set": args.name, "parity_max_abs_diff": result.parity,
-                      "card": str(card), **{k: v for k, v in metrics.items()
-                                            if not isinstance(v, dict)}}, indent=2))
+                      "card": str(card), **{k: v for k, v in model_set.metrics.items()
+                                            if not isinstance(v, dict | list)}}, indent=2))
+
+
+def _extra_record(path: str | None) -> dict[str, Any] | None:
+    """The JSON object of ``--training-record`` (None without one)."""
+    if path is None:
+        return None
+    try:
+        extra = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--training-record {path} is not a readable JSON file: {exc}") from exc
+    if not isinstance(extra, dict):
+        raise UserError(f"--training-record {path} must hold a JSON object")
+    return extra
+
+
+def _training(args: argparse.Namespace, generator: dict[str, Any], test: ImageSet,
+              classifier: ClassifierFile, enc_state: dict[str, Any],
+              extra: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest's ``training``: the training data (from the GAN's run record), the
+    held-out data, each part with its run record, and the export's own command."""
+    from styleprobe.training.checkpoint import load_checkpoint
+    from styleprobe.training.export import run_summary
+    from styleprobe.training.runrecord import command_line
+
+    gan_state = load_checkpoint(Path(args.gan), kind="gan")
+    runs = {part: run_summary(Path(path)) for part, path in
+            (("generator", args.gan), ("encoder", args.encoder),
+             ("classifier", args.classifier))}
+    data = (runs["generator"] or {}).get("data") or {}
+    name = data.get("phantoms") or Path(data.get("folder") or args.data).name
+    training: dict[str, Any] = {
+        "data": name, "data_fingerprint": data or None,
+        "held_out": {"data": args.data if args.data in PHANTOM_CHANNELS
+                     else Path(args.data).name, "images": len(test)},
+        "generator": {"config": generator, "steps": gan_state["step"],
+                      "batch": gan_state["train_config"]["batch"]},
+        "encoder": {"steps": enc_state["step"], "metrics": enc_state.get("metrics", {})},
+        "classifier": {"file": Path(args.classifier).name, "kind": classifier.kind,
+                       **classifier.training},
+        "export_command": command_line(),
+    }
+    for part, run in runs.items():
+        if run is not None:
+            training[part]["run"] = run
+    if extra is not None:
+        training["record"] = extra
+    return training
+
+
+def _with_class_balance(model_set: ModelSet, repository: Path, classifier: nn.Module,
+                        test: ImageSet) -> ModelSet:
+    """The exported set with the generator's coverage of the classes against the held-out
+    data's class shares in its metrics (manifest rewritten); a class off by more than
+    BALANCE_MARGIN, or (almost) never drawn, is a finding, also warned on stderr."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from styleprobe.backends.local import LocalBackend
+    from styleprobe.modelset import COVERAGE_SAMPLES
+    from styleprobe.training.add_classifier import coverage_findings, generator_coverage
+    from styleprobe.training.export import balance_findings, write_manifest
+
+    class_names = model_set.classifier.class_names
+    backend = LocalBackend(repository, model_set.name)
+    try:
+        coverage = generator_coverage(backend, classifier, class_names, COVERAGE_SAMPLES)
+    finally:
+        backend.close()
+    metrics = {**model_set.metrics, "generator_coverage": coverage,
+               "generator_coverage_samples": COVERAGE_SAMPLES}
+    findings = coverage_findings(coverage, COVERAGE_SAMPLES)
+    if test.labels is not None:
+        counts = np.bincount(test.labels, minlength=len(class_names))
+        data = {name: float(counts[k] / len(test)) for k, name in enumerate(class_names)}
+        metrics["data_class_shares"] = data
+        findings += balance_findings(coverage, data, COVERAGE_SAMPLES)
+    for finding in findings:
+        print(f"styleprobe: warning: {finding}", file=sys.stderr)
+    model_set = replace(model_set, metrics={**metrics, "findings": findings})
+    write_manifest(model_set, repository)
+    return model_set

@@ -5,10 +5,15 @@ below :data:`PARITY_TOLERANCE`) at two batch sizes, and written to
 ``<repository>/<set>-<model>/<version>/model.pt``, with Triton's ``config.pbtxt`` files
 (:mod:`styleprobe.serving.triton_config`); the manifest
 ``<repository>/<set>.modelset.json`` is written last.
+
+The training runs' ``run.json`` records (:mod:`styleprobe.training.runrecord`) are read into
+the manifest's ``training`` (:func:`run_summary`), and the generator's class balance is
+compared with the data's (:func:`balance_findings`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -21,6 +26,7 @@ from torch import nn
 
 from styleprobe.models.stylegan2 import Generator
 from styleprobe.modelset import (
+    MODEL_KINDS,
     ClassifierInfo,
     ModelEntry,
     ModelSet,
@@ -31,8 +37,12 @@ from styleprobe.modelset import (
     sha256_file,
 )
 from styleprobe.serving.triton_config import write_production_configs
+from styleprobe.training.runrecord import RUN_FILE
 
 PARITY_TOLERANCE = 1e-5
+BALANCE_MARGIN = 0.15  # generated vs data share of a class, absolute, beyond which to warn
+RUN_FIELDS = ("kind", "command", "data", "versions", "started_at", "ended_at", "step",
+              "status", "metrics")
 log = logging.getLogger(__name__)
 
 
@@ -77,6 +87,38 @@ def trace_and_check(module: nn.Module,
             probe = torch.randn(n, *example.shape[1:], generator=torch.Generator().manual_seed(n))
             diff = max(diff, (traced(probe) - module(probe)).abs().max().item())
     return traced, diff
+
+
+def run_summary(checkpoint: Path) -> dict[str, Any] | None:
+    """What the card needs of the ``run.json`` beside ``checkpoint`` (None without one):
+    command, data fingerprint, versions, times, steps, status and final metrics."""
+    path = Path(checkpoint).parent / RUN_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    summary = {key: record[key] for key in RUN_FIELDS if key in record}
+    summary["sessions"] = len(record.get("sessions", []))
+    return summary
+
+
+def version_exists(repository: Path, name: str, version: int) -> bool:
+    """Whether any model of set ``name`` already has ``version`` in ``repository``."""
+    return any((Path(repository) / f"{name}-{kind}" / str(version)).exists()
+               for kind in MODEL_KINDS)
+
+
+def balance_findings(generated: dict[str, float], data: dict[str, float], samples: int,
+                     margin: float = BALANCE_MARGIN) -> list[str]:
+    """A warning for every class whose share of ``samples`` generated images (as the
+    classifier calls them) differs from its share of the data by more than ``margin``."""
+    return [f"the generator draws {name!r} on {share:.0%} of {samples} samples against "
+            f"{data[name]:.0%} of the data (more than {margin:.2f} apart): explanations "
+            "toward it rest on a generator that under- or over-produces it"
+            for name, share in generated.items()
+            if name in data and abs(share - data[name]) > margin]
 
 
 def _save_scripted(traced: torch.jit.ScriptModule, path: Path) -> None:

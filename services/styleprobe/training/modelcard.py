@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from styleprobe.modelset import ModelSet
+
+BUNDLED = ("knee-oa", "histology-tumour")  # the sets scripts/build_model_sets.sh makes
+RUN_PARTS = ("generator", "encoder", "classifier")  # in the order they are trained
 
 TARGETS = {
     "classifier_test_auc": (">=", 0.95),
@@ -41,14 +45,56 @@ def _verdict(key: str, value: float) -> str:
 
 
 def _reproduce(model_set: ModelSet) -> str:
+    """How to make this set again: the recorded commands of its runs and its export."""
     t = model_set.training
     if "base_model_set" in t:
         return (f"Reproduce: `styleprobe model-set add-classifier {t['classifier_file']} --base "
                 f"{t['base_model_set']} --name {model_set.name} --class-names "
                 f"{','.join(model_set.classifier.class_names)} --target "
                 f"{model_set.default_target}`.")
-    return ("Reproduce: `make models` (scripts/build_model_sets.sh) retrains and re-exports "
-            "both bundled\nsets and rewrites this card.")
+    commands = [t[part]["run"]["command"] for part in RUN_PARTS
+                if "command" in t.get(part, {}).get("run", {})]
+    missing = [part for part in RUN_PARTS if "run" not in t.get(part, {})]
+    text = ("Reproduce: the recorded commands of the training runs and the export, in order "
+            "(a run resumes from its checkpoint when run again):\n\n```sh\n"
+            + "\n".join([*commands, t.get("export_command", "styleprobe export ...")])
+            + "\n```\n")
+    if missing:
+        text += (f"\nNo run record (run.json beside the checkpoint) for: {', '.join(missing)}; "
+                 "their commands are not known.\n")
+    if model_set.name in BUNDLED:
+        text += ("\n`make models` (scripts/build_model_sets.sh) retrains and re-exports both "
+                 "bundled\nsets and rewrites this card.\n")
+    return text
+
+
+def _runs(t: dict[str, Any]) -> str:
+    """A table of the training runs: data, steps, times, status, final metrics."""
+    rows = []
+    for part in RUN_PARTS:
+        run = t.get(part, {}).get("run")
+        if run is None:
+            continue
+        metrics = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in run.get("metrics", {}).items())
+        rows.append(f"| {part} | {run.get('step')} | {run.get('sessions')} | "
+                    f"{run.get('started_at')} | {run.get('ended_at')} | {run.get('status')} | "
+                    f"{metrics} |")
+    if not rows:
+        return ""
+    return ("| run | steps | sessions | started | ended | status | final metrics |\n"
+            "| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n")
+
+
+def _data(t: dict[str, Any]) -> str:
+    """One sentence on the training and held-out data."""
+    fingerprint = t.get("data_fingerprint") or {}
+    facts = ", ".join(f"{k} {v}" for k, v in fingerprint.items() if k != "folder")
+    held = t.get("held_out", {})
+    text = f"Trained on `{t.get('data')}`" + (f" ({facts})" if facts else "") + "."
+    if held:
+        text += f" Measured on held-out `{held.get('data')}` ({held.get('images')} images)."
+    return text + "\n\n"
 
 
 def write_model_card(model_set: ModelSet, out_dir: Path, samples_png: str) -> Path:
@@ -61,7 +107,10 @@ def write_model_card(model_set: ModelSet, out_dir: Path, samples_png: str) -> Pa
             shown = f"{value:.4f}" if isinstance(value, float) else str(value)
             rows.append(f"| {label} | {shown} | {_verdict(key, value)} | {PAPER.get(key, '')} |")
     coverage = m.get("generator_coverage", {})
-    coverage_rows = [f"| {name} | {share:.3f} |" for name, share in coverage.items()]
+    data_shares = m.get("data_class_shares", {})
+    coverage_rows = [f"| {name} | {share:.3f} | "
+                     + (f"{data_shares[name]:.3f} |" if name in data_shares else "— |")
+                     for name, share in coverage.items()]
     findings = "\n".join(f"- **Finding:** {f}" for f in m.get("findings", []))
     r2 = m.get("nuisance_direction_r2", {})
     nuisance_rows = [f"| {k} | {v:.3f} |" for k, v in sorted(r2.items())]
@@ -88,7 +137,7 @@ Latent space: z {model_set.z_dim}-d, w {model_set.w_dim}-d.
 
 ## Data and training
 
-```json
+""" + _data(t) + _runs(t) + f"""```json
 {json.dumps(t, indent=2)}
 ```
 
@@ -101,10 +150,11 @@ Latent space: z {model_set.z_dim}-d, w {model_set.w_dim}-d.
 ## Generator coverage of the classes
 
 Share of {m.get("generator_coverage_samples")} generated samples the classifier calls each
-class: a class the generator rarely draws cannot be shown by any explanation.
+class, against its share of the held-out data: a class the generator rarely draws cannot be
+shown by any explanation.
 
-| class | share |
-| --- | --- |
+| class | generated share | data share |
+| --- | --- | --- |
 """ + "\n".join(coverage_rows) + "\n\n" + findings if coverage else "") + """
 
 ## Nuisance directions (for confounder orthogonalisation)

@@ -21,6 +21,11 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def command_line() -> str:
+    """The command this process runs, as typed (program name without its folder)."""
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
 def versions() -> dict[str, str]:
     """Versions of StyleProbe, torch, numpy and Python."""
     import numpy as np
@@ -42,7 +47,7 @@ class RunRecord:
                  from_step: int = 0) -> None:
         self.path = out / RUN_FILE
         old = json.loads(self.path.read_text()) if self.path.is_file() and from_step else {}
-        started, command = now(), shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+        started, command = now(), command_line()
         self.record: dict[str, Any] = {
             "kind": kind, "command": command,
             "options": options, "versions": versions(), "data": data,
