@@ -97,6 +97,7 @@ class QualityGate:
 
     max_pixel_mse: float
     require_agreement: bool = True
+    max_probability_shift: float = 0.3  # |f(G(E(x))) - f(x)|, whatever the side
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The cohort report (one self-contained HTML page): the distribution of flip λ, the share
 of unreliable reconstructions, failures, and a contact sheet of the most and least
-sensitive images.
+sensitive images among those whose reconstruction the quality gate calls reliable.
 
 :class:`CohortReport` takes the rows one at a time and keeps only numbers and a bounded
 set of candidates for the contact sheet; only the pictures of those few cases are read
@@ -57,19 +57,23 @@ class CohortReport:
             return
         self.counts["unreliable"] += bool(row.unreliable)
         margin = abs((row.prediction_reconstruction or 0.0) - self.spec.threshold)
-        if row.flip_found and row.flip_lambda is not None:
+        flip = row.flip_lambda if row.flip_found else None
+        if flip is not None:
             self.counts["flipped"] += 1
-            self.flip_lambdas.append(row.flip_lambda)
-            key = (row.sensitivity, margin, row.image)
-            _push(self._most, _Ranked((-key[0], -key[1], row.image), row), self.cases)
+            self.flip_lambdas.append(flip)
+        if row.unreliable:  # its flip λ is the reconstruction's, not the input's
+            return
+        if flip is not None:
+            _push(self._most, _Ranked((-row.sensitivity, -margin, row.image), row), self.cases)
         _push(self._least, _Ranked((row.sensitivity, margin, row.image), row), self.cases)
 
     def most_sensitive(self) -> list[ImageRow]:
-        """Flipped images, smallest ``|flip λ|`` first."""
+        """Flipped images with a reliable reconstruction, smallest ``|flip λ|`` first."""
         return [r.row for r in sorted(self._most, reverse=True)]
 
     def least_sensitive(self) -> list[ImageRow]:
-        """No flip (or the largest ``|flip λ|``), farthest from the threshold first."""
+        """Images with a reliable reconstruction and no flip (or the largest ``|flip λ|``),
+        farthest from the threshold first."""
         return [r.row for r in sorted(self._least, reverse=True)]
 
     def html(self, store: ArtifactStore) -> str:
@@ -83,6 +87,7 @@ class CohortReport:
             ("Unreliable reconstructions", f"{self.counts['unreliable']} of {done} "
                                            f"({100 * share:.1f}%)"),
             ("Prediction flips within the λ grid", f"{self.counts['flipped']} of {done}"),
+            ("Most and least sensitive", "ranked among reliable reconstructions only"),
             ("Model set / target / threshold",
              f"{job.model_set} / {job.target} / {s.threshold:g}"),
             ("λ grid", str(job.lambdas)),

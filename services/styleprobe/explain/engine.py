@@ -49,7 +49,7 @@ from styleprobe.explain.result import (
     FlipInfo,
     InputInfo,
 )
-from styleprobe.explain.scores import predicted, target_probability
+from styleprobe.explain.scores import target_probability
 from styleprobe.explain.spec import JobSpec, JobSpecError, SearchSettings
 from styleprobe.explain.traverse import Flip, decode_frames, find_flip, search_direction
 from styleprobe.metrics import stage_timer
@@ -106,8 +106,7 @@ def encode(backend: ModelBackend, store: ArtifactStore, job_id: str, input_key: 
     p_input = float(target_probability(backend.classifier(x), class_index)[0])
     p_rec = float(target_probability(logits_rec, class_index)[0])
     recon = from_model_layout(reconstruction, prep)[0]
-    quality = assess_reconstruction(image, recon, bool(predicted(p_input, threshold)),
-                                    bool(predicted(p_rec, threshold)), model_set.quality)
+    quality = assess_reconstruction(image, recon, p_input, p_rec, threshold, model_set.quality)
     return put_json(store, job_key(job_id, "encoding.json"), {
         "model_set": model_set.name,
         "models": {kind: entry.version_id for kind, entry in model_set.models.items()},

@@ -1,8 +1,9 @@
 """How far to trust an explanation: how well the encoder reconstructs the input.
 
-Pixel MSE of ``G(E(x))`` against ``x`` (both in [0, 1]) and whether ``f(x)`` and
-``f(G(E(x)))`` fall on the same side of the threshold; beyond the model set's quality
-gate the explanation is flagged ``unreliable``, with the reasons.
+Pixel MSE of ``G(E(x))`` against ``x`` (both in [0, 1]), whether ``f(x)`` and
+``f(G(E(x)))`` fall on the same side of the threshold, and how far the target probability
+moved between them (whatever the side); beyond the model set's quality gate the
+explanation is flagged ``unreliable``, with the reasons.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from styleprobe.explain.scores import predicted
 from styleprobe.modelset import QualityGate
 
 
@@ -23,19 +25,26 @@ class Quality:
     prediction_agrees: bool
     unreliable: bool
     reasons: list[str] = field(default_factory=list)
+    probability_shift: float = 0.0  # |f(G(E(x))) - f(x)| for the target class
 
 
-def assess_reconstruction(image: np.ndarray, reconstruction: np.ndarray,
-                          input_predicted: bool, reconstruction_predicted: bool,
+def assess_reconstruction(image: np.ndarray, reconstruction: np.ndarray, p_input: float,
+                          p_reconstruction: float, threshold: float,
                           gate: QualityGate) -> Quality:
-    """Compare an input and its reconstruction (same shape, [0, 1]) against ``gate``."""
+    """Compare an input and its reconstruction (same shape, [0, 1]) and the target
+    probabilities on each against ``gate``."""
     mse = float(np.mean((np.asarray(reconstruction, np.float64) - image) ** 2))
-    agrees = bool(input_predicted) == bool(reconstruction_predicted)
+    agrees = bool(predicted(p_input, threshold)) == bool(predicted(p_reconstruction, threshold))
+    shift = abs(float(p_reconstruction) - float(p_input))
     reasons = []
     if mse > gate.max_pixel_mse:
         reasons.append(f"pixel MSE {mse:.4f} > {gate.max_pixel_mse:.4f}: the input is poorly "
                        "reconstructed (out of domain?)")
     if gate.require_agreement and not agrees:
         reasons.append("prediction on reconstruction disagrees with prediction on input")
+    if shift > gate.max_probability_shift:
+        reasons.append(f"target probability {p_input:.3f} on the input but "
+                       f"{p_reconstruction:.3f} on its reconstruction: moved more than "
+                       f"{gate.max_probability_shift:g}")
     return Quality(pixel_mse=mse, max_pixel_mse=gate.max_pixel_mse, prediction_agrees=agrees,
-                   unreliable=bool(reasons), reasons=reasons)
+                   unreliable=bool(reasons), reasons=reasons, probability_shift=shift)

@@ -30,7 +30,7 @@ from styleprobe.data.datasets import load_folder
 from styleprobe.explain.direction import generator_finding
 from styleprobe.explain.inputs import from_model_layout, to_model_layout
 from styleprobe.explain.quality import assess_reconstruction
-from styleprobe.explain.scores import predicted, target_probability
+from styleprobe.explain.scores import target_probability
 from styleprobe.modelset import (
     COVERAGE_SAMPLES,
     ClassifierInfo,
@@ -125,8 +125,7 @@ def held_out_metrics(backend: LocalBackend, classifier: torch.nn.Module, folder:
     p_input = target_probability(logits_input, target)
     p_rec = target_probability(logits_rec, target)
     images = from_model_layout(reconstructions, prep)
-    flagged = [assess_reconstruction(image, rec, bool(predicted(pi, info.threshold)),
-                                     bool(predicted(pr, info.threshold)),
+    flagged = [assess_reconstruction(image, rec, float(pi), float(pr), info.threshold,
                                      model_set.quality).unreliable
                for image, rec, pi, pr in zip(data.images, images, p_input, p_rec, strict=True)]
     is_target = data.labels == target
