@@ -44,8 +44,10 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
     from styleprobe.api import pb
+    from styleprobe.backends.base import ModelBackend
     from styleprobe.cohort.rows import ImageRow
     from styleprobe.cohort.summary import CohortSummary
+    from styleprobe.explain.spec import JobSpec
     from styleprobe.storage.local import LocalStore
 
 
@@ -138,7 +140,8 @@ def _run(args: argparse.Namespace) -> None:
             ledger = CohortLedger(store, spec.cohort_id)
             runner = CohortRunner(store, ledger, lambda name: folder / name, lambda: backend)
             print(f"cohort {spec.cohort_id}: {len(images)} images in {folder}, target "
-                  f"{job.target}", file=sys.stderr)
+                  f"{job.target}", file=sys.stderr, flush=True)
+            _probe(backend, store, job)
             with _progress_bar(len(images)) as on_image:
                 summary = runner.run(spec, images, on_image, chunk_size=args.chunk_size)
         finally:
@@ -170,23 +173,31 @@ def _cohort_errors(*kinds: type[Exception]) -> Iterator[None]:
         raise UserError(str(exc)) from exc
 
 
+def _probe(backend: ModelBackend, store: LocalStore, job: JobSpec) -> None:
+    """Probe the cohort's direction before the first image (stored: the runner finds it),
+    with its progress: the longest wait before any image is explained."""
+    from styleprobe.explain.direction import ensure_direction
+    from styleprobe.training.progress import Progress
+
+    with Progress(100, f"direction probe ({job.probe.samples} samples)", unit="%") as bar:
+        ensure_direction(backend, store, job.target, job.probe, job.orthogonalize,
+                         lambda _stage, fraction: bar.update(round(100 * fraction) - bar.done))
+
+
 @contextmanager
 def _progress_bar(total: int) -> Iterator[Callable[[ImageRow, bool], None]]:
-    """A per-image progress callback: a tqdm bar with done/failed/skipped counts."""
-    from tqdm import tqdm
+    """A per-image progress callback with done/failed/skipped counts: a bar on a terminal,
+    plain lines in a log file."""
+    from styleprobe.training.progress import Progress
 
-    bar = tqdm(total=total, unit="image", disable=not sys.stderr.isatty(), dynamic_ncols=True)
     counts = {"done": 0, "failed": 0, "skipped": 0}
+    with Progress(total, "images", unit="image") as bar:
 
-    def update(row: ImageRow, skipped: bool) -> None:
-        counts["skipped" if skipped else row.status] += 1
-        bar.set_postfix(counts, refresh=False)
-        bar.update(1)
+        def update(row: ImageRow, skipped: bool) -> None:
+            counts["skipped" if skipped else row.status] += 1
+            bar.update(1, **counts)
 
-    try:
         yield update
-    finally:
-        bar.close()
 
 
 # --- through the service ---------------------------------------------------------------------

@@ -41,9 +41,22 @@ def attach_values(argv: Sequence[str]) -> list[str]:
     return attached
 
 
+def add_repository_arg(p: argparse.ArgumentParser) -> None:
+    """``--repository``: the model repository of a command that reads model sets."""
+    p.add_argument("--repository", default=None,
+                   help="model repository to read model sets from (default: "
+                        "STYLEPROBE_MODEL_REPOSITORY, else the bundled one)")
+
+
+def add_threads_arg(p: argparse.ArgumentParser) -> None:
+    """``--threads`` after the subcommand too (it is also a global option, before it)."""
+    p.add_argument("--threads", type=int, default=argparse.SUPPRESS,
+                   help="torch CPU threads (default: torch's choice)")
+
+
 def add_common_args(p: argparse.ArgumentParser) -> None:
     """The options of every command that explains images in this process: target, λ grid,
-    probe, search, nuisances, output and backend."""
+    probe, search, nuisances, output, backend, model repository and threads."""
     search = SearchSettings()
     p.add_argument("--target", default=None,
                    help="class to explain (default: the model set's default target)")
@@ -61,6 +74,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--orthogonalize", default="",
                    help="comma-separated nuisance directions to remove, e.g. exposure,rotation")
     p.add_argument("--backend", default=None, help="model backend (default: STYLEPROBE_BACKEND)")
+    add_repository_arg(p)
+    add_threads_arg(p)
 
 
 def names(text: str) -> list[str]:
@@ -82,9 +97,12 @@ def job_spec_from_args(args: argparse.Namespace, model_set: ModelSet,
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Settings from the environment, with ``--backend`` applied."""
+    """Settings from the environment, with ``--backend`` and ``--repository`` applied
+    where the command has them."""
     settings = Settings.from_env()
-    return replace(settings, backend=args.backend or settings.backend)
+    return replace(settings, backend=getattr(args, "backend", None) or settings.backend,
+                   model_repository=getattr(args, "repository", None)
+                   or settings.model_repository)
 
 
 @contextmanager

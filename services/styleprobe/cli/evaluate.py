@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from styleprobe.cli.common import UserError
+from styleprobe.cli.common import UserError, add_repository_arg, settings_from_args
 from styleprobe.config import Settings
 from styleprobe.explain.spec import LambdaGrid
 
@@ -43,13 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results-table", default=None,
                    help="also write the table against the paper (e.g. docs/results.md)")
+    add_repository_arg(p)
     p.set_defaults(func=_evaluate)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from styleprobe.evaluation.report import results_table, write_report
 
-    settings = Settings.from_env()
+    settings = settings_from_args(args)
     out = Path(args.out or Path(settings.store_dir) / "evaluation")
     config = _config(args, settings)
     reports: dict[str, Path] = {}

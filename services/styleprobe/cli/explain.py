@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from styleprobe.cli.common import (
     UserError,
     add_common_args,
+    add_repository_arg,
     job_spec_from_args,
     settings_from_args,
     user_errors,
@@ -53,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=_demo)
 
     models = sub.add_parser("models", help="list model sets, their targets and versions")
+    add_repository_arg(models)
     models.set_defaults(func=_models)
 
 
@@ -101,11 +103,11 @@ def _demo(args: argparse.Namespace) -> None:
 def _models(args: argparse.Namespace) -> None:
     from styleprobe.modelset import list_model_sets, load_model_set
 
-    repository = Path(Settings.from_env().model_repository)
+    repository = Path(settings_from_args(args).model_repository)
     names = list_model_sets(repository)
     if not names:
         raise UserError(f"no model sets in {repository} (build them with "
-                        "scripts/build_model_sets.sh, or set STYLEPROBE_MODEL_REPOSITORY)")
+                        "scripts/build_model_sets.sh, or name another with --repository)")
     for name in names:
         ms = load_model_set(repository, name)
         p = ms.preprocessing
@@ -144,6 +146,9 @@ def _run(args: argparse.Namespace, model_set: str, image: ImageSource, filename:
 
 
 def _print_summary(result: ExplanationResult, store: LocalStore) -> None:
+    fitted = result.input.description.get("fitted")
+    if fitted:
+        print(f"input: {fitted}")
     for line in result.summary_lines():
         print(line)
     print(f"report: {store.path(result.outputs['report']).resolve()}")

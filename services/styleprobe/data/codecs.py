@@ -146,6 +146,18 @@ def to_model_input(image: np.ndarray, size: int, channels: int) -> np.ndarray:
     return np.clip(square, 0.0, 1.0).astype(np.float32)
 
 
+def fit_note(height: int, width: int, size: int) -> str | None:
+    """What :func:`to_model_input` does to the size of a ``width`` x ``height`` image for a
+    ``size`` x ``size`` model (None: nothing)."""
+    if (height, width) == (size, size):
+        return None
+    side = min(height, width)
+    steps = [f"centre-cropped to {side}x{side}"] if height != width else []
+    if side != size:
+        steps.append(f"resized to {size}x{size}")
+    return f"{width}x{height} image {' and '.join(steps)} (the model set's input size)"
+
+
 def _resize(plane: np.ndarray, size: int) -> np.ndarray:
     resized = Image.fromarray(plane).resize((size, size), Image.Resampling.LANCZOS)
     return np.asarray(resized, dtype=np.float32)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from styleprobe.data.codecs import decode, decode_array, to_model_input
+from styleprobe.data.codecs import decode, decode_array, fit_note, to_model_input
 from styleprobe.modelset import Preprocessing
 
 ImageSource = Path | str | bytes | np.ndarray
@@ -29,13 +29,20 @@ class ModelInput:
 
 def load_input(source: ImageSource, preprocessing: Preprocessing,
                filename: str | None = None) -> ModelInput:
-    """Decode ``source`` and fit it to ``preprocessing``; raise ImageDecodeError if unusable."""
+    """Decode ``source`` and fit it to ``preprocessing``; raise ImageDecodeError if unusable.
+    An input of another size is cropped or resized: its description says so (``fitted``,
+    with the model's ``model_width`` and ``model_height`` beside the original's)."""
     if isinstance(source, np.ndarray):
         decoded = decode_array(source, filename or "array")
     else:
         decoded = decode(source, filename)
-    image = to_model_input(decoded.pixels, preprocessing.resolution, preprocessing.channels)
-    return ModelInput(image=image, sha256=decoded.sha256, description=decoded.describe())
+    size = preprocessing.resolution
+    image = to_model_input(decoded.pixels, size, preprocessing.channels)
+    description = decoded.describe()
+    note = fit_note(description["height"], description["width"], size)
+    if note is not None:
+        description.update(fitted=note, model_width=size, model_height=size)
+    return ModelInput(image=image, sha256=decoded.sha256, description=description)
 
 
 def to_model_layout(images: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
