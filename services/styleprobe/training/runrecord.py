@@ -22,8 +22,8 @@ def now() -> str:
 
 
 def command_line() -> str:
-    """The command this process runs, as typed (program name without its folder)."""
-    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    """The ``styleprobe`` command this process runs, as typed after the program's name."""
+    return shlex.join(["styleprobe", *sys.argv[1:]])
 
 
 def versions() -> dict[str, str]:
