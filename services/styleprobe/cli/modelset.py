@@ -18,8 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from styleprobe.cli.common import UserError, names
-from styleprobe.config import Settings
+from styleprobe.cli.common import UserError, add_repository_arg, names, settings_from_args
 from styleprobe.modelset import COVERAGE_SAMPLES
 
 if TYPE_CHECKING:
@@ -48,8 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="labelled images (factors.csv with file and label) to measure on")
     add.add_argument("--samples", type=int, default=COVERAGE_SAMPLES,
                      help="generated samples to measure the generator's class coverage on")
-    add.add_argument("--repository", default=None,
-                     help="model repository (default: STYLEPROBE_MODEL_REPOSITORY)")
+    add_repository_arg(add)
     add.add_argument("--card-dir", type=Path, default=None,
                      help="also write the set's model card (Markdown) into this folder")
     add.add_argument("--force", action="store_true", help="replace a set of the same name")
@@ -59,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _add_classifier(args: argparse.Namespace) -> None:
     from styleprobe.training.add_classifier import add_classifier
 
-    repository = Path(args.repository or Settings.from_env().model_repository)
+    repository = Path(settings_from_args(args).model_repository)
     if args.samples < 100:
         raise UserError(f"--samples must be at least 100, got {args.samples}")
     with classifier_errors(args.classifier):
