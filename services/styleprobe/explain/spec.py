@@ -12,7 +12,6 @@ Every check raises :class:`JobSpecError` with a message a person can act on.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,11 +21,20 @@ from styleprobe.modelset import ModelSet, ModelSetError
 
 
 class JobSpecError(ValueError):
-    """A job specification is malformed, out of range, or does not fit its model set."""
+    """A job specification is malformed, out of range, or does not fit its model set;
+    ``setting`` names the setting at fault (``lambdas``, ``target``, ``orthogonalize``,
+    ``search_rounds``, ``search_points`` or a :class:`ProbeSettings` field), if one is."""
+
+    def __init__(self, message: str, setting: str = "") -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class LambdaSpecError(JobSpecError):
     """A λ grid specification is malformed or out of range."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "lambdas")
 
 
 @dataclass(frozen=True)
@@ -45,10 +53,12 @@ class LambdaGrid:
 
     MIN_STEPS = 2
     MAX_STEPS = 257
+    MAX_ABS = 100.0  # λ counts units of the probe latents' spread: far beyond any flip
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.start) and math.isfinite(self.stop)):
-            raise LambdaSpecError(f"λ grid {self}: start and stop must be finite")
+        if not (abs(self.start) <= self.MAX_ABS and abs(self.stop) <= self.MAX_ABS):
+            raise LambdaSpecError(f"λ grid {self}: start and stop must be finite numbers "
+                                  f"in [-{self.MAX_ABS:g}, {self.MAX_ABS:g}]")
         if not self.start < self.stop:
             raise LambdaSpecError(f"λ grid {self}: start must be less than stop")
         if not self.MIN_STEPS <= self.steps <= self.MAX_STEPS:
@@ -93,18 +103,27 @@ class ProbeSettings:
 
     MIN_SAMPLES = 4 * MIN_PER_CLASS
     MAX_SAMPLES = 100_000
+    MAX_SEED = 2**31 - 1
+    MIN_REGULARIZATION, MAX_REGULARIZATION = 1e-6, 1e6
 
     def __post_init__(self) -> None:
+        # each comparison is false for NaN, so NaN is refused with the range
         if not self.MIN_SAMPLES <= self.samples <= self.MAX_SAMPLES:
             raise JobSpecError(f"probe samples must lie in {self.MIN_SAMPLES}.."
-                               f"{self.MAX_SAMPLES}, got {self.samples}")
+                               f"{self.MAX_SAMPLES}, got {self.samples}", "samples")
+        if not 0 <= self.seed <= self.MAX_SEED:
+            raise JobSpecError(f"probe seed must lie in 0..{self.MAX_SEED}, got {self.seed}",
+                               "seed")
         if not 0.0 < self.truncation_psi <= 1.0:
-            raise JobSpecError(f"truncation psi must lie in (0, 1], got {self.truncation_psi}")
+            raise JobSpecError(f"truncation psi must lie in (0, 1], got {self.truncation_psi}",
+                               "truncation_psi")
         if not 0.05 <= self.test_fraction <= 0.5:
-            raise JobSpecError(f"test fraction must lie in [0.05, 0.5], got {self.test_fraction}")
-        if not (math.isfinite(self.regularization) and self.regularization > 0.0):
-            raise JobSpecError(f"regularization must be a positive number, got "
-                               f"{self.regularization}")
+            raise JobSpecError(f"test fraction must lie in [0.05, 0.5], got "
+                               f"{self.test_fraction}", "test_fraction")
+        if not self.MIN_REGULARIZATION <= self.regularization <= self.MAX_REGULARIZATION:
+            raise JobSpecError(f"regularization must lie in [{self.MIN_REGULARIZATION:g}, "
+                               f"{self.MAX_REGULARIZATION:g}], got {self.regularization}",
+                               "regularization")
 
 
 @dataclass(frozen=True)
@@ -121,10 +140,10 @@ class SearchSettings:
     def __post_init__(self) -> None:
         if not 1 <= self.rounds <= self.MAX_ROUNDS:
             raise JobSpecError(f"search rounds must lie in 1..{self.MAX_ROUNDS}, "
-                               f"got {self.rounds}")
+                               f"got {self.rounds}", "search_rounds")
         if not self.MIN_POINTS <= self.points <= self.MAX_POINTS:
             raise JobSpecError(f"search points must lie in {self.MIN_POINTS}.."
-                               f"{self.MAX_POINTS}, got {self.points}")
+                               f"{self.MAX_POINTS}, got {self.points}", "search_points")
 
 
 def nuisance_names(model_set: ModelSet, names: tuple[str, ...] | list[str]) -> list[str]:
@@ -133,7 +152,7 @@ def nuisance_names(model_set: ModelSet, names: tuple[str, ...] | list[str]) -> l
     if unknown:
         known = ", ".join(sorted(model_set.nuisance_directions)) or "none"
         raise JobSpecError(f"model set {model_set.name!r} has no nuisance direction "
-                           f"{', '.join(unknown)} (it has: {known})")
+                           f"{', '.join(unknown)} (it has: {known})", "orthogonalize")
     return sorted(set(names))
 
 
@@ -160,7 +179,7 @@ class JobSpec:
         try:
             model_set.classifier.class_index(target)
         except ModelSetError as exc:
-            raise JobSpecError(str(exc)) from exc
+            raise JobSpecError(str(exc), "target") from exc
         names = nuisance_names(model_set, orthogonalize)
         if isinstance(lambdas, str):
             lambdas = LambdaGrid.parse(lambdas)

@@ -29,18 +29,27 @@ def timestamp(seconds: float) -> Timestamp | None:
     return stamp
 
 
+def job_counts(record: JobRecord) -> pb.JobCounts:
+    """Images in the job, done, failed and pending: an "explain" job that failed counts its
+    image failed; an ended job has none pending."""
+    counts = record.counts
+    total, done, failed = counts.get("total", 1), counts.get("done", 0), counts.get("failed", 0)
+    if record.kind == "explain" and record.state == "failed":
+        failed = total - done
+    pending = 0 if record.ended else max(0, total - done - failed)
+    return pb.JobCounts(total=total, done=done, failed=failed, pending=pending)
+
+
 def job_message(record: JobRecord, explanation: pb.Explanation | None = None,
                 cohort: pb.CohortSummary | None = None) -> pb.Job:
-    counts, spec = record.counts, record.request.spec
-    total, done, failed = counts.get("total", 1), counts.get("done", 0), counts.get("failed", 0)
+    spec = record.request.spec
     return pb.Job(
         job_id=record.job_id, kind=record.kind, state=STATES[record.state], stage=record.stage,
         progress=record.progress, created_at=timestamp(record.created_at),
         started_at=timestamp(record.started_at), finished_at=timestamp(record.finished_at),
         error=record.error, model_set=spec.model_set, target=spec.target,
         lambdas=str(spec.lambdas),
-        counts=pb.JobCounts(total=total, done=done, failed=failed,
-                            pending=max(0, total - done - failed)),
+        counts=job_counts(record),
         stage_seconds=record.stage_seconds, explanation=explanation,
         seconds_left=seconds_left(record), cohort=cohort)
 

@@ -7,7 +7,7 @@ NOT_FOUND for a model set or object that does not exist.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import grpc
@@ -56,31 +56,48 @@ def model_set_named(repository: Path, name: str) -> ModelSet:
                            f"model set {name!r} is broken on this server: {exc}") from exc
 
 
-def probe_settings(options: pb.ProbeOptions, default_samples: int) -> ProbeSettings:
-    """The probe options, with the server's sample count and the defaults for unset (zero)
-    fields; :class:`JobSpecError` if out of range."""
-    defaults = ProbeSettings()
-    return ProbeSettings(
-        samples=options.samples or default_samples, seed=options.seed,
-        truncation_psi=options.truncation_psi or defaults.truncation_psi,
-        test_fraction=options.test_fraction or defaults.test_fraction,
-        regularization=options.regularization or defaults.regularization)
+PROBE_FIELDS = frozenset(f.name for f in fields(ProbeSettings))
+
+
+def field_error(exc: JobSpecError, options: str) -> RequestError:
+    """INVALID_ARGUMENT naming the request field at fault: ``options`` is the path of the
+    request's ExplainOptions (``options.``), or empty where its fields are top-level."""
+    setting = exc.setting
+    if setting in PROBE_FIELDS:
+        setting = f"{options}probe.{setting}"
+    elif setting not in ("lambdas", "target"):
+        setting = f"{options}{setting}"
+    return invalid(f"{setting}: {exc}")
+
+
+def spec_of(model_set: ModelSet, target: str, orthogonalize: list[str],
+            probe: pb.ProbeOptions, default_samples: int, options: str,
+            lambdas: str = "", rounds: int = 0, points: int = 0) -> JobSpec:
+    """A job spec from request fields, checked against ``model_set``; unset (empty, zero)
+    fields take the defaults (the server's ``default_samples``); an error names the field
+    (the ExplainOptions' fields under ``options``, see :func:`field_error`)."""
+    defaults, search = ProbeSettings(), SearchSettings()
+    try:
+        return JobSpec.create(
+            model_set, target, lambdas or None,
+            ProbeSettings(
+                samples=probe.samples or default_samples, seed=probe.seed,
+                truncation_psi=probe.truncation_psi or defaults.truncation_psi,
+                test_fraction=probe.test_fraction or defaults.test_fraction,
+                regularization=probe.regularization or defaults.regularization),
+            SearchSettings(rounds or search.rounds, points or search.points),
+            orthogonalize)
+    except JobSpecError as exc:
+        raise field_error(exc, options) from exc
 
 
 def job_spec(model_set: ModelSet, request: pb.ExplainRequest | pb.SubmitCohortRequest,
              default_samples: int) -> JobSpec:
     """The request's job spec, checked against ``model_set`` (unset fields: defaults)."""
     options = request.options
-    defaults = SearchSettings()
-    try:
-        return JobSpec.create(
-            model_set, request.target, request.lambdas or None,
-            probe_settings(options.probe, default_samples),
-            SearchSettings(options.search_rounds or defaults.rounds,
-                           options.search_points or defaults.points),
-            list(options.orthogonalize))
-    except JobSpecError as exc:
-        raise invalid(str(exc)) from exc
+    return spec_of(model_set, request.target, list(options.orthogonalize), options.probe,
+                   default_samples, "options.", request.lambdas, options.search_rounds,
+                   options.search_points)
 
 
 def image_bytes(request: pb.ExplainRequest, store: ArtifactStore) -> bytes:

@@ -24,7 +24,6 @@ from styleprobe.config import Settings
 from styleprobe.explain import engine
 from styleprobe.explain.direction import Direction, direction_key
 from styleprobe.explain.result import ExplanationResult
-from styleprobe.explain.spec import JobSpec, JobSpecError
 from styleprobe.jobs import (
     ACTIVE,
     CANCELLED,
@@ -45,7 +44,7 @@ from styleprobe.orchestrator.requests import (
     check_explain,
     invalid,
     model_set_named,
-    probe_settings,
+    spec_of,
 )
 from styleprobe.storage import ArtifactStore, ObjectNotFound, StoreError, validate_key
 from styleprobe.worker.app import cohort_task, explain_chain, make_app
@@ -210,13 +209,8 @@ class StyleProbeService(rpc.StyleProbeServicer):
                 raise invalid(f"{key!r} is not a direction key (directions/<sha256>.json)")
         else:
             model_set = model_set_named(self.repository, request.model_set)
-            try:
-                spec = JobSpec.create(
-                    model_set, request.target,
-                    probe=probe_settings(request.probe, self.settings.probe_samples),
-                    orthogonalize=list(request.orthogonalize))
-            except JobSpecError as exc:
-                raise invalid(str(exc)) from exc
+            spec = spec_of(model_set, request.target, list(request.orthogonalize),
+                           request.probe, self.settings.probe_samples, "")
             key = direction_key(model_set, spec.target, spec.probe, list(spec.orthogonalize))
         try:
             raw = json.loads(self.store.get(key))
