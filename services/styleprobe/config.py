@@ -60,6 +60,11 @@ class Settings:
     max_batch: int = setting(64, "largest batch a model backend sends in one call")
     probe_samples: int = setting(ProbeSettings().samples,
                                  "latents sampled to probe a direction (unless a job says)")
+    max_input_pixels: int = setting(
+        50_000_000, "largest input image, in pixels of one frame: a larger one is refused "
+        "from its header, before decoding")
+    max_input_frames: int = setting(
+        1000, "most frames of a multi-frame input (DICOM, TIFF), checked from its header")
     evaluation_dir: str = setting(
         str(shipped_folder("evaluation-models")),
         "oracles and shortcut classifiers `styleprobe evaluate` uses",

@@ -7,7 +7,9 @@ syntax and body part: never a patient identifier). :func:`load_image` and
 :func:`describe_input` are thin wrappers; :func:`to_model_input` fits an image to a model
 set's resolution and channels.
 
-The format is detected from the content; the file name is only used in messages.
+The format is detected from the content; the file name is only used in messages. An
+input larger than the :class:`InputLimits` (pixels of a frame, frames of a file) is refused
+from its header, before any pixel is decoded.
 """
 
 from __future__ import annotations
@@ -40,6 +42,35 @@ LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as
 
 class ImageDecodeError(ValueError):
     """An input image cannot be read or used; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """The largest input decoded: pixels of one frame and frames of one file."""
+
+    max_pixels: int
+    max_frames: int
+
+    @classmethod
+    def from_env(cls) -> InputLimits:
+        """The limits set by ``STYLEPROBE_MAX_INPUT_PIXELS`` and ``_FRAMES`` (or their
+        defaults, :class:`~styleprobe.config.Settings`)."""
+        from styleprobe.config import Settings  # it imports the job spec: only when needed
+
+        settings = Settings.from_env()
+        return cls(settings.max_input_pixels, settings.max_input_frames)
+
+    def check(self, name: str, width: int, height: int, frames: int = 1) -> None:
+        """Refuse a ``width`` x ``height`` input of ``frames`` frames over the limits."""
+        if width * height > self.max_pixels:
+            raise ImageDecodeError(
+                f"{name} is {width}x{height} = {width * height:,} pixels, over this server's "
+                f"limit of {self.max_pixels:,} (STYLEPROBE_MAX_INPUT_PIXELS); it was not "
+                "decoded")
+        if frames > self.max_frames:
+            raise ImageDecodeError(
+                f"{name} has {frames:,} frames, over this server's limit of "
+                f"{self.max_frames:,} (STYLEPROBE_MAX_INPUT_FRAMES); it was not decoded")
 
 
 @dataclass
@@ -77,8 +108,11 @@ def input_sha256(source: Source) -> str:
     return hashlib.sha256(read_bytes(source)).hexdigest()
 
 
-def decode(source: Source, filename: str | None = None) -> DecodedImage:
-    """Read an image from a path or bytes, detecting its format from the content."""
+def decode(source: Source, filename: str | None = None,
+           limits: InputLimits | None = None) -> DecodedImage:
+    """Read an image from a path or bytes, detecting its format from the content; one over
+    ``limits`` (default: the configured ones) is refused from its header."""
+    limits = limits or InputLimits.from_env()
     data = read_bytes(source)
     if filename is None and not isinstance(source, bytes):
         filename = Path(source).name
@@ -86,7 +120,7 @@ def decode(source: Source, filename: str | None = None) -> DecodedImage:
     if not data:
         raise ImageDecodeError(f"{name} is empty (0 bytes)")
     try:
-        fmt, pixels, bits, details = _decode_content(data, name)
+        fmt, pixels, bits, details = _decode_content(data, name, limits)
     except ImageDecodeError:
         raise
     except Exception as exc:  # a damaged file makes the decoders raise almost anything
@@ -96,15 +130,20 @@ def decode(source: Source, filename: str | None = None) -> DecodedImage:
                         details=details)
 
 
-def _decode_content(data: bytes, name: str) -> tuple[str, np.ndarray, int, dict[str, Any]]:
+def _decode_content(data: bytes, name: str,
+                    limits: InputLimits) -> tuple[str, np.ndarray, int, dict[str, Any]]:
     if data.startswith(NPY_MAGIC):
-        return "NPY", *_decode_npy(data, name)
+        return "NPY", *_decode_npy(data, name, limits)
     if data[128:132] == b"DICM":
-        return "DICOM", *_decode_dicom(data, name, force=False)
+        return "DICOM", *_decode_dicom(data, name, limits, force=False)
     try:
-        image = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
+        image = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)  # reads the header only
     except UnidentifiedImageError:
-        return "DICOM", *_decode_dicom(data, name, force=True)
+        return "DICOM", *_decode_dicom(data, name, limits, force=True)
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, far above ours
+        raise ImageDecodeError(f"{name} is over this server's limit of {limits.max_pixels:,} "
+                               f"pixels (STYLEPROBE_MAX_INPUT_PIXELS): {exc}") from None
+    limits.check(name, *image.size, getattr(image, "n_frames", 1))
     return str(image.format), *_decode_pillow(image)
 
 
@@ -203,14 +242,15 @@ def _as_channels(pixels: np.ndarray, name: str) -> np.ndarray:
 
 # --- .npy -------------------------------------------------------------------------------------
 
-def decode_array(array: np.ndarray, name: str = "array") -> DecodedImage:
+def decode_array(array: np.ndarray, name: str = "array",
+                 limits: InputLimits | None = None) -> DecodedImage:
     """An image given as an array, checked and scaled as the content of a ``.npy`` file;
     its hash covers the dtype, the shape and the values."""
     array = np.asarray(array)
     digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode()
                             + np.ascontiguousarray(array).tobytes()).hexdigest()
     try:
-        pixels, bits, details = _npy_pixels(array, name)
+        pixels, bits, details = _npy_pixels(array, name, limits or InputLimits.from_env())
     except ImageDecodeError:
         raise
     except Exception as exc:
@@ -219,15 +259,18 @@ def decode_array(array: np.ndarray, name: str = "array") -> DecodedImage:
                         bit_depth=bits, sha256=digest, details=details)
 
 
-def _decode_npy(data: bytes, name: str) -> tuple[np.ndarray, int, dict[str, Any]]:
-    return _npy_pixels(np.load(io.BytesIO(data), allow_pickle=False), name)
+def _decode_npy(data: bytes, name: str,
+                limits: InputLimits) -> tuple[np.ndarray, int, dict[str, Any]]:
+    return _npy_pixels(np.load(io.BytesIO(data), allow_pickle=False), name, limits)
 
 
-def _npy_pixels(array: np.ndarray, name: str) -> tuple[np.ndarray, int, dict[str, Any]]:
+def _npy_pixels(array: np.ndarray, name: str,
+                limits: InputLimits) -> tuple[np.ndarray, int, dict[str, Any]]:
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) \
             or np.iscomplexobj(array):
         raise ImageDecodeError(f"{name} holds {array.dtype} values; expected real numbers")
     array = _as_channels(array, name)
+    limits.check(name, array.shape[1], array.shape[0])
     return scale_to_unit(array), array.dtype.itemsize * 8, {"dtype": str(array.dtype)}
 
 
@@ -263,7 +306,8 @@ def _tiff_bits(image: Image.Image) -> int | None:
 
 # --- DICOM ------------------------------------------------------------------------------------
 
-def _decode_dicom(data: bytes, name: str, force: bool) -> tuple[np.ndarray, int, dict[str, Any]]:
+def _decode_dicom(data: bytes, name: str, limits: InputLimits,
+                  force: bool) -> tuple[np.ndarray, int, dict[str, Any]]:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -286,10 +330,12 @@ def _decode_dicom(data: bytes, name: str, force: bool) -> tuple[np.ndarray, int,
         raise ImageDecodeError(f"{name} is a DICOM file without pixel data "
                                f"(modality {ds.get('Modality', 'unknown')}): not an image")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
+    limits.check(name, int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0), frames)
     frame = frames // 2
     if frames > 1:
         details.update(frames=frames, frame=frame)
-        logger.info("%s has %d frames; using the middle one (%d)", name, frames, frame)
+        logger.info("multi-frame DICOM input: %d frames; using the middle one (%d)",
+                    frames, frame)
     raw = _dicom_frame(ds, frame, syntax, name)
     bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)))
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
