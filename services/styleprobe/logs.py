@@ -4,11 +4,13 @@ Each line carries the job id and request id of the work in progress
 (:func:`log_context` sets them in context variables, so they follow a task or an
 ``asyncio`` call without being passed around), and passes a redaction guard
 (:class:`RedactionFilter`): pixel data and DICOM patient identifiers never reach a log.
+A client's file name or object key is logged only as its :func:`fingerprint`.
 """
 
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import json
 import logging
 import re
@@ -54,6 +56,12 @@ def log_context(**values: str) -> Iterator[None]:
     finally:
         for var, token in reversed(tokens):
             var.reset(token)
+
+
+def fingerprint(text: str) -> str:
+    """What a log line says in place of a client's file name or object key (which may name
+    a patient): the first 12 hex digits of its SHA-256."""
+    return f"sha256:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 def is_identifying_key(name: str) -> bool:

@@ -35,7 +35,7 @@ from styleprobe.explain import engine
 from styleprobe.explain.engine import JobKeys, StageContext
 from styleprobe.explain.inputs import ImageSource, load_input
 from styleprobe.explain.result import ExplanationResult
-from styleprobe.logs import log_context
+from styleprobe.logs import fingerprint, log_context
 from styleprobe.metrics import count_cohort_image
 from styleprobe.storage.base import ArtifactStore, ObjectNotFound
 
@@ -107,7 +107,9 @@ class CohortRunner:
                                          Path(image).name)
             except IMAGE_ERRORS as exc:
                 reason = str(exc) if isinstance(exc, ImageDecodeError) else f"no object {exc}"
-                log.warning("cohort image failed", extra={"image": image, "reason": reason})
+                # the reason names the file, which may name a patient: it goes to the row
+                log.warning("cohort image failed", extra={"image": fingerprint(image),
+                                                          "error": type(exc).__name__})
                 return self._record(failed_row(image, job_id, reason))
             return self._stages(job_id, engine.MODEL_STAGES,
                                 JobKeys(input=engine.store_input(self.store, job_id,
