@@ -1,4 +1,5 @@
-"""The orchestrator process: the StyleProbe service, health, reflection; a graceful stop.
+"""The orchestrator process: the StyleProbe service, health, reflection (v1 and v1alpha);
+a graceful stop.
 
 Limits: requests and responses up to ``grpc_max_message_bytes`` (16 MiB by default: a
 large DICOM fits; a larger message is refused with RESOURCE_EXHAUSTED before any handler
@@ -21,7 +22,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from styleprobe.api import SERVICE_NAME, rpc
 from styleprobe.config import Settings
@@ -29,6 +29,7 @@ from styleprobe.jobs import JobStore
 from styleprobe.metrics import start_metrics_server
 from styleprobe.orchestrator.health import HealthChecker, service_checks, sync_model_sets
 from styleprobe.orchestrator.interceptors import AuthInterceptor, RequestInterceptor, parse_tokens
+from styleprobe.orchestrator.reflection import enable_reflection
 from styleprobe.orchestrator.service import StyleProbeService
 from styleprobe.serving.loader import ModelSetLoader
 from styleprobe.storage import open_store
@@ -55,9 +56,9 @@ class Orchestrator:
             StyleProbeService(settings, self.store, self.jobs), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME], self.server)
+        enable_reflection(
+            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name],
+            self.server)
         self.port = self.server.add_insecure_port(settings.grpc_listen)
         if not self.port:
             raise OSError(f"cannot listen on {settings.grpc_listen}")
