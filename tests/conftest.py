@@ -89,3 +89,14 @@ def cpu_triton(tmp_path_factory: pytest.TempPathFactory
     yield start
     for server in started:
         server.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fuzz suite's counts (cases tried, by outcome or gRPC status), when it ran."""
+    from fuzz import TALLY
+
+    if TALLY:
+        terminalreporter.section("fuzz cases")
+        for name, cases in sorted(TALLY.items()):
+            terminalreporter.write_line(f"{name}: {cases}")
+        terminalreporter.write_line(f"total: {sum(TALLY.values())} cases")

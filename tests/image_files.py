@@ -12,9 +12,10 @@ import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 PATIENT = "Doe^Jane 1956-03-14"  # what must never reach a log
+INSTANCE = UID("1.2.826.0.1.3680043.8.498.1")  # fixed: the same file for the same arguments
 
 
 def pillow_file(width: int, height: int, fmt: str = "PNG", frames: int = 1,
@@ -39,7 +40,7 @@ def dicom_file(rows: int, columns: int, frames: int = 1, pixel_data: bytes | Non
     meta = FileMetaDataset()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.MediaStorageSOPInstanceUID = INSTANCE
     ds = pydicom.Dataset()
     ds.file_meta = meta
     ds.SOPClassUID = SecondaryCaptureImageStorage

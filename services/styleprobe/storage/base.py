@@ -22,8 +22,12 @@ class ObjectNotFound(StoreError, KeyError):  # noqa: N818 (reads as a condition)
     """No object under that key."""
 
 
+MAX_KEY_BYTES, MAX_PART_BYTES = 1024, 255
+
+
 def validate_key(key: str) -> str:
-    """Return ``key`` if it is a relative ``/``-separated key without ``..``; else raise."""
+    """Return ``key`` if it is a relative ``/``-separated key without ``..`` or control
+    characters, of a length S3 and a file system both take; else raise."""
     if not isinstance(key, str) or not key:
         raise StoreError("an object key must be a non-empty string")
     parts = key.split("/")
@@ -32,6 +36,11 @@ def validate_key(key: str) -> str:
                          "without empty, '.' or '..' parts")
     if key.endswith(META_SUFFIX) or any(p.startswith(TEMP_PREFIX) for p in parts):
         raise StoreError(f"invalid object key {key!r}: reserved name")
+    if any(ord(c) < 32 or c == "\x7f" for c in key):
+        raise StoreError(f"invalid object key {key!r}: control characters")
+    if len(key.encode()) > MAX_KEY_BYTES or any(len(p.encode()) > MAX_PART_BYTES for p in parts):
+        raise StoreError(f"invalid object key {key[:40]!r}...: at most {MAX_KEY_BYTES} bytes "
+                         f"(S3's limit), {MAX_PART_BYTES} between slashes (a file name's)")
     return key
 
 
