@@ -69,6 +69,10 @@ def test_a_set_added_while_triton_runs_is_served(
     index = {m["name"]: m.get("state") for m in
              loader.client.get_model_repository_index(as_json=True)["models"]}
     assert all(index[name] == "READY" for name, _ in triton_models(model_set))
+    assert server.log_path is not None
+    log = server.log_path.read_text()
+    for name, version in triton_models(existing.model_set):  # loaded once: at the start
+        assert log.count(f'"loading: {name}:{version}"') == 1, name
     loader.close()
     existing.close()
     added.close()

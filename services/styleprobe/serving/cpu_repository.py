@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import py_compile
 import shutil
 from pathlib import Path
 
@@ -95,4 +96,8 @@ def _add_model(source: Path, destination: Path, entry: ModelEntry, torch_threads
     write_config(model_dir, config)
     version_dir.mkdir(exist_ok=True)
     shutil.copyfile(PYTHON_MODEL, version_dir / "model.py")
+    # Compiled now, so that the stub's import writes no __pycache__ into a served model's
+    # folder: Triton would take the model for changed and reload it with the next
+    # ensemble that uses it.
+    py_compile.compile(str(version_dir / "model.py"), doraise=True)
     (version_dir / "model.pt").symlink_to(source / entry.path)

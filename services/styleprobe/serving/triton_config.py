@@ -122,11 +122,15 @@ def render(config: pb.ModelConfig) -> str:
 
 
 def write_config(model_dir: Path, config: pb.ModelConfig) -> Path:
-    """Write ``model_dir/config.pbtxt`` atomically."""
+    """Write ``model_dir/config.pbtxt`` atomically; an identical file is left untouched
+    (a served model whose folder changes is reloaded with the next ensemble that uses it)."""
     model_dir.mkdir(parents=True, exist_ok=True)
     path = model_dir / CONFIG_FILE
+    text = render(config)
+    if path.is_file() and path.read_text() == text:
+        return path
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(render(config))
+    tmp.write_text(text)
     os.replace(tmp, path)
     return path
 
