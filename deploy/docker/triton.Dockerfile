@@ -11,19 +11,25 @@
 # of the folder are plain files, which Triton ignores; the workers read them from their own
 # image.
 #
+# The folder is also where model sets are added while the service runs: compose
+# bind-mounts the host's model_repository/ over /models, the Helm chart a shared volume
+# (README "Adding a model set to a running service").
+#
 # Server options, and why:
-# --model-control-mode=none   every model in /models is loaded at start and the set never
-#                             changes while the server runs. The image is the unit of
-#                             release: a new model set is a new image, rolled out replica by
-#                             replica, so no two replicas can serve different models (poll
-#                             mode could, while each notices a change at its own time), and
-#                             nothing outside the pod may load or unload models (explicit
-#                             mode would let any client on the network do so).
-# --strict-readiness=true     /v2/health/ready answers 200 only once the server is live AND
-#                             every model is loaded and warmed up, so the readiness probe,
-#                             the compose health check and the orchestrator's health check
-#                             send no traffic to a replica that would fail it.
-# --exit-on-error=true        a model that fails to load stops the server (a crash the
+# --model-control-mode=explicit --load-model=*
+#                             every model in /models is loaded at start; later, a model is
+#                             loaded only when the orchestrator asks through the repository
+#                             API (it loads the sets added to the repository, and never
+#                             reloads a model that is ready, so shared models keep serving).
+#                             Keep port 8001 off the network outside the service: any client
+#                             that reaches it may load or unload models.
+# --strict-readiness=false    /v2/health/ready answers 200 once the server is live, and the
+#                             endpoints start only after the models loaded at start are
+#                             ready and warmed up (a failure exits: --exit-on-error). Strict
+#                             readiness would make the server unready during every later
+#                             load, and for good after a load that fails (measured with
+#                             Triton 2.51), taking the replica out of service for every set.
+# --exit-on-error=true        a model that fails to load at start stops the server (a crash the
 #                             platform sees and restarts) instead of a server that runs with
 #                             models missing.
 # --disable-auto-complete-config  the committed config.pbtxt files are the whole truth.
@@ -40,7 +46,7 @@ USER 1000:1000
 EXPOSE 8000 8001 8002
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
     CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8000/v2/health/ready"]
-CMD ["tritonserver", "--model-repository=/models", "--model-control-mode=none", \
-     "--strict-readiness=true", "--exit-on-error=true", "--disable-auto-complete-config", \
-     "--allow-metrics=true", "--allow-gpu-metrics=true", "--exit-timeout-secs=30", \
+CMD ["tritonserver", "--model-repository=/models", "--model-control-mode=explicit", \
+     "--load-model=*", "--strict-readiness=false", "--exit-on-error=true", \
+     "--disable-auto-complete-config", "--allow-metrics=true", "--allow-gpu-metrics=true", "--exit-timeout-secs=30", \
      "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"]

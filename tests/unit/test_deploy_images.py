@@ -70,19 +70,19 @@ def test_app_image_installs_the_torch_that_pyproject_pins() -> None:
     assert torch == f"torch=={argument.split('=', 1)[1]}"
 
 
-def test_triton_image_serves_the_repository_strictly_and_unprivileged() -> None:
+def test_triton_image_serves_the_repository_explicitly_and_unprivileged() -> None:
     (stage,) = stages("triton.Dockerfile")
     command = values(stage, "CMD")[-1]
-    for flag in ("--model-repository=/models", "--model-control-mode=none",
-                 "--strict-readiness=true", "--exit-on-error=true", "--http-port=8000",
-                 "--grpc-port=8001", "--metrics-port=8002"):
+    for flag in ("--model-repository=/models", "--model-control-mode=explicit",
+                 "--load-model=*", "--strict-readiness=false", "--exit-on-error=true",
+                 "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"):
         assert f'"{flag}"' in command, flag
     assert "nvcr.io/nvidia/tritonserver" in (DOCKER / "triton.Dockerfile").read_text()
     assert values(stage, "COPY")[-1].endswith("model_repository/ /models/")
     assert values(stage, "USER")[-1].split(":")[0] not in ("root", "0")
     assert "/v2/health/ready" in values(stage, "HEALTHCHECK")[-1]
     text = (DOCKER / "triton.Dockerfile").read_text()
-    for choice in ("--model-control-mode=none", "--strict-readiness=true"):  # explained
+    for choice in ("--model-control-mode=explicit", "--strict-readiness=false"):  # explained
         assert re.search(rf"^# {re.escape(choice)}\s+\S", text, re.M), choice
 
 

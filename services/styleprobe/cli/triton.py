@@ -75,8 +75,11 @@ def _serve(args: argparse.Namespace) -> None:
     try:
         names = build_cpu_repository(repository, workdir / "repository", args.model_set,
                                      torch_threads=args.torch_threads)
+        # Sets added to the repository later are served too (all of them: --model-set
+        # chooses only those served from the start).
         server = TritonProcess(workdir / "repository", args.http_port, args.grpc_port,
-                               args.metrics_port)
+                               args.metrics_port, source=repository,
+                               torch_threads=args.torch_threads)
         server.start(args.ready_timeout)
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
