@@ -10,6 +10,7 @@ schemas do not hold: its fields are checked here).
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -332,3 +333,28 @@ def test_external_servers_need_their_addresses() -> None:
     assert config["STYLEPROBE_REDIS_URL"] == "redis://redis.example:6379/2"
     assert config["STYLEPROBE_S3_ENDPOINT"] == "s3.example:443"
     assert not [o for o in objects if o["kind"] == "StatefulSet"]
+
+
+def test_a_shared_model_repository_is_mounted_read_only_everywhere() -> None:
+    objects = render({"modelRepository": {"existingClaim": "models"}})
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+    workloads = [one(objects, "Deployment", c) for c in ("triton", "orchestrator")]
+    workloads += [w for w in of_kind(objects, "Deployment").values()
+                  if "worker" in w["metadata"]["labels"]["app.kubernetes.io/component"]]
+    assert len(workloads) >= 3
+    for workload in workloads:
+        pod = workload["spec"]["template"]["spec"]
+        assert {"name": "model-repository",
+                "persistentVolumeClaim": {"claimName": "models"}} in pod["volumes"]
+        for container in pod["containers"]:
+            assert {"name": "model-repository", "mountPath": "/models",
+                    "readOnly": True} in container["volumeMounts"]
+            if container["name"] != "tritonserver":
+                assert {"name": "STYLEPROBE_MODEL_REPOSITORY",
+                        "value": "/models"} in container["env"]
+    (seed,) = one(objects, "Deployment", "triton")["spec"]["template"]["spec"][
+        "initContainers"]
+    assert seed["command"] == ["cp", "-Rn", "/models/.", "/model-repository/"]
+    for workload in render():  # default: the images' own repositories
+        assert "model-repository" not in json.dumps(workload)

@@ -101,6 +101,10 @@ env:
   - name: STYLEPROBE_WORKER_METRICS_PORT
     value: {{ .root.Values.metrics.workerPort | quote }}
   {{- end }}
+  {{- if .root.Values.modelRepository.existingClaim }}
+  - name: STYLEPROBE_MODEL_REPOSITORY
+    value: /models
+  {{- end }}
   - name: STYLEPROBE_S3_ACCESS_KEY_FILE
     value: /run/secrets/styleprobe/s3-access-key
   - name: STYLEPROBE_S3_SECRET_KEY_FILE
@@ -158,4 +162,18 @@ spec:
     {{- include "styleprobe.selectorLabels" . | nindent 4 }}
   ports:
     - {name: metrics, port: {{ .port }}, targetPort: metrics, protocol: TCP}
+{{- end }}
+
+{{/* The shared model repository (modelRepository.existingClaim), read-only at /models. */}}
+{{- define "styleprobe.modelRepositoryMount" -}}
+{{- if .Values.modelRepository.existingClaim }}
+- {name: model-repository, mountPath: /models, readOnly: true}
+{{- end }}
+{{- end }}
+
+{{- define "styleprobe.modelRepositoryVolume" -}}
+{{- with .Values.modelRepository.existingClaim }}
+- name: model-repository
+  persistentVolumeClaim: {claimName: {{ . }}}
+{{- end }}
 {{- end }}
