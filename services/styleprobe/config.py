@@ -51,7 +51,8 @@ class Settings:
     local_device: str = setting("cpu", "torch device of the local backend (`cuda`, `cuda:1`)")
     triton_url: str = setting("127.0.0.1:8001", "Triton's gRPC address")
     triton_timeout_s: float = setting(30.0, "deadline of every Triton call, in seconds")
-    triton_retries: int = setting(4, "retries, with backoff, while Triton is UNAVAILABLE")
+    triton_retry_s: float = setting(
+        120.0, "seconds a Triton call is retried, with backoff, while Triton is UNAVAILABLE")
     triton_concurrency: int = setting(4, "chunks of one batch in flight at once")
     store: str = setting("local", "artifact store: `local` directory or `s3`")
     store_dir: str = setting("styleprobe-artifacts", "the local store's directory")

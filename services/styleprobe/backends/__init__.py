@@ -23,7 +23,7 @@ def open_backend(settings: Settings, model_set_name: str) -> ModelBackend:
 
         return TritonBackend(load_model_set(Path(settings.model_repository), model_set_name),
                              settings.triton_url, timeout_s=settings.triton_timeout_s,
-                             retries=settings.triton_retries,
+                             retry_s=settings.triton_retry_s,
                              concurrency=settings.triton_concurrency)
     raise BackendError(f"unknown model backend {settings.backend!r} (STYLEPROBE_BACKEND); "
                        "this build supports: local, triton")

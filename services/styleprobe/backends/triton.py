@@ -5,9 +5,14 @@ Names and versions come from the manifest (see :mod:`styleprobe.serving.triton_c
 The gRPC client is created on first use in each process (never inherited across a fork).
 Batches are cut into chunks of the model's ``max_batch_size``, read from the server, and
 the chunks are sent concurrently so that Triton's dynamic batcher and instances get work.
-Every call has a deadline; UNAVAILABLE is retried with exponential backoff, and every
-error is a :class:`~styleprobe.backends.base.BackendError` naming the model and the cause.
+Every call has a deadline; UNAVAILABLE is retried with exponential backoff (capped at
+``MAX_BACKOFF_S``) for up to ``retry_s`` seconds, so a Triton restart is waited out, and
+every error is a :class:`~styleprobe.backends.base.BackendError` naming the model and the cause.
 Each inference request that succeeds is recorded in the metrics (latency, batch size).
+
+The channel reconnects at most ``RECONNECT_BACKOFF_MS`` after a server comes back
+(gRPC's default backoff grows to two minutes, so a restarted Triton looked down for long
+after it was ready): see :func:`triton_client`.
 """
 
 from __future__ import annotations
@@ -36,6 +41,30 @@ UNAVAILABLE = "StatusCode.UNAVAILABLE"
 DEADLINE_EXCEEDED = "StatusCode.DEADLINE_EXCEEDED"
 INVALID_ARGUMENT = "StatusCode.INVALID_ARGUMENT"
 NOT_FOUND = "StatusCode.NOT_FOUND"
+RECONNECT_BACKOFF_MS = 1000  # the channel's reconnect backoff: first, least and most
+MAX_BACKOFF_S = 2.0  # the longest wait between two retries of a call
+MAX_MESSAGE_BYTES = 2**31 - 1  # tritonclient's own limit (its default channel options)
+
+
+def channel_args() -> list[tuple[str, Any]]:
+    """tritonclient's default channel options plus a reconnect backoff of about 1 s."""
+    keepalive = grpcclient.KeepAliveOptions()
+    return [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+        ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+    ]
+
+
+def triton_client(url: str) -> grpcclient.InferenceServerClient:
+    """A client of Triton at ``url`` whose channel reconnects within about 1 s."""
+    return grpcclient.InferenceServerClient(url, channel_args=channel_args())
 
 
 @dataclass(frozen=True)
@@ -67,18 +96,23 @@ def served_models(model_set: ModelSet) -> dict[str, ServedModel]:
 class TritonBackend:
     """:class:`~styleprobe.backends.base.ModelBackend` over ``tritonclient.grpc``.
 
-    ``timeout_s`` is the deadline of every call; UNAVAILABLE is retried ``retries`` times,
-    waiting ``backoff_s``, then twice as long each time; up to ``concurrency`` chunks of
+    ``timeout_s`` is the deadline of every call; UNAVAILABLE is retried for up to
+    ``retry_s`` seconds (and at most ``retries`` times, when given), waiting ``backoff_s``,
+    then twice as long each time up to ``MAX_BACKOFF_S``; up to ``concurrency`` chunks of
     one batch are in flight at once.
     """
 
-    def __init__(self, model_set: ModelSet, url: str, timeout_s: float = 30.0, retries: int = 4,
-                 backoff_s: float = 0.25, concurrency: int = 4) -> None:
-        if concurrency < 1 or retries < 0 or timeout_s <= 0:
-            raise ValueError("need concurrency >= 1, retries >= 0 and timeout_s > 0")
+    def __init__(self, model_set: ModelSet, url: str, timeout_s: float = 30.0,
+                 retries: int | None = None, backoff_s: float = 0.25, concurrency: int = 4,
+                 retry_s: float = 120.0) -> None:
+        if (concurrency < 1 or (retries is not None and retries < 0) or timeout_s <= 0
+                or retry_s < 0):
+            raise ValueError("need concurrency >= 1, retries >= 0, retry_s >= 0 and "
+                             "timeout_s > 0")
         self.model_set = model_set
         self.url = url
         self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
+        self.retry_s = retry_s
         self.concurrency = concurrency
         self._served = served_models(model_set)
         self._lock = threading.Lock()
@@ -115,7 +149,7 @@ class TritonBackend:
         """This process's client and thread pool, created on first use after any fork."""
         with self._lock:
             if self._pid != os.getpid() or self._client is None or self._pool is None:
-                self._client = grpcclient.InferenceServerClient(self.url)
+                self._client = triton_client(self.url)
                 self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="triton")
                 self._max_batch = {}
                 self._pid = os.getpid()
@@ -192,7 +226,8 @@ class TritonBackend:
                 f"{self.url} ({states})")
 
     def _call(self, served: ServedModel, request: Callable[[], T]) -> T:
-        """``request()``, retried with backoff on UNAVAILABLE; errors name the model."""
+        """``request()``, retried with backoff on UNAVAILABLE for up to ``retry_s``
+        seconds (a Triton restart is waited out); errors name the model."""
         started, attempts = time.monotonic(), 0
         while True:
             try:
@@ -201,12 +236,14 @@ class TritonBackend:
                 if exc.status() != UNAVAILABLE:
                     raise BackendError(self._describe(served, exc)) from exc
                 attempts += 1
-                if attempts > self.retries:
+                delay = min(self.backoff_s * 2 ** (attempts - 1), MAX_BACKOFF_S)
+                left = started + self.retry_s - time.monotonic()
+                if (self.retries is not None and attempts > self.retries) or left <= 0:
                     raise BackendError(
                         f"{served.name}: Triton at {self.url} is unavailable (server down?) "
                         f"after {attempts} attempts in {time.monotonic() - started:.1f} s: "
                         f"{exc.message()}") from exc
-                delay = self.backoff_s * 2 ** (attempts - 1)
+                delay = min(delay, left)
                 log.warning("triton unavailable; retrying", extra={
                     "model": served.name, "attempt": attempts, "delay_s": delay})
                 time.sleep(delay)

@@ -45,9 +45,11 @@ def service_checks(settings: Settings, jobs: JobStore, store: ArtifactStore) -> 
     if store.dependency:
         checks[store.dependency] = store.check
     if settings.backend == "triton":
-        import tritonclient.grpc as triton
+        from styleprobe.backends.triton import triton_client
 
-        client = triton.InferenceServerClient(settings.triton_url)
+        # bounded reconnect backoff: with gRPC's default (growing to two minutes) the check
+        # reported a restarted Triton down for 11-17 s after it was ready
+        client = triton_client(settings.triton_url)
 
         def triton_ready() -> None:
             if not client.is_server_ready(client_timeout=CHECK_TIMEOUT_S):

@@ -52,8 +52,8 @@ class Orchestrator:
             interceptors=[RequestInterceptor(), auth],
             options=[("grpc.max_receive_message_length", size),
                      ("grpc.max_send_message_length", size)])
-        rpc.add_StyleProbeServicer_to_server(
-            StyleProbeService(settings, self.store, self.jobs), self.server)
+        service = StyleProbeService(settings, self.store, self.jobs)
+        rpc.add_StyleProbeServicer_to_server(service, self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         enable_reflection(
@@ -65,6 +65,7 @@ class Orchestrator:
         self.checker = HealthChecker(self.health,
                                      service_checks(settings, self.jobs, self.store),
                                      settings.health_interval_s)
+        service.checker = self.checker  # Explain and SubmitCohort refused while it fails
         self.loader = (ModelSetLoader(Path(settings.model_repository), settings.triton_url)
                        if settings.backend == "triton" else None)
 

@@ -4,6 +4,9 @@ Blocking work (Redis, S3, image decoding, Celery publishing) runs in threads so 
 loop keeps serving. Explain checks the whole request first (:mod:`.requests`); only then
 does it store the preprocessed input, write the job record and queue the chain, undoing
 what it did if a later step fails, so a refused request leaves nothing behind.
+While the health checker's last round found a required dependency down (Redis, the store,
+Triton), Explain and SubmitCohort are refused with UNAVAILABLE at once (no extra call per
+request) rather than queued to fail later.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from styleprobe.metrics import count_job
 from styleprobe.modelset import ModelSetError, list_model_sets, load_model_set
 from styleprobe.orchestrator import messages
 from styleprobe.orchestrator.cohorts import submit_cohort
+from styleprobe.orchestrator.health import HealthChecker
 from styleprobe.orchestrator.requests import (
     RequestError,
     check_explain,
@@ -63,15 +67,18 @@ class StyleProbeService(rpc.StyleProbeServicer):
         self.settings, self.store, self.jobs = settings, store, jobs
         self.repository = Path(settings.model_repository)
         self.celery = make_app(settings)
+        self.checker: HealthChecker | None = None  # set by the orchestrator: new jobs wait for it
 
     # --- RPCs -------------------------------------------------------------------------------
 
     async def Explain(self, request: pb.ExplainRequest,  # noqa: N802 (gRPC's name)
                       context: grpc.aio.ServicerContext) -> pb.Job:
+        await self._refuse_unless_ready(context)
         return await self._serve(context, self._explain, request, context)
 
     async def SubmitCohort(self, request: pb.SubmitCohortRequest,  # noqa: N802
                            context: grpc.aio.ServicerContext) -> pb.Job:
+        await self._refuse_unless_ready(context)
         return await self._serve(context, self._submit_cohort, request)
 
     async def GetJob(self, request: pb.GetJobRequest,  # noqa: N802
@@ -221,6 +228,16 @@ class StyleProbeService(rpc.StyleProbeServicer):
         return messages.direction_message(Direction(**raw))
 
     # --- errors -------------------------------------------------------------------------------
+
+    async def _refuse_unless_ready(self, context: grpc.aio.ServicerContext) -> None:
+        """UNAVAILABLE while the health checker's last round found a dependency down."""
+        failing = self.checker.failing if self.checker else None
+        if failing:
+            names = sorted(failing)
+            verb = "is" if len(names) == 1 else "are"
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"the service is not ready: {' and '.join(names)} {verb} "
+                                "unreachable; retry later")
 
     async def _serve(self, context: grpc.aio.ServicerContext, work: Callable[..., T],
                      *args: Any, redis_outage_s: float = 0.0) -> T:
