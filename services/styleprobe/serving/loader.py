@@ -18,6 +18,7 @@ from pathlib import Path
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from styleprobe.backends.triton import triton_client
 from styleprobe.modelset import ModelSet, ModelSetError, list_model_sets, load_model_set
 from styleprobe.serving.triton_config import ENSEMBLE_VERSION, decode_ensemble_name
 
@@ -44,7 +45,7 @@ class ModelSetLoader:
     @property
     def client(self) -> grpcclient.InferenceServerClient:
         if self._client is None:
-            self._client = grpcclient.InferenceServerClient(self.url)
+            self._client = triton_client(self.url)
         return self._client
 
     def sync(self) -> dict[str, list[str]]:
