@@ -155,7 +155,9 @@ class TritonProcess:
             f"--backend-directory={backend_directory()}",
             f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}", "--allow-metrics=true",
-            "--model-control-mode=explicit", "--load-model=*",
+            # as in production (deploy/docker/triton.Dockerfile): strict readiness would
+            # report the server not ready during every later load of a new model set
+            "--model-control-mode=explicit", "--load-model=*", "--strict-readiness=false",
             "--disable-auto-complete-config", "--exit-on-error=true",
             f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
         ]
