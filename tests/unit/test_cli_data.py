@@ -4,38 +4,22 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_runner import Cli
 from PIL import Image
 
-from styleprobe.cli import run
 from styleprobe.data.datasets import load_folder, phantom_set, render
 
 torch.set_num_threads(1)
-Cli = Callable[..., tuple[int, str, str]]
 
 
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Iterator[Cli]:
-    """Run ``styleprobe ARGS`` in process; return (exit code, stdout, stderr)."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
 
-    def call(*args: str | Path) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = run(["--threads", "1", *map(str, args)])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    yield call
-    root.handlers[:], root.level = handlers, level  # the CLI installs its own log handler
 
 
 def assert_user_error(result: tuple[int, str, str], message: str) -> None:

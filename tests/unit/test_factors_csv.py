@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from styleprobe.cli import run
 from styleprobe.data.datasets import DataError, check_folder, load_folder
 
 torch.set_num_threads(1)
@@ -139,19 +136,7 @@ def test_a_long_list_is_cut_after_twenty_lines(tmp_path: Path) -> None:
 
 # -- every command that reads a folder ---------------------------------------------------
 
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[..., tuple[int, str]]]:
-    """Run ``styleprobe ARGS`` in process; return (exit code, stderr)."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
 
-    def call(*args: str | Path) -> tuple[int, str]:
-        capsys.readouterr()
-        code = run(["--threads", "1", *map(str, args)])
-        return code, capsys.readouterr().err
-
-    yield call
-    root.handlers[:], root.level = handlers, level
 
 
 def bad_label_folder(folder: Path, label: str = "2") -> Path:
@@ -165,7 +150,7 @@ def test_classifier_refuses_a_bad_label_wherever_it_lands(cli, tmp_path: Path,
                                                           label: str) -> None:
     """The 20% test split would take e.png; the check comes first, on every row."""
     folder = bad_label_folder(tmp_path / "data", label)
-    code, err = cli("train", "classifier", "--data", folder, "--class-names", "small,large",
+    code, _, err = cli("train", "classifier", "--data", folder, "--class-names", "small,large",
                     "--resolution", 16, "--out", tmp_path / "run")
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines() == [
@@ -177,7 +162,7 @@ def test_classifier_refuses_a_bad_label_wherever_it_lands(cli, tmp_path: Path,
 def test_classifier_checks_the_test_folder_before_training(cli, tmp_path: Path) -> None:
     good = labelled(tmp_path / "data")
     bad = bad_label_folder(tmp_path / "test")
-    code, err = cli("train", "classifier", "--data", good, "--test", bad,
+    code, _, err = cli("train", "classifier", "--data", good, "--test", bad,
                     "--class-names", "small,large", "--resolution", 16,
                     "--out", tmp_path / "run")
     assert code == 2 and f"{bad / 'factors.csv'} row 6 (e.png)" in err
@@ -188,7 +173,7 @@ def test_classifier_checks_the_test_folder_before_training(cli, tmp_path: Path) 
 def test_gan_and_encoder_check_the_table_first(cli, tmp_path: Path, command: str) -> None:
     folder = bad_label_folder(tmp_path / "data", "large")
     extra = ["--gan", tmp_path / "no.pt"] if command == "encoder" else []
-    code, err = cli("train", command, "--data", folder, *extra, "--out", tmp_path / "run")
+    code, _, err = cli("train", command, "--data", folder, *extra, "--out", tmp_path / "run")
     assert code == 2 and "row 6 (e.png): label 'large'" in err  # before the missing GAN
 
 
@@ -197,7 +182,7 @@ def test_cohort_run_checks_the_folder_against_the_model_set(cli, tmp_path: Path,
                                                            monkeypatch) -> None:
     monkeypatch.setenv("STYLEPROBE_MODEL_REPOSITORY", str(tiny_repository))
     folder = bad_label_folder(tmp_path / "data")
-    code, err = cli("cohort", "run", str(folder), "--model-set", "tiny",
+    code, _, err = cli("cohort", "run", str(folder), "--model-set", "tiny",
                     "--out", tmp_path / "store")
     assert code == 2 and "row 6 (e.png): label '2' is not a class index (0..1)" in err
 

@@ -8,21 +8,21 @@ import argparse
 import hashlib
 import io
 import json
-import logging
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_runner import Cli
 from test_factors_csv import labelled
 
-from styleprobe.cli import build_parser, run
+from styleprobe.cli import build_parser
 from styleprobe.data.datasets import phantom_set, render
 from styleprobe.training import classifier as classifier_module
 from styleprobe.training.checkpoint import (
@@ -41,23 +41,9 @@ from styleprobe.training.progress import Progress
 torch.set_num_threads(1)
 TINY_GAN = ["--resolution", "16", "--w-dim", "16", "--mapping-layers", "1",
             "--channel-base", "64", "--channel-max", "16", "--batch", "4"]
-Cli = Callable[..., tuple[int, str, str]]
 
 
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Iterator[Cli]:
-    """Run ``styleprobe ARGS`` in process; return (exit code, stdout, stderr)."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
 
-    def call(*args: str | Path) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = run(["--threads", "1", *map(str, args)])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    yield call
-    root.handlers[:], root.level = handlers, level
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
