@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_runner import Cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -146,7 +147,7 @@ def bad_label_folder(folder: Path, label: str = "2") -> Path:
 
 
 @pytest.mark.parametrize("label", ["2", "-1", "large", ""])
-def test_classifier_refuses_a_bad_label_wherever_it_lands(cli, tmp_path: Path,
+def test_classifier_refuses_a_bad_label_wherever_it_lands(cli: Cli, tmp_path: Path,
                                                           label: str) -> None:
     """The 20% test split would take e.png; the check comes first, on every row."""
     folder = bad_label_folder(tmp_path / "data", label)
@@ -159,7 +160,7 @@ def test_classifier_refuses_a_bad_label_wherever_it_lands(cli, tmp_path: Path,
     assert not (tmp_path / "run").exists()
 
 
-def test_classifier_checks_the_test_folder_before_training(cli, tmp_path: Path) -> None:
+def test_classifier_checks_the_test_folder_before_training(cli: Cli, tmp_path: Path) -> None:
     good = labelled(tmp_path / "data")
     bad = bad_label_folder(tmp_path / "test")
     code, _, err = cli("train", "classifier", "--data", good, "--test", bad,
@@ -170,14 +171,14 @@ def test_classifier_checks_the_test_folder_before_training(cli, tmp_path: Path) 
 
 
 @pytest.mark.parametrize("command", ["gan", "encoder"])
-def test_gan_and_encoder_check_the_table_first(cli, tmp_path: Path, command: str) -> None:
+def test_gan_and_encoder_check_the_table_first(cli: Cli, tmp_path: Path, command: str) -> None:
     folder = bad_label_folder(tmp_path / "data", "large")
     extra = ["--gan", tmp_path / "no.pt"] if command == "encoder" else []
     code, _, err = cli("train", command, "--data", folder, *extra, "--out", tmp_path / "run")
     assert code == 2 and "row 6 (e.png): label 'large'" in err  # before the missing GAN
 
 
-def test_cohort_run_checks_the_folder_against_the_model_set(cli, tmp_path: Path,
+def test_cohort_run_checks_the_folder_against_the_model_set(cli: Cli, tmp_path: Path,
                                                            tiny_repository: Path,
                                                            monkeypatch) -> None:
     monkeypatch.setenv("STYLEPROBE_MODEL_REPOSITORY", str(tiny_repository))
