@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from styleprobe.data.datasets import ImageSet
-    from styleprobe.modelset import ModelSet
+    from styleprobe.models.stylegan2 import Generator
     from styleprobe.training.classifier_file import ClassifierFile
 
 NUISANCE = {
@@ -118,10 +118,11 @@ def _export(args: argparse.Namespace) -> None:
         default_target=target, repository=Path(args.repository),
         description=args.description, version=args.version,
         max_pixel_mse=measured["metrics"]["quality_gate_max_pixel_mse"],
-        training=training, metrics=dict(measured["metrics"]),
+        training=training,
+        metrics={**measured["metrics"], **_class_balance(G, C, class_names, test)},
         nuisance_directions=measured["nuisance_directions"],
     )
-    model_set = _with_class_balance(result.model_set, Path(args.repository), C, test)
+    model_set = result.model_set
     card_dir = Path(args.card_dir)
     card_dir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
@@ -180,28 +181,26 @@ def _training(args: argparse.Namespace, generator: dict[str, Any], test: ImageSe
     return training
 
 
-def _with_class_balance(model_set: ModelSet, repository: Path, classifier: nn.Module,
-                        test: ImageSet) -> ModelSet:
-    """The exported set with the generator's coverage of the classes against the held-out
-    data's class shares in its metrics (manifest rewritten); a class off by more than
-    BALANCE_MARGIN, or (almost) never drawn, is a finding, also warned on stderr."""
-    from dataclasses import replace
-
+def _class_balance(G: Generator, classifier: nn.Module, class_names: list[str],
+                   test: ImageSet) -> dict[str, Any]:
+    """The metrics of the generator's coverage of the classes against the held-out data's
+    class shares; a class off by more than BALANCE_MARGIN, or (almost) never drawn, is a
+    finding, also warned on stderr."""
     import numpy as np
+    import torch
 
-    from styleprobe.backends.local import LocalBackend
     from styleprobe.modelset import COVERAGE_SAMPLES
     from styleprobe.training.add_classifier import coverage_findings, generator_coverage
-    from styleprobe.training.export import balance_findings, write_manifest
+    from styleprobe.training.export import balance_findings
 
-    class_names = model_set.classifier.class_names
-    backend = LocalBackend(repository, model_set.name)
-    try:
-        coverage = generator_coverage(backend, classifier, class_names, COVERAGE_SAMPLES)
-    finally:
-        backend.close()
-    metrics = {**model_set.metrics, "generator_coverage": coverage,
-               "generator_coverage_samples": COVERAGE_SAMPLES}
+    def generate(z: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return G(torch.from_numpy(z), noise_mode="const").clamp(-1.0, 1.0).numpy()
+
+    coverage = generator_coverage(generate, G.cfg.z_dim, classifier, class_names,
+                                  COVERAGE_SAMPLES)
+    metrics: dict[str, Any] = {"generator_coverage": coverage,
+                               "generator_coverage_samples": COVERAGE_SAMPLES}
     findings = coverage_findings(coverage, COVERAGE_SAMPLES)
     if test.labels is not None:
         counts = np.bincount(test.labels, minlength=len(class_names))
@@ -210,6 +209,4 @@ def _with_class_balance(model_set: ModelSet, repository: Path, classifier: nn.Mo
         findings += balance_findings(coverage, data, COVERAGE_SAMPLES)
     for finding in findings:
         print(f"styleprobe: warning: {finding}", file=sys.stderr)
-    model_set = replace(model_set, metrics={**metrics, "findings": findings})
-    write_manifest(model_set, repository)
-    return model_set
+    return {**metrics, "findings": findings}

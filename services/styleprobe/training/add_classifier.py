@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -87,14 +88,15 @@ def classifier_model_set(base: ModelSet, name: str, classifier: ClassifierFile,
     return model_set
 
 
-def generator_coverage(backend: LocalBackend, classifier: torch.nn.Module,
-                       class_names: list[str], samples: int = COVERAGE_SAMPLES,
+def generator_coverage(generate: Callable[[np.ndarray], np.ndarray], z_dim: int,
+                       classifier: torch.nn.Module, class_names: list[str],
+                       samples: int = COVERAGE_SAMPLES,
                        seed: int = COVERAGE_SEED) -> dict[str, float]:
-    """The share of ``samples`` generated images that ``classifier`` calls each class."""
-    z = np.random.default_rng(seed).standard_normal(
-        (samples, backend.model_set.z_dim)).astype(np.float32)
-    calls = np.concatenate([np.argmax(_logits(classifier, backend.synthesis(
-        backend.mapping(z[i:i + CHUNK]))), axis=1) for i in range(0, samples, CHUNK)])
+    """The share of ``samples`` images ``generate(z)`` draws (``z [N, z_dim]`` standard
+    normal -> images ``[N, C, R, R]`` in [-1, 1]) that ``classifier`` calls each class."""
+    z = np.random.default_rng(seed).standard_normal((samples, z_dim)).astype(np.float32)
+    calls = np.concatenate([np.argmax(_logits(classifier, generate(z[i:i + CHUNK])), axis=1)
+                            for i in range(0, samples, CHUNK)])
     return {name: float(np.mean(calls == k)) for k, name in enumerate(class_names)}
 
 
@@ -148,7 +150,8 @@ def add_classifier(repository: Path, base_name: str, classifier: ClassifierFile,
     model_set = classifier_model_set(base, name, classifier, class_names, target)
     backend = LocalBackend(repository, base_name)
     try:
-        coverage = generator_coverage(backend, classifier.module, class_names, samples)
+        coverage = generator_coverage(lambda z: backend.synthesis(backend.mapping(z)),
+                                      base.z_dim, classifier.module, class_names, samples)
         metrics: dict[str, Any] = {"generator_coverage": coverage,
                                    "generator_coverage_samples": samples}
         if held_out is not None:
