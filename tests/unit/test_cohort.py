@@ -127,8 +127,8 @@ def test_restart_skips_finished_images_and_duplicates_nothing(tiny: LocalBackend
     store = LocalStore(tmp_path)
     images = list_folder(folder)
     counting = CountingBackend(tiny)
-    with pytest.raises(BackendError):  # the model server dies during the fourth image
-        runner_for(FailAfter(counting, 3), store, folder).run(SPEC, images, chunk_size=2)
+    with pytest.raises(BackendError):  # the model server dies during the third chunk
+        runner_for(FailAfter(counting, 2), store, folder).run(SPEC, images, chunk_size=2)
     ledger = CohortLedger(store, SPEC.cohort_id)
     assert ledger.finished_count() == 4  # three explained, one failed to decode
 

@@ -50,7 +50,7 @@ def test_a_failed_cohort_image_is_logged_by_fingerprint(
     runner = CohortRunner(store, ledger, lambda name: dicom_file(16, 16)[:300],
                           lambda: LocalBackend(tiny_repository, "tiny"))
     caplog.set_level(logging.DEBUG)
-    runner.run_models(f"inputs/{FILENAME}")
+    runner.run_models([f"inputs/{FILENAME}"])
     text = logged(caplog)
     assert fingerprint(f"inputs/{FILENAME}") in text
     assert not [secret for secret in SECRETS if secret in text], text

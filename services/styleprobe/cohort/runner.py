@@ -1,14 +1,17 @@
-"""Runs a cohort through the explanation stages, image by image, resumably.
+"""Runs a cohort through the explanation stages, chunk by chunk, resumably.
 
 :class:`CohortRunner` is what a process does with a cohort:
 :meth:`~CohortRunner.prepare` records the settings and probes the direction once;
-:meth:`~CohortRunner.run_models` stores an image as its own single-image job (a fixed job
-id) and runs the stages that call models; :meth:`~CohortRunner.run_outputs` runs the rest
-(render, manifest) and records the image's row. The service runs the two halves in
-separate tasks (gpu and cpu queues); :meth:`~CohortRunner.run` does everything in this
-process and writes the summary (the embedded mode). An image that cannot be read is
-marked failed with the reason and the cohort goes on; any other error (the model server
-or the store failing) stops the run, and a later run resumes where it stopped.
+:meth:`~CohortRunner.run_models` stores each image of a chunk as its own single-image job
+(a fixed job id) and runs the stages that call models for the whole chunk at once (each
+stage's model calls batched across the chunk's images: one encoder call, one
+reconstruction call, one traversal call of images × frames, one call per round of the
+flip search); :meth:`~CohortRunner.run_outputs` runs the rest (render, manifest) for one
+image and records its row. The service runs the two halves in separate tasks (gpu and cpu
+queues); :meth:`~CohortRunner.run` does everything in this process and writes the summary
+(the embedded mode). An image that cannot be read is marked failed with the reason and
+the cohort goes on; any other error (the model server or the store failing) stops the
+run, and a later run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import cast
 
 from styleprobe.backends.base import ModelBackend
 from styleprobe.cohort.ledger import (
@@ -92,10 +96,32 @@ class CohortRunner:
         self._spec = spec
         return engine.shared_direction(self.context(spec.cohort_id))
 
-    def run_models(self, image: str) -> JobKeys | ImageRow | None:
-        """Store ``image`` as its job's input and run the stages that call models: the
-        job's keys; the image's failed row if it cannot be read (recorded); None if it has
-        a row already."""
+    def run_models(self, images: Sequence[str]) -> list[JobKeys | ImageRow | None]:
+        """Store each image of a chunk as its job's input and run the stages that call
+        models for all of them at once; per image, in order: the job's keys; its failed
+        row if it cannot be read (recorded); None if it has a row already."""
+        started: list[JobKeys | ImageRow | None] = []
+        for image in images:
+            started.append(self._store_input(image))
+        jobs = [i for i, item in enumerate(started) if isinstance(item, JobKeys)]
+        if not jobs:
+            return started
+        job_ids = [image_job_id(self.spec.cohort_id, images[i]) for i in jobs]
+        try:
+            done = engine.run_stages_many(
+                engine.MODEL_STAGES, [self.context(job_id) for job_id in job_ids],
+                [cast(JobKeys, started[i]) for i in jobs])
+        except BaseException:
+            for job_id in job_ids:
+                engine.delete_job(self.store, job_id)
+            raise
+        for i, keys in zip(jobs, done, strict=True):
+            started[i] = keys
+        return started
+
+    def _store_input(self, image: str) -> JobKeys | ImageRow | None:
+        """Store ``image`` as its job's input: the job's first keys; its failed row if it
+        cannot be read (recorded); None if it has a row already."""
         if self.ledger.is_finished(image):
             count_cohort_image("skipped")
             return None
@@ -111,9 +137,7 @@ class CohortRunner:
                 log.warning("cohort image failed", extra={"image": fingerprint(image),
                                                           "error": type(exc).__name__})
                 return self._record(failed_row(image, job_id, reason))
-            return self._stages(job_id, engine.MODEL_STAGES,
-                                JobKeys(input=engine.store_input(self.store, job_id,
-                                                                 model_input)))
+            return JobKeys(input=engine.store_input(self.store, job_id, model_input))
 
     def run_outputs(self, image: str, keys: JobKeys) -> ImageRow:
         """Render the image's explanation and write its manifest; its row (recorded)."""
@@ -123,15 +147,11 @@ class CohortRunner:
             result = ExplanationResult.from_json(self.store.get(keys.manifest))
             return self._record(done_row(image, result))
 
-    def run_image(self, image: str) -> ImageRow | None:
-        """Explain one image unless it has a row; its new row, or None if it had one."""
-        started = self.run_models(image)
-        return self.run_outputs(image, started) if isinstance(started, JobKeys) else started
-
     def run_chunk(self, images: Sequence[str], on_image: OnImage | None = None) -> None:
-        """Explain the unfinished images of one chunk."""
-        for image in images:
-            row = self.run_image(image)
+        """Explain the unfinished images of one chunk (their model stages together)."""
+        for image, started in zip(images, self.run_models(images), strict=True):
+            row = (self.run_outputs(image, started) if isinstance(started, JobKeys)
+                   else started)
             if on_image is not None:
                 on_image(row or self.ledger.row(image), row is None)
 

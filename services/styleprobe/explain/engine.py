@@ -51,7 +51,7 @@ from styleprobe.explain.result import (
 )
 from styleprobe.explain.scores import target_probability
 from styleprobe.explain.spec import JobSpec, JobSpecError, SearchSettings
-from styleprobe.explain.traverse import Flip, decode_frames, find_flip, search_direction
+from styleprobe.explain.traverse import Flip, decode_grids, find_flips, search_direction
 from styleprobe.metrics import stage_timer
 from styleprobe.storage.base import ArtifactStore
 
@@ -95,54 +95,83 @@ def encode(backend: ModelBackend, store: ArtifactStore, job_id: str, input_key: 
            target: str) -> str:
     """``w = E(x)``, ``G(w)``, ``f(x)``, ``f(G(w))`` and the quality verdict; the key of
     the record ``encoding.json``."""
+    return encode_many(backend, store, [job_id], [input_key], target)[0]
+
+
+def encode_many(backend: ModelBackend, store: ArtifactStore, job_ids: Sequence[str],
+                input_keys: Sequence[str], target: str) -> list[str]:
+    """:func:`encode` for several jobs at once: one encoder call, one decode-and-classify
+    call and one classifier call for all their images; the keys of their records."""
     model_set = backend.model_set
     prep = model_set.preprocessing
     class_index = model_set.classifier.class_index(target)
     threshold = model_set.classifier.threshold
-    image = get_array(store, get_json(store, input_key)["image"])
-    x = to_model_layout(image[None], prep)
+    images = [get_array(store, get_json(store, key)["image"]) for key in input_keys]
+    x = to_model_layout(np.stack(images), prep)
     w = backend.encoder(x)
-    reconstruction, logits_rec = backend.decode_and_classify(w)
-    p_input = float(target_probability(backend.classifier(x), class_index)[0])
-    p_rec = float(target_probability(logits_rec, class_index)[0])
-    recon = from_model_layout(reconstruction, prep)[0]
-    quality = assess_reconstruction(image, recon, p_input, p_rec, threshold, model_set.quality)
-    return put_json(store, job_key(job_id, "encoding.json"), {
-        "model_set": model_set.name,
-        "models": {kind: entry.version_id for kind, entry in model_set.models.items()},
-        "class_names": model_set.classifier.class_names,
-        "target": target, "threshold": threshold,
-        "latent": put_array(store, job_key(job_id, "latent.npy"), w[0]),
-        "reconstruction": put_array(store, job_key(job_id, "reconstruction.npy"), recon),
-        "prediction_input": p_input, "prediction_reconstruction": p_rec,
-        "quality": asdict(quality),
-    })
+    reconstructions, logits_rec = backend.decode_and_classify(w)
+    p_inputs = target_probability(backend.classifier(x), class_index)
+    p_recs = target_probability(logits_rec, class_index)
+    recons = from_model_layout(reconstructions, prep)
+    keys = []
+    for i, (job_id, image) in enumerate(zip(job_ids, images, strict=True)):
+        p_input, p_rec = float(p_inputs[i]), float(p_recs[i])
+        quality = assess_reconstruction(image, recons[i], p_input, p_rec, threshold,
+                                        model_set.quality)
+        keys.append(put_json(store, job_key(job_id, "encoding.json"), {
+            "model_set": model_set.name,
+            "models": {kind: entry.version_id for kind, entry in model_set.models.items()},
+            "class_names": model_set.classifier.class_names,
+            "target": target, "threshold": threshold,
+            "latent": put_array(store, job_key(job_id, "latent.npy"), w[i]),
+            "reconstruction": put_array(store, job_key(job_id, "reconstruction.npy"),
+                                        recons[i]),
+            "prediction_input": p_input, "prediction_reconstruction": p_rec,
+            "quality": asdict(quality),
+        }))
+    return keys
 
 
 def traverse(backend: ModelBackend, store: ArtifactStore, job_id: str, encoding_key: str,
              direction_key: str, lambdas: np.ndarray, search: SearchSettings) -> str:
     """Decode and classify the λ grid in one batch and search the flip; the key of the
     record ``traversal.json``."""
+    return traverse_many(backend, store, [job_id], [encoding_key], direction_key, lambdas,
+                         search)[0]
+
+
+def traverse_many(backend: ModelBackend, store: ArtifactStore, job_ids: Sequence[str],
+                  encoding_keys: Sequence[str], direction_key: str, lambdas: np.ndarray,
+                  search: SearchSettings) -> list[str]:
+    """:func:`traverse` for several jobs sharing a direction: every job's λ grid in one
+    decode-and-classify call, and each round of the flip search for all of them in one
+    call; the keys of their records."""
     prep = backend.model_set.preprocessing
-    encoding = get_json(store, encoding_key)
+    encodings = [get_json(store, key) for key in encoding_keys]
     direction = load_direction(store, direction_key)
-    w = get_array(store, encoding["latent"])
+    latents = np.stack([get_array(store, encoding["latent"]) for encoding in encodings])
     alpha = direction.array()
-    grid = decode_frames(backend, w, alpha, lambdas, direction.class_index)
-    base = encoding["prediction_reconstruction"]
-    flip = find_flip(backend, w, alpha, direction.class_index, direction.threshold, base, grid,
-                     search)
-    record: dict[str, Any] = {
-        "lambdas": grid.lambdas.tolist(),
-        "probabilities": grid.probabilities.tolist(),
-        "frames": put_array(store, job_key(job_id, "frames.npy"),
-                            from_model_layout(grid.images, prep)),
-        "flip": _flip_record(flip, search_direction(base, direction.threshold), grid.lambdas),
-    }
-    if flip is not None:
-        record["flip_frame"] = put_array(store, job_key(job_id, "flip_frame.npy"),
-                                         from_model_layout(flip.image[None], prep)[0])
-    return put_json(store, job_key(job_id, "traversal.json"), record)
+    grid = np.asarray(lambdas, np.float64)
+    grids = decode_grids(backend, latents, alpha, np.tile(grid, (len(latents), 1)),
+                         direction.class_index)
+    bases = [encoding["prediction_reconstruction"] for encoding in encodings]
+    flips = find_flips(backend, latents, alpha, direction.class_index, direction.threshold,
+                       bases, grids, search)
+    keys = []
+    for job_id, frames, flip, base in zip(job_ids, grids, flips, bases, strict=True):
+        record: dict[str, Any] = {
+            "lambdas": frames.lambdas.tolist(),
+            "probabilities": frames.probabilities.tolist(),
+            "frames": put_array(store, job_key(job_id, "frames.npy"),
+                                from_model_layout(frames.images, prep)),
+            "flip": _flip_record(flip, search_direction(base, direction.threshold),
+                                 frames.lambdas),
+        }
+        if flip is not None:
+            record["flip_frame"] = put_array(store, job_key(job_id, "flip_frame.npy"),
+                                             from_model_layout(flip.image[None], prep)[0])
+        keys.append(put_json(store, job_key(job_id, "traversal.json"), record))
+    return keys
 
 
 def _flip_record(flip: Flip | None, sign: float, lambdas: np.ndarray) -> dict[str, Any]:
@@ -256,13 +285,26 @@ class StageContext:
     note: Callable[[str], None] = lambda _message: None
 
 
+BatchRun = Callable[[Sequence[StageContext], Sequence[JobKeys]], list[JobKeys]]
+
+
 @dataclass(frozen=True)
 class Stage:
-    """One step of a job: ``run(context, keys)`` returns the keys with its record added."""
+    """One step of a job: ``run(context, keys)`` returns the keys with its record added.
+    A stage with ``batch`` runs several jobs of one spec at once (a cohort's chunk: each
+    model call for all their images); without, :meth:`run_many` runs them one by one."""
 
     name: str
     uses_models: bool
     run: Callable[[StageContext, JobKeys], JobKeys]
+    batch: BatchRun | None = None
+
+    def run_many(self, contexts: Sequence[StageContext],
+                 keys: Sequence[JobKeys]) -> list[JobKeys]:
+        """The stage for several jobs of one spec; their keys, in order."""
+        if self.batch is not None:
+            return self.batch(contexts, keys)
+        return [self.run(context, k) for context, k in zip(contexts, keys, strict=True)]
 
 
 def shared_direction(context: StageContext) -> tuple[str, bool]:
@@ -284,11 +326,17 @@ def shared_direction(context: StageContext) -> tuple[str, bool]:
 
 
 def _encode(context: StageContext, keys: JobKeys) -> JobKeys:
-    done = job_key(context.job_id, "encoding.json")
-    if not context.store.exists(done):
-        encode(context.backend(), context.store, context.job_id, keys.input,
-               context.spec.target)
-    return replace(keys, encoding=done)
+    return _encode_many([context], [keys])[0]
+
+
+def _encode_many(contexts: Sequence[StageContext], keys: Sequence[JobKeys]) -> list[JobKeys]:
+    done = [job_key(context.job_id, "encoding.json") for context in contexts]
+    todo = [i for i, key in enumerate(done) if not contexts[i].store.exists(key)]
+    if todo:
+        first = contexts[0]
+        encode_many(first.backend(), first.store, [contexts[i].job_id for i in todo],
+                    [keys[i].input for i in todo], first.spec.target)
+    return [replace(k, encoding=key) for k, key in zip(keys, done, strict=True)]
 
 
 def _direction(context: StageContext, keys: JobKeys) -> JobKeys:
@@ -305,11 +353,21 @@ def _direction(context: StageContext, keys: JobKeys) -> JobKeys:
 
 
 def _traverse(context: StageContext, keys: JobKeys) -> JobKeys:
-    done = job_key(context.job_id, "traversal.json")
-    if not context.store.exists(done):
-        traverse(context.backend(), context.store, context.job_id, keys.encoding,
-                 keys.direction, context.spec.lambdas.values(), context.spec.search)
-    return replace(keys, traversal=done)
+    return _traverse_many([context], [keys])[0]
+
+
+def _traverse_many(contexts: Sequence[StageContext],
+                   keys: Sequence[JobKeys]) -> list[JobKeys]:
+    done = [job_key(context.job_id, "traversal.json") for context in contexts]
+    todo = [i for i, key in enumerate(done) if not contexts[i].store.exists(key)]
+    if todo:
+        first = contexts[0]
+        if len({keys[i].direction for i in todo}) != 1:
+            raise ValueError("jobs traversed together must share their direction")
+        traverse_many(first.backend(), first.store, [contexts[i].job_id for i in todo],
+                      [keys[i].encoding for i in todo], keys[todo[0]].direction,
+                      first.spec.lambdas.values(), first.spec.search)
+    return [replace(k, traversal=key) for k, key in zip(keys, done, strict=True)]
 
 
 def _render(context: StageContext, keys: JobKeys) -> JobKeys:
@@ -321,9 +379,9 @@ def _manifest(context: StageContext, keys: JobKeys) -> JobKeys:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("encode", True, _encode),        # w = E(x), G(w), f(x), f(G(w)), quality verdict
+    Stage("encode", True, _encode, _encode_many),  # w = E(x), G(w), f(x), f(G(w)), verdict
     Stage("direction", True, _direction),  # the stored direction, probed once
-    Stage("traverse", True, _traverse),    # the λ grid decoded and classified, flip search
+    Stage("traverse", True, _traverse, _traverse_many),  # the λ grid decoded, flip search
     Stage("render", False, _render),       # frames, animation, strip, plot, report
     Stage("manifest", False, _manifest),   # manifest.json, the job's last object
 )
@@ -348,6 +406,17 @@ def run_stages(stages: Sequence[Stage], context: StageContext, keys: JobKeys,
             context.progress = _stage_progress(progress, stage.name)
         keys = run_stage(stage, context, keys)
     return keys
+
+
+def run_stages_many(stages: Sequence[Stage], contexts: Sequence[StageContext],
+                    keys: Sequence[JobKeys]) -> list[JobKeys]:
+    """Run ``stages`` in order for several jobs of one spec (a cohort's chunk), each stage
+    for all of them at once (:meth:`Stage.run_many`), timed once per stage."""
+    done = list(keys)
+    for stage in stages:
+        with stage_timer(stage.name):
+            done = stage.run_many(contexts, done)
+    return done
 
 
 def _stage_progress(progress: Progress, name: str) -> Callable[[float], None]:

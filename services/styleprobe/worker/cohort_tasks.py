@@ -5,9 +5,10 @@
   ``styleprobe:job:<id>:chunks`` and then queues one ``chunk`` task per
   :data:`~styleprobe.cohort.ledger.DEFAULT_CHUNK_SIZE` images.
 - ``chunk`` (gpu queue) runs the stages that call models for the images of its chunk
-  that have no row in the cohort's ledger yet, each as a single-image job
-  (:class:`~styleprobe.cohort.runner.CohortRunner`); an image that cannot be read gets a
-  failed row with its reason. It then queues the chunk's ``outputs`` task.
+  that have no row in the cohort's ledger yet, each as a single-image job, each model
+  call batched across the chunk (:class:`~styleprobe.cohort.runner.CohortRunner`); an
+  image that cannot be read gets a failed row with its reason. It then queues the
+  chunk's ``outputs`` task.
 - ``outputs`` (cpu queue) renders those images and writes their manifests and rows. Each
   finished image is counted once on the job (:meth:`~styleprobe.jobs.JobStore.
   count_image`), which also tells a task that the cohort was cancelled. A chunk whose
@@ -135,8 +136,7 @@ def chunk(self: Task, job_id: str, index: int, images: list[str]) -> None:
         runner = _runner(job_id)
         ready: list[tuple[str, dict[str, Any]]] = []
         try:
-            for image in images:
-                started = runner.run_models(image)
+            for image, started in zip(images, runner.run_models(images), strict=True):
                 if isinstance(started, JobKeys):
                     ready.append((image, started.to_dict()))
                 else:
