@@ -80,6 +80,9 @@ class Settings:
     s3_region: str = setting("us-east-1", "S3 region")
     s3_secure: bool = setting(False, "talk to S3 over HTTPS")
     presign_expiry_s: int = setting(3600, "how long a presigned GET URL stays valid, in seconds")
+    s3_retry_s: float = setting(
+        120.0, "seconds a worker's S3 call is retried, with backoff, while S3 is unreachable "
+        "(its job paused meanwhile)")
     # the gRPC orchestrator
     grpc_listen: str = setting("127.0.0.1:50051", "the orchestrator's gRPC address")
     grpc_max_message_bytes: int = setting(16 * 1024 * 1024,
@@ -96,11 +99,47 @@ class Settings:
     job_ttl_s: int = setting(7 * 24 * 3600, "seconds job records stay in Redis (7 days)")
     watch_outage_s: float = setting(
         30.0, "seconds an open `WatchJob` waits out a Redis outage")
+    # TLS of the gRPC API, and refused calls (services/styleprobe/tls.py, README "Deploy")
+    grpc_tls_cert: str = setting(
+        "", "PEM certificate (chain) file the orchestrator serves TLS with; '': plaintext")
+    grpc_tls_key: str = setting("", "PEM private key file of `STYLEPROBE_GRPC_TLS_CERT`")
+    grpc_tls_client_ca: str = setting(
+        "", "PEM CA bundle of client certificates: set, every client must present a "
+        "certificate it signed (mTLS)")
+    grpc_plaintext_tokens: bool = setting(
+        False, "accept bearer tokens over plaintext gRPC on a non-loopback address (on a "
+        "loopback `STYLEPROBE_GRPC_LISTEN` they always are)")
+    grpc_health_listen: str = setting(
+        "", "plaintext address of a second listener serving only grpc.health.v1, for "
+        "probes of a TLS orchestrator (e.g. 127.0.0.1:50052); '': none")
+    auth_refusals_per_s: float = setting(
+        5.0, "refused calls per second a peer address, or a token, may make before its "
+        "refusals are delayed")
+    auth_refusal_burst: int = setting(20, "refused calls a peer or token may make at once")
+    auth_refusal_delay_s: float = setting(
+        1.0, "seconds a refusal over those limits is held before it is answered")
+    auth_log_interval_s: float = setting(
+        30.0, "seconds between log lines counting refused calls (never one line each)")
+    # TLS to Redis (rediss://), S3 (STYLEPROBE_S3_SECURE) and Triton
+    tls_ca_bundle: str = setting(
+        "", "PEM CA bundle the certificates of Redis, S3 and Triton are verified against; "
+        "'': the system's")
+    triton_tls: bool = setting(False, "talk to Triton's gRPC port over TLS")
+    # retention of stored images and results (services/styleprobe/reaper.py, README "Deploy")
+    retention_days: int = setting(
+        7, "days client uploads (`inputs/`) and job artifacts (`jobs/`, `cohorts/`) are kept, "
+        "job records with them; 0: kept until deleted")
+    reaper_interval_s: float = setting(
+        3600.0, "seconds between the orchestrator's rounds of removing expired objects and "
+        "partial job folders; 0: no rounds")
     # the Celery workers
     task_soft_time_limit_s: int = setting(600, "seconds after which a stage is told to stop")
     task_time_limit_s: int = setting(660, "seconds after which a stage is killed")
     visibility_timeout_s: int = setting(
         900, "seconds after which an unacknowledged task is redelivered")
+    worker_heartbeat_s: float = setting(
+        5.0, "seconds between a worker's liveness beats in Redis; the tasks of a worker silent "
+        "for 4 beats are handed out again at once")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

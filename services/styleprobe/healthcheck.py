@@ -4,8 +4,9 @@ Exit code 0 when healthy, 1 otherwise, with one line on stderr saying why. The i
 ``HEALTHCHECK``, docker-compose.yml and the Helm chart's worker probes run it.
 
 - ``orchestrator``: the standard ``grpc.health.v1`` service on this host, at the port of
-  ``STYLEPROBE_GRPC_LISTEN``, answers SERVING (so Redis, the object store and Triton are
-  reachable too: the orchestrator's own checker decides).
+  ``STYLEPROBE_GRPC_HEALTH_LISTEN`` if set, else ``STYLEPROBE_GRPC_LISTEN``, answers
+  SERVING (so Redis, the object store and Triton are reachable too: the orchestrator's
+  own checker decides).
 - ``worker --name NODE``: the Celery worker node ``NODE`` answers a ping over the broker
   (``STYLEPROBE_REDIS_URL``). ``%h`` in the name stands for this host's name, as in
   ``styleprobe serve worker --name``.
@@ -46,8 +47,10 @@ def grpc_serving(address: str) -> bool:
 
 
 def check_orchestrator(settings: Settings) -> str:
-    """Empty when the local orchestrator is SERVING; otherwise why not."""
-    address = f"127.0.0.1:{listen_port(settings.grpc_listen)}"
+    """Empty when the local orchestrator is SERVING; otherwise why not. It asks the
+    plaintext health listener (``STYLEPROBE_GRPC_HEALTH_LISTEN``) where there is one."""
+    listen = settings.grpc_health_listen or settings.grpc_listen
+    address = f"127.0.0.1:{listen_port(listen)}"
     if grpc_serving(address):
         return ""
     return f"the orchestrator at {address} is not SERVING (or does not answer)"

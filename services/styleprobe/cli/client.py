@@ -4,12 +4,12 @@ save what it made."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import urllib.request
 from pathlib import Path
 
 from styleprobe.cli.common import UserError
+from styleprobe.cli.remote import add_server_arguments
 
 DOWNLOADS = ("manifest", "animation", "strip", "report")  # what the client saves
 
@@ -19,9 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     calls = client.add_subparsers(dest="call", required=True)
     explain = calls.add_parser("explain", help="explain an image through the service")
     explain.add_argument("image", type=Path)
-    explain.add_argument("--server", default="127.0.0.1:50051")
-    explain.add_argument("--token", default=os.environ.get("STYLEPROBE_TOKEN", ""),
-                         help="bearer token (default: STYLEPROBE_TOKEN)")
+    add_server_arguments(explain)
     explain.add_argument("--model-set", required=True)
     explain.add_argument("--target", default="")
     explain.add_argument("--lambdas", default="")

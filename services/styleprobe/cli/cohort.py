@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import urllib.error
 import urllib.request
@@ -37,7 +36,7 @@ from styleprobe.cli.common import (
     user_errors,
 )
 from styleprobe.cli.explain import DEFAULT_MODEL_SET
-from styleprobe.cli.remote import service, watch_job
+from styleprobe.cli.remote import add_server_arguments, service, watch_job
 from styleprobe.cohort.ledger import DEFAULT_CHUNK_SIZE
 
 if TYPE_CHECKING:
@@ -107,9 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _server_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", default="127.0.0.1:50051", help="the orchestrator's address")
-    p.add_argument("--token", default=os.environ.get("STYLEPROBE_TOKEN", ""),
-                   help="bearer token (default: STYLEPROBE_TOKEN)")
+    add_server_arguments(p)
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds to wait for the service (default: no limit for watch)")
 

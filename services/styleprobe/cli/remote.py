@@ -1,9 +1,10 @@
-"""The command line's client of the orchestrator: a channel, a stub, and job watching that
-rides out a dropped stream."""
+"""The command line's client of the orchestrator: its server options (address, token,
+TLS), a channel and a stub, and job watching that rides out a dropped stream."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from styleprobe.cli.common import UserError
 
 if TYPE_CHECKING:
     from styleprobe.api import pb, rpc
+    from styleprobe.tls import ClientTLS
 
 RECONNECT_S = 120.0  # how long a watch reopens a stream the service dropped
 RECONNECT_PAUSE_S = 1.0
@@ -23,16 +25,46 @@ CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 500),
                    ("grpc.max_reconnect_backoff_ms", 4000))
 
 
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that reach a service: ``--server``, ``--token``, and TLS (``--tls``,
+    ``--ca``; ``--cert`` and ``--key`` for mTLS)."""
+    parser.add_argument("--server", default="127.0.0.1:50051", help="the orchestrator's address")
+    parser.add_argument("--token", default=os.environ.get("STYLEPROBE_TOKEN", ""),
+                        help="bearer token (default: STYLEPROBE_TOKEN)")
+    parser.add_argument("--tls", action="store_true",
+                        help="connect over TLS (implied by --ca, --cert and --key)")
+    parser.add_argument("--ca", default="",
+                        help="PEM CA bundle the server's certificate is checked against "
+                             "(default: the system's roots)")
+    parser.add_argument("--cert", default="", help="PEM client certificate, for mTLS")
+    parser.add_argument("--key", default="", help="PEM key of --cert")
+
+
+def client_tls(args: argparse.Namespace) -> ClientTLS | None:
+    """The TLS of ``args`` (:func:`add_server_arguments`); ``None``: plaintext."""
+    from styleprobe.tls import ClientTLS
+
+    if not (args.tls or args.ca or args.cert or args.key):
+        return None
+    return ClientTLS(ca=args.ca, cert=args.cert, key=args.key)
+
+
 @contextmanager
 def service(args: argparse.Namespace) -> Iterator[tuple[rpc.StyleProbeStub, tuple]]:
-    """A stub of the service at ``args.server`` and the call metadata (``args.token`` as
-    the bearer token); an error the service answers becomes one line and exit code 2."""
+    """A stub of the service at ``args.server`` (over TLS as ``args`` say) and the call
+    metadata (``args.token`` as the bearer token); a TLS file that cannot be read, or an
+    error the service answers, becomes one line and exit code 2."""
     import grpc
 
     from styleprobe.api import rpc
+    from styleprobe.tls import TLSConfigError, open_channel
 
     metadata = (("authorization", f"Bearer {args.token}"),)
-    with grpc.insecure_channel(args.server, options=CHANNEL_OPTIONS) as channel:
+    try:
+        channel = open_channel(args.server, client_tls(args), CHANNEL_OPTIONS)
+    except TLSConfigError as exc:
+        raise UserError(str(exc)) from exc
+    with channel:
         try:
             yield rpc.StyleProbeStub(channel), metadata
         except grpc.RpcError as exc:

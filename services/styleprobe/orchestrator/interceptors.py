@@ -2,10 +2,14 @@
 
 :class:`RequestInterceptor` (outermost) gives every call a request id (the client's
 ``x-request-id`` or a new one), answers it in the initial metadata, and counts and times
-the call by method and status code (Prometheus) with one log line per call.
+the call by method and status code (Prometheus) with one log line per call (but for
+refused calls: those are counted, see :mod:`.refusals`).
 :class:`AuthInterceptor` refuses a call without ``authorization: Bearer <token>`` naming a
-configured token with UNAUTHENTICATED; health checks and reflection are open, so probes
-and ``grpcurl`` work without a token.
+configured token with UNAUTHENTICATED, and, where tokens need TLS
+(:func:`styleprobe.tls.tokens_need_tls`), any call that did not come over TLS; refusals
+beyond a peer's or a token's budget are held before they are answered
+(:class:`.refusals.RefusalLimiter`). Health checks and reflection are open, so probes and
+``grpcurl`` work without a token.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import grpc
 
 from styleprobe.logs import log_context
 from styleprobe.metrics import observe_rpc
+from styleprobe.orchestrator.refusals import RefusalLimiter
 
 log = logging.getLogger("styleprobe.orchestrator.access")
 REQUEST_ID = "x-request-id"
@@ -110,17 +115,23 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.CANCELLED
         name = code.name if isinstance(code, grpc.StatusCode) else str(code)
         observe_rpc(method, name, seconds)
-        log.info("rpc", extra={"method": method, "code": name, "seconds": round(seconds, 4)})
+        if code != grpc.StatusCode.UNAUTHENTICATED:  # refusals: counts at intervals
+            log.info("rpc", extra={"method": method, "code": name,
+                                   "seconds": round(seconds, 4)})
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Bearer-token authentication against a fixed set of tokens."""
+    """Bearer-token authentication against a fixed set of tokens; with ``require_tls``,
+    only over TLS. Refusals go through ``limiter`` (a default one if not given)."""
 
-    def __init__(self, tokens: list[str]) -> None:
+    def __init__(self, tokens: list[str], require_tls: bool = False,
+                 limiter: RefusalLimiter | None = None) -> None:
         if not tokens:
             raise ValueError("no API tokens configured (STYLEPROBE_API_TOKENS or "
                              "STYLEPROBE_API_TOKENS_FILE)")
         self._tokens = [t.encode() for t in tokens]
+        self.require_tls = require_tls
+        self.limiter = limiter or RefusalLimiter()
 
     def allows(self, authorization: str) -> bool:
         scheme, _, token = authorization.partition(" ")
@@ -136,33 +147,43 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or details.method.startswith(OPEN_SERVICES):
             return handler
 
-        def guard(context: grpc.aio.ServicerContext) -> Awaitable[None] | None:
-            authorization = _metadata(context, "authorization")
-            if self.allows(authorization):
-                return None
-            reason = ("missing token: send the metadata 'authorization: Bearer <token>'"
-                      if not authorization else "the token is not valid for this server")
-            return context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
-
         def unary(behaviour: Behaviour) -> Behaviour:
             async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                refusal = guard(context)
-                if refusal is not None:
-                    await refusal
+                await self._guard(context)
                 return await behaviour(request, context)
             return wrapped
 
         def stream(behaviour: Behaviour) -> Behaviour:
             async def wrapped(request: Any, context: grpc.aio.ServicerContext
                               ) -> AsyncIterator[Any]:
-                refusal = guard(context)
-                if refusal is not None:
-                    await refusal
+                await self._guard(context)
                 async for response in behaviour(request, context):
                     yield response
             return wrapped
 
         return _rewrap(handler, unary, stream)
+
+    async def _guard(self, context: grpc.aio.ServicerContext) -> None:
+        """Return if the call may go on; otherwise abort it UNAUTHENTICATED, held first
+        if its peer or token is over its budget of refusals."""
+        authorization = _metadata(context, "authorization")
+        if self.require_tls and not _over_tls(context):
+            kind, message = "plaintext", ("this server accepts tokens over TLS only: "
+                                          "connect with TLS")
+        elif self.allows(authorization):
+            return
+        elif not authorization:
+            kind, message = "missing", ("missing token: send the metadata "
+                                        "'authorization: Bearer <token>'")
+        else:
+            kind, message = "invalid", "the token is not valid for this server"
+        await self.limiter.refuse(context.peer(), authorization.partition(" ")[2], kind)
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+
+def _over_tls(context: grpc.aio.ServicerContext) -> bool:
+    """Whether the call came over a TLS connection."""
+    return context.auth_context().get("transport_security_type") == [b"ssl"]
 
 
 def parse_tokens(raw: str) -> list[str]:

@@ -10,6 +10,12 @@ NOT_SERVING until they all do (see :mod:`.health`). With the Triton backend it l
 model sets added to the model repository onto Triton while it runs
 (:func:`.health.sync_model_sets`). With ``metrics_port`` set it serves ``/metrics``
 (:mod:`styleprobe.metrics`).
+
+TLS (:mod:`styleprobe.tls`): with ``grpc_tls_cert`` and ``grpc_tls_key`` it serves TLS
+only (mTLS with ``grpc_tls_client_ca``); tokens over plaintext are refused unless it
+listens on loopback or ``grpc_plaintext_tokens`` allows them. ``grpc_health_listen`` adds
+a plaintext listener serving only the health service, for probes that cannot speak TLS.
+Refused calls are limited and logged as counts (:mod:`.refusals`).
 """
 
 from __future__ import annotations
@@ -30,9 +36,11 @@ from styleprobe.metrics import start_metrics_server
 from styleprobe.orchestrator.health import HealthChecker, service_checks, sync_model_sets
 from styleprobe.orchestrator.interceptors import AuthInterceptor, RequestInterceptor, parse_tokens
 from styleprobe.orchestrator.reflection import enable_reflection
+from styleprobe.orchestrator.refusals import RefusalLimiter
 from styleprobe.orchestrator.service import StyleProbeService
 from styleprobe.serving.loader import ModelSetLoader
 from styleprobe.storage import open_store
+from styleprobe.tls import server_credentials, tokens_need_tls
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +50,13 @@ class Orchestrator:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        auth = AuthInterceptor(parse_tokens(settings.api_tokens))
+        credentials = server_credentials(settings)  # before anything connects: bad files
+        self.limiter = RefusalLimiter(settings.auth_refusals_per_s,
+                                      settings.auth_refusal_burst,
+                                      settings.auth_refusal_delay_s,
+                                      settings.auth_log_interval_s)
+        auth = AuthInterceptor(parse_tokens(settings.api_tokens),
+                               require_tls=tokens_need_tls(settings), limiter=self.limiter)
         # S3 may come up after the orchestrator: the health checker creates the bucket and
         # reports NOT_SERVING until it can.
         self.store = open_store(settings, check=False)
@@ -59,9 +73,22 @@ class Orchestrator:
         enable_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name],
             self.server)
-        self.port = self.server.add_insecure_port(settings.grpc_listen)
+        self.tls = credentials is not None
+        self.port = (self.server.add_secure_port(settings.grpc_listen, credentials)
+                     if credentials else self.server.add_insecure_port(settings.grpc_listen))
         if not self.port:
             raise OSError(f"cannot listen on {settings.grpc_listen}")
+        if auth.require_tls and not self.tls:
+            log.warning("plaintext on a non-loopback address: every call with a token is "
+                        "refused (set STYLEPROBE_GRPC_TLS_CERT and _KEY, or "
+                        "STYLEPROBE_GRPC_PLAINTEXT_TOKENS behind a TLS proxy)",
+                        extra={"address": settings.grpc_listen})
+        self.health_server: grpc.aio.Server | None = None
+        if settings.grpc_health_listen:
+            self.health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            if not self.health_server.add_insecure_port(settings.grpc_health_listen):
+                raise OSError(f"cannot listen on {settings.grpc_health_listen}")
         self.checker = HealthChecker(self.health,
                                      service_checks(settings, self.jobs, self.store),
                                      settings.health_interval_s)
@@ -74,12 +101,15 @@ class Orchestrator:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
-        background = [asyncio.create_task(self.checker.run())]
+        if self.health_server:
+            await self.health_server.start()
+        background = [asyncio.create_task(self.checker.run()),
+                      asyncio.create_task(self.limiter.report_every_interval())]
         if self.loader:
             background.append(asyncio.create_task(
                 sync_model_sets(self.loader, self.settings.health_interval_s)))
         log.info("orchestrator listening", extra={"address": self.settings.grpc_listen,
-                                                  "port": self.port})
+                                                  "port": self.port, "tls": self.tls})
         await stop.wait()
         log.info("orchestrator stopping", extra={"grace_s": self.settings.grpc_grace_s})
         await self.health.enter_graceful_shutdown()
@@ -88,6 +118,8 @@ class Orchestrator:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.server.stop(self.settings.grpc_grace_s)
+        if self.health_server:
+            await self.health_server.stop(None)
         self.jobs.close()
         if self.loader:
             self.loader.close()
