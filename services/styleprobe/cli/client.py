@@ -1,5 +1,5 @@
 """``styleprobe client explain``: explain an image through a running service (gRPC) and
-save what it made."""
+save what it made; ``client fetch|delete`` (:mod:`.job_data`): a job's stored data."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from styleprobe.cli import job_data
 from styleprobe.cli.common import UserError
 from styleprobe.cli.remote import add_server_arguments
 
@@ -27,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                          help="folder for the manifest, animation, strip and report")
     explain.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
     explain.set_defaults(func=_explain)
+    job_data.register_calls(calls)  # fetch, delete
 
 
 def _explain(args: argparse.Namespace) -> None:

@@ -9,7 +9,8 @@ It starts whether or not Redis, S3 and Triton answer yet: the health status is
 NOT_SERVING until they all do (see :mod:`.health`). With the Triton backend it loads the
 model sets added to the model repository onto Triton while it runs
 (:func:`.health.sync_model_sets`). With ``metrics_port`` set it serves ``/metrics``
-(:mod:`styleprobe.metrics`).
+(:mod:`styleprobe.metrics`). Every ``reaper_interval_s`` it removes objects past the
+retention period and partial job folders (:mod:`styleprobe.reaper`).
 
 TLS (:mod:`styleprobe.tls`): with ``grpc_tls_cert`` and ``grpc_tls_key`` it serves TLS
 only (mTLS with ``grpc_tls_client_ca``); tokens over plaintext are refused unless it
@@ -38,6 +39,7 @@ from styleprobe.orchestrator.interceptors import AuthInterceptor, RequestInterce
 from styleprobe.orchestrator.reflection import enable_reflection
 from styleprobe.orchestrator.refusals import RefusalLimiter
 from styleprobe.orchestrator.service import StyleProbeService
+from styleprobe.reaper import Reaper, reap_periodically
 from styleprobe.serving.loader import ModelSetLoader
 from styleprobe.storage import open_store
 from styleprobe.tls import server_credentials, tokens_need_tls
@@ -95,6 +97,8 @@ class Orchestrator:
         service.checker = self.checker  # Explain and SubmitCohort refused while it fails
         self.loader = (ModelSetLoader(Path(settings.model_repository), settings.triton_url)
                        if settings.backend == "triton" else None)
+        self.reaper = (Reaper.from_settings(settings, self.store, self.jobs)
+                       if settings.reaper_interval_s > 0 else None)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then stop gracefully."""
@@ -108,6 +112,9 @@ class Orchestrator:
         if self.loader:
             background.append(asyncio.create_task(
                 sync_model_sets(self.loader, self.settings.health_interval_s)))
+        if self.reaper:
+            background.append(asyncio.create_task(
+                reap_periodically(self.reaper, self.settings.reaper_interval_s)))
         log.info("orchestrator listening", extra={"address": self.settings.grpc_listen,
                                                   "port": self.port, "tls": self.tls})
         await stop.wait()

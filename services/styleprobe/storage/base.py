@@ -2,11 +2,16 @@
 
 Implementations: :mod:`styleprobe.storage.local` (a directory) and
 :mod:`styleprobe.storage.s3` (S3 / MinIO). Writes are atomic: a reader sees the whole
-object or none. Keys are ``/``-separated, relative, without ``..``.
+object or none. Keys are ``/``-separated, relative, without ``..``. Listings with sizes
+and times of last write (:class:`ObjectInfo`) let the retention reaper
+(:mod:`styleprobe.reaper`) find old objects; :meth:`ArtifactStore.read_chunks` streams an
+object without holding it whole.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 META_SUFFIX = ".meta.json"  # reserved: the local store's content-type sidecars
@@ -23,6 +28,16 @@ class ObjectNotFound(StoreError, KeyError):  # noqa: N818 (reads as a condition)
 
 
 MAX_KEY_BYTES, MAX_PART_BYTES = 1024, 255
+CHUNK_BYTES = 1 << 20  # default size of a streamed chunk (1 MiB)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """An object's key, its size in bytes and when it was last written (Unix seconds)."""
+
+    key: str
+    size: int
+    modified: float
 
 
 def validate_key(key: str) -> str:
@@ -61,8 +76,21 @@ class ArtifactStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+        """The objects under ``prefix`` with their sizes and times, sorted by key."""
+        ...
+
     def list(self, prefix: str = "") -> list[str]:
         """Keys under ``prefix``, sorted."""
+        ...
+
+    def stat(self, key: str) -> ObjectInfo:
+        """Size and time of ``key``; :class:`ObjectNotFound` if there is none."""
+        ...
+
+    def read_chunks(self, key: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """The bytes under ``key`` in pieces of at most ``chunk_bytes``, read as they are
+        consumed; :class:`ObjectNotFound` (from the first piece) if there are none."""
         ...
 
     def content_type(self, key: str) -> str: ...

@@ -2,7 +2,8 @@
 
 Each object is a file under the root; its content type lies beside it in a sidecar
 ``<key>.meta.json``. Writes go to a temporary file in the same folder and are moved into
-place with :func:`os.replace`, so a reader sees a whole object or none.
+place with :func:`os.replace`, so a reader sees a whole object or none. An object's time
+of last write is its file's modification time.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from styleprobe.storage.base import (
+    CHUNK_BYTES,
     DEFAULT_CONTENT_TYPE,
     META_SUFFIX,
     TEMP_PREFIX,
+    ObjectInfo,
     ObjectNotFound,
     StoreError,
     validate_key,
@@ -60,10 +64,41 @@ class LocalStore:
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
 
+    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+        infos = []
+        for key, path in self._files(prefix):
+            try:
+                infos.append(_info(key, path))
+            except FileNotFoundError:  # deleted meanwhile
+                continue
+        return sorted(infos, key=lambda info: info.key)
+
     def list(self, prefix: str = "") -> list[str]:
+        return sorted(key for key, _ in self._files(prefix))
+
+    def stat(self, key: str) -> ObjectInfo:
+        target = self.path(key)
+        if not target.is_file():
+            raise ObjectNotFound(key)
+        try:
+            return _info(key, target)
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(key) from exc
+
+    def read_chunks(self, key: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        target = self.path(key)
+        try:
+            fh = target.open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ObjectNotFound(key) from exc
+        with fh:
+            while chunk := fh.read(chunk_bytes):
+                yield chunk
+
+    def _files(self, prefix: str) -> Iterator[tuple[str, Path]]:
+        """Each object's key under ``prefix`` and its file, in no order."""
         if not self.root.is_dir():
-            return []
-        keys = []
+            return
         for dirpath, _, filenames in os.walk(self.root):
             folder = Path(dirpath).relative_to(self.root)
             for name in filenames:
@@ -71,8 +106,7 @@ class LocalStore:
                     continue
                 key = (folder / name).as_posix()
                 if key.startswith(prefix):
-                    keys.append(key)
-        return sorted(keys)
+                    yield key, Path(dirpath) / name
 
     def content_type(self, key: str) -> str:
         target = self.path(key)
@@ -90,6 +124,11 @@ class LocalStore:
         target.unlink()
         _meta_path(target).unlink(missing_ok=True)
         _remove_empty_parents(target.parent, self.root)
+
+
+def _info(key: str, path: Path) -> ObjectInfo:
+    status = path.stat()
+    return ObjectInfo(key=key, size=status.st_size, modified=status.st_mtime)
 
 
 def _meta_path(target: Path) -> Path:
