@@ -13,8 +13,8 @@ import pytest
 from styleprobe.cli import run
 from styleprobe.evaluation.bias import ShortcutConfig
 
-SECTIONS = ("table", "inversion", "directions", "validity", "faithfulness", "localization",
-            "bias", "targets", "timings_s")
+SECTIONS = ("table", "inversion", "identity", "coverage", "directions", "validity",
+            "faithfulness", "localization", "bias", "targets", "timings_s")
 
 
 @pytest.fixture

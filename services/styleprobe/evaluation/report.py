@@ -45,6 +45,14 @@ HINTS = {  # what would fix a missed target
     "localization": "the difference map is taken against the reconstruction G(E(x)), so "
     "encoder error shifts it off the real image's mask: a better encoder (or optimisation "
     "refinement of the encoding) sharpens it.",
+    "realism": "train the GAN longer and with ADA on small sets (`styleprobe train gan` turns "
+    "it on below its size threshold), at the bundled sets' resolution or higher; the "
+    "coverage rows show which factor it draws least like the real images.",
+    "identity_top1": "the encoder maps different inputs onto similar images (see the spread "
+    "ratio): refine each encoding with a few steps of latent optimisation, use per-layer "
+    "codes (W+) with a prior, or weight the pixel loss on real images more.",
+    "marker_coverage": "the generator under-draws the marker: train longer (rare features "
+    "come late) with ADA, or on more marked images.",
     "shortcut": "a direction can only move what the generator draws: the bundled GANs draw "
     "the marker on few or none of their samples (the table's last row), although 30% of "
     "their training images carry it, so the shortcut classifier's direction falls back on "
@@ -228,10 +236,27 @@ def blocks(r: dict[str, Any], figure_names: Sequence[str]) -> list[Block]:
             ["SSIM of G(E(x))", fmt(inv["ssim"])],
             ["f(x) and f(G(E(x))) agree", fmt(inv["agreement"])],
         ])),
+        ("p", "Identity (pixel distance, among the first "
+              f"{r['identity']['images']} held-out inputs): top-1 retrieval of each input from "
+              f"its reconstruction {fmt(r['identity']['top1'])} (chance "
+              f"{fmt(r['identity']['chance'])}), median rank of the own input "
+              f"{fmt(r['identity']['median_rank'], 1)}, spread ratio of the reconstructions "
+              f"to the inputs {fmt(r['identity']['spread_ratio'])}."),
         ("p", "How much of each factor survives the inversion (oracle R² of the "
               "reconstruction's reading against the input's true factor):"),
         ("table", (["Factor", "R²"], [[k, fmt(v)] for k, v in
                                       inv["factor_r2_of_reconstructions"].items()])),
+        ("h2", "2b. Coverage of the generator"),
+        ("p", f"Oracle readings of {r['coverage']['generated_images']} generated against "
+              f"{r['coverage']['real_images']} held-out real images; coverage is the overlap "
+              "of the two histograms (deciles of the real readings; two-valued factors "
+              "present above 0.5; the disease score at the grade thresholds). Precision / "
+              f"recall (k={r['coverage']['k']} nearest-neighbour manifolds, "
+              f"{r['coverage']['feature_space']}): {fmt(r['coverage']['precision'])} / "
+              f"{fmt(r['coverage']['recall'])}."),
+        ("table", (["Factor", "Coverage", "Real", "Generated"],
+                   [[k, fmt(v["coverage"]), *_coverage_cells(v)]
+                    for k, v in r["coverage"]["factors"].items()])),
         ("h2", "3. Validity"),
         ("table", (["Direction", "Flip rate", "Median |flip λ|", "Median Spearman(λ, P)",
                     "Share with Spearman >= 0.9", "Direction AUC (sampled)"],
@@ -279,6 +304,17 @@ def blocks(r: dict[str, Any], figure_names: Sequence[str]) -> list[Block]:
         ("table", (["Stage", "Seconds"], [[k, fmt(v, 1)] for k, v in r["timings_s"].items()])),
     ]
     return [b for b in out if b[0] != "figure" or b[1][0] in figure_names]
+
+
+def _coverage_cells(factor: dict[str, Any]) -> list[str]:
+    """What a factor's coverage compares: rates, grade histograms, or mean ± std."""
+    if factor["kind"] == "two-valued":
+        return [fmt(factor["real_rate"]), fmt(factor["generated_rate"])]
+    if factor["kind"] == "grade":
+        return [" ".join(fmt(v, 2) for v in factor[f"{side}_histogram"])
+                for side in ("real", "generated")]
+    return [f"{fmt(factor[f'{side}_mean'])} ± {fmt(factor[f'{side}_std'])}"
+            for side in ("real", "generated")]
 
 
 def _bias_findings(bias: dict[str, Any]) -> list[Block]:
@@ -432,6 +468,12 @@ def results_table(results: Sequence[dict[str, Any]], reports: dict[str, str]) ->
         ("Inversion: pixel MSE / SSIM", None,
          lambda r: f"{fmt(r['inversion']['pixel_mse'], 4)} / {fmt(r['inversion']['ssim'])}"),
         ("Inversion: f(x) and f(G(E(x))) agree", None, lambda r: r["inversion"]["agreement"]),
+        ("Inversion identity: top-1 retrieval among held-out inputs / spread ratio", None,
+         lambda r: f"{fmt(r['identity']['top1'])} / {fmt(r['identity']['spread_ratio'])}"),
+        ("Generator: precision / recall (k-NN manifolds, oracle features)", None,
+         lambda r: f"{fmt(r['coverage']['precision'])} / {fmt(r['coverage']['recall'])}"),
+        ("Generator coverage: marker rate generated / real; lowest factor coverage", None,
+         lambda r: _marker_cell(r["coverage"])),
         ("Flip rate (plain / orthogonalized)", None,
          lambda r: " / ".join(fmt(v["flip_rate"]) for v in r["validity"].values())),
         ("Median Spearman(λ, P(target))", None,
@@ -483,6 +525,13 @@ def results_table(results: Sequence[dict[str, Any]], reports: dict[str, str]) ->
               "- Full reports (every number, plots, examples): "
               + ", ".join(f"[{name}]({path})" for name, path in reports.items()) + ".", ""]
     return "\n".join(lines)
+
+
+def _marker_cell(coverage: dict[str, Any]) -> str:
+    marker, low = coverage["factors"].get("marker"), coverage["min_coverage_factor"]
+    rates = (f"{fmt(marker['generated_rate'])} / {fmt(marker['real_rate'])}; "
+             if marker else "")
+    return f"{rates}{low} {fmt(coverage['factors'][low]['coverage'])}"
 
 
 def _change_cell(faith: dict[str, Any], kind: str) -> str:
