@@ -140,6 +140,31 @@ class Settings:
     worker_heartbeat_s: float = setting(
         5.0, "seconds between a worker's liveness beats in Redis; the tasks of a worker silent "
         "for 4 beats are handed out again at once")
+    # the DICOM gateway (styleprobe serve dicom-gateway; services/styleprobe/gateway/)
+    gateway_ae_title: str = setting("STYLEPROBE", "the DICOM gateway's own AE title")
+    gateway_listen: str = setting(
+        "0.0.0.0:11112", "host:port the gateway's C-STORE SCP (DICOM) listens on")
+    gateway_orchestrator: str = setting(
+        "127.0.0.1:50051", "the orchestrator's gRPC address the gateway calls")
+    gateway_token: str = setting("", "bearer token the gateway calls the orchestrator with",
+                                 secret=True)
+    gateway_tls_ca: str = setting(
+        "", "PEM CA bundle the gateway checks the orchestrator's TLS certificate against; "
+        "'': plaintext gRPC (unless `STYLEPROBE_GATEWAY_TLS`)")
+    gateway_tls: bool = setting(False, "the gateway calls the orchestrator over TLS")
+    gateway_routes: str = setting(
+        "[]", "routing rules, a JSON list: each {calling_ae, modality, body_part, "
+        "series_description (regular expression), model_set, target}; the first whose "
+        "given fields all match routes an image")
+    gateway_destination: str = setting(
+        "", "where results are sent by C-STORE, `AET@host:port`; '': not sent by DIMSE")
+    gateway_stow_url: str = setting(
+        "", "DICOMweb root results are stored to by STOW-RS (e.g. "
+        "http://pacs:8042/dicom-web); '': not sent by DICOMweb")
+    gateway_series_timeout_s: float = setting(
+        10.0, "seconds without a new instance after which a series is processed")
+    gateway_job_timeout_s: float = setting(
+        900.0, "seconds the gateway waits for one image's explanation")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

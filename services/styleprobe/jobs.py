@@ -8,7 +8,11 @@ and writes the fields and the event together, so a job ends exactly once: a job 
 cancelled does not later succeed, and a task run twice does not end it twice.
 
 States: ``queued -> running -> succeeded | failed | cancelled`` (``queued`` may go
-straight to ``failed`` or ``cancelled``).
+straight to ``failed`` or ``cancelled``). A running job is ``paused`` while a dependency it
+calls (Triton, S3) is unreachable and is waited for, with ``pause_reason`` saying which and
+since when; it runs again when the dependency answers (:meth:`JobStore.pause`,
+:meth:`JobStore.unpause`), and may end from ``paused`` like from ``running``. A cohort that
+failed or was cancelled can be queued again under its id (:meth:`JobStore.reopen`).
 """
 
 from __future__ import annotations
@@ -25,11 +29,16 @@ from redis.typing import EncodableT, FieldT
 
 from styleprobe.explain.spec import JobSpec
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
-    "queued", "running", "succeeded", "failed", "cancelled")
-ACTIVE = (QUEUED, RUNNING)
+QUEUED, RUNNING, PAUSED, SUCCEEDED, FAILED, CANCELLED = (
+    "queued", "running", "paused", "succeeded", "failed", "cancelled")
+WORKING = (RUNNING, PAUSED)  # started and not ended: its tasks go on
+ACTIVE = (QUEUED, *WORKING)
 ENDED = (SUCCEEDED, FAILED, CANCELLED)
+PAUSE_FIELDS = ("pause_reason", "paused_at")  # removed when a job leaves ``paused``
 PREFIX = "styleprobe:job:"
+# Every job's id scored by its creation time, written with the job (ListJobs reads it:
+# :mod:`styleprobe.orchestrator.listing`, which also drops the ids of expired jobs).
+INDEX = "styleprobe:jobs:by-created"
 EVENTS_MAXLEN = 1000  # events kept per job (approximately)
 
 # Fields as written to a hash or a stream; and as read back: the connection decodes every
@@ -41,8 +50,9 @@ StreamEntry = tuple[str, Hash]
 ResultKeys = str | dict[str, str]  # one object's key, or keys by name
 
 # KEYS: job hash, event stream. ARGV: allowed states (JSON list), fields to set (JSON
-# object), fields to set only if absent (JSON object), event (JSON object), ttl seconds.
-# Returns 1 if applied, 0 if the state did not allow it, -1 if there is no such job.
+# object), fields to set only if absent (JSON object), event (JSON object), ttl seconds,
+# events kept, fields to remove (JSON list). Returns 1 if applied, 0 if the state did
+# not allow it, -1 if there is no such job.
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return -1 end
@@ -52,6 +62,7 @@ for _, s in ipairs(allowed) do if s == state then ok = true end end
 if not ok then return 0 end
 for k, v in pairs(cjson.decode(ARGV[2])) do redis.call('HSET', KEYS[1], k, v) end
 for k, v in pairs(cjson.decode(ARGV[3])) do redis.call('HSETNX', KEYS[1], k, v) end
+for _, k in ipairs(cjson.decode(ARGV[7])) do redis.call('HDEL', KEYS[1], k) end
 local event = cjson.decode(ARGV[4])
 local flat = {}
 for k, v in pairs(event) do table.insert(flat, k); table.insert(flat, v) end
@@ -64,12 +75,13 @@ return 1
 # A cohort image finished. KEYS: job hash, event stream, set of the images counted.
 # ARGV: image, outcome (done | failed), event message, time, ttl seconds, events kept.
 # Counts the image once however often it is reported (a redelivered chunk), while the
-# job runs; progress is the share of images finished. Returns 1 if the job is running
-# (counted now or before), 0 if not, -1 if there is no such job.
+# job runs (or is paused: another worker waits for a dependency); progress is the share
+# of images finished. Returns 1 if the job is running or paused (counted now or before),
+# 0 if not, -1 if there is no such job.
 _COUNT_IMAGE = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return -1 end
-if state ~= 'running' then return 0 end
+if state ~= 'running' and state ~= 'paused' then return 0 end
 if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 1 end
 local field = 'count.' .. ARGV[2]
 redis.call('HINCRBY', KEYS[1], field, 1)
@@ -129,6 +141,9 @@ class JobRecord:
     keys: dict[str, ResultKeys] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)  # total, done, failed
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    idempotency_key: str = ""  # the client's key of the request, if it had one
+    dicom: dict[str, Any] = field(default_factory=dict)  # the DICOM input's reference
+    pause_reason: str = ""  # while paused: the dependency waited for, and since when
 
     @property
     def ended(self) -> bool:
@@ -154,6 +169,9 @@ class JobRecord:
             counts={k[len("count."):]: int(v) for k, v in raw.items() if k.startswith("count.")},
             stage_seconds={k[len("seconds."):]: float(v) for k, v in raw.items()
                            if k.startswith("seconds.")},
+            idempotency_key=raw.get("idempotency_key", ""),
+            dicom=json.loads(raw.get("dicom", "{}")),
+            pause_reason=raw.get("pause_reason", ""),
         )
 
 
@@ -188,17 +206,26 @@ class JobStore:
         """Raise ``redis.RedisError`` unless Redis answers."""
         self.redis.ping()
 
-    def create(self, job_id: str, kind: str, request: JobRequest, total: int = 1) -> JobRecord:
-        """Store a new ``queued`` job (ids are random: see :func:`new_job_id`)."""
+    def create(self, job_id: str, kind: str, request: JobRequest, total: int = 1,
+               idempotency_key: str = "", dicom: Mapping[str, Any] | None = None) -> JobRecord:
+        """Store a new ``queued`` job (ids are random: see :func:`new_job_id`) and index it
+        by its creation time, at once."""
         now = time.time()
         record: Fields = {"job_id": job_id, "kind": kind, "state": QUEUED,
                           "request": json.dumps(request.to_dict()), "created_at": repr(now),
                           "progress": "0", "count.total": str(total), "count.done": "0",
                           "count.failed": "0"}
+        if idempotency_key:
+            record["idempotency_key"] = idempotency_key
+        if dicom:
+            record["dicom"] = json.dumps(dict(dicom))
         key = PREFIX + job_id
         with self.redis.pipeline() as pipe:
             pipe.hset(key, mapping=record)
             pipe.expire(key, self.ttl_s)
+            pipe.zadd(INDEX, {job_id: now})
+            # ids of records long expired (a record lives ttl_s after its last change)
+            pipe.zremrangebyscore(INDEX, "-inf", now - 2 * self.ttl_s)
             pipe.xadd(key + ":events", _event_fields(QUEUED, "", 0.0, "job queued", now),
                       maxlen=EVENTS_MAXLEN, approximate=True)
             pipe.expire(key + ":events", self.ttl_s)
@@ -213,27 +240,40 @@ class JobStore:
 
     def delete(self, job_id: str) -> None:
         """Remove a job and its events (used when a job could not be queued at all)."""
-        self.redis.delete(PREFIX + job_id, PREFIX + job_id + ":events",
-                          PREFIX + job_id + ":counted")
+        with self.redis.pipeline() as pipe:
+            pipe.delete(PREFIX + job_id, PREFIX + job_id + ":events",
+                        PREFIX + job_id + ":counted")
+            pipe.zrem(INDEX, job_id)
+            pipe.execute()
 
     def transition(self, job_id: str, allowed: Iterable[str], state: str | None = None,
                    message: str = "", stage: str | None = None, progress: float | None = None,
                    error: str | None = None, keys: Mapping[str, ResultKeys] | None = None,
                    stage_seconds: dict[str, float] | None = None,
-                   counts: dict[str, int] | None = None, worker: str | None = None) -> bool:
+                   counts: dict[str, int] | None = None, worker: str | None = None,
+                   remove: Iterable[str] = (), pause_reason: str | None = None) -> bool:
         """Apply a change if the job is in one of ``allowed`` states; whether it was applied.
 
-        ``state`` None keeps the state (a progress update). Raises :class:`JobNotFoundError`.
+        ``state`` None keeps the state (a progress update); a job leaving ``paused`` loses
+        its pause reason; ``remove`` names more fields to remove. Raises
+        :class:`JobNotFoundError`.
         """
         now = time.time()
         updates: dict[str, str] = {"updated_at": repr(now)}
         once: dict[str, str] = {}
+        removed = list(remove)
         if state is not None:
             updates["state"] = state
             if state == RUNNING:
                 once["started_at"] = repr(now)
             if state in ENDED:
                 updates["finished_at"] = repr(now)
+            if state == PAUSED:
+                updates["paused_at"] = repr(now)
+            else:
+                removed += PAUSE_FIELDS
+        if pause_reason is not None:
+            updates["pause_reason"] = pause_reason
         if stage is not None:
             updates["stage"] = stage
         if progress is not None:
@@ -256,10 +296,27 @@ class JobStore:
                               message, now)
         applied = self._transition(keys=[key, key + ":events"], args=[
             json.dumps(list(allowed)), json.dumps(updates), json.dumps(once),
-            json.dumps(event), self.ttl_s, EVENTS_MAXLEN])
+            json.dumps(event), self.ttl_s, EVENTS_MAXLEN, json.dumps(removed)])
         if applied == -1:
             raise JobNotFoundError(job_id)
         return applied == 1
+
+    def pause(self, job_id: str, reason: str) -> bool:
+        """A running job waits for a dependency: ``paused`` with ``reason``; whether it was
+        running (a job already paused keeps its first reason)."""
+        return self.transition(job_id, [RUNNING], state=PAUSED, message=f"paused: {reason}",
+                               pause_reason=reason)
+
+    def unpause(self, job_id: str, message: str) -> bool:
+        """A paused job runs again (its dependency answers); whether it was paused."""
+        return self.transition(job_id, [PAUSED], state=RUNNING, message=message)
+
+    def reopen(self, job_id: str, allowed: Iterable[str], message: str,
+               keys: Iterable[str] = ()) -> bool:
+        """Queue an ended job again under its id (a resumed cohort): ``queued``, without its
+        error, end time and the result ``keys`` named; whether its state allowed it."""
+        return self.transition(job_id, allowed, state=QUEUED, message=message, error="",
+                               remove=["finished_at", *(f"key.{name}" for name in keys)])
 
     def count_image(self, job_id: str, image: str, outcome: str, message: str) -> bool:
         """Count a finished image of a running cohort as ``outcome`` (done or failed), once

@@ -33,6 +33,7 @@ from tritonclient.utils import InferenceServerException
 from styleprobe.backends.base import BackendError, checked_batch
 from styleprobe.metrics import observe_backend_call
 from styleprobe.modelset import ModelSet, TensorSpec
+from styleprobe.outages import OutageListener
 from styleprobe.serving.triton_config import ENSEMBLE_VERSION, decode_ensemble_name, output_name
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ class TritonBackend:
         self.url = url
         self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
         self.retry_s = retry_s
+        self.listener: OutageListener | None = None  # told when calls wait for Triton
         self.concurrency = concurrency
         self._served = served_models(model_set)
         self._lock = threading.Lock()
@@ -132,6 +134,12 @@ class TritonBackend:
 
     def classifier(self, image: np.ndarray) -> np.ndarray:
         return self._infer("classifier", image)[0]
+
+    def styles(self, w: np.ndarray) -> np.ndarray:
+        return self._infer("styles", w)[0]
+
+    def style_synthesis(self, styles: np.ndarray) -> np.ndarray:
+        return self._infer("stylesynthesis", styles)[0]
 
     def decode_and_classify(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         images, logits = self._infer("decode", w)
@@ -156,6 +164,9 @@ class TritonBackend:
             return self._client, self._pool
 
     def _infer(self, kind: str, batch: np.ndarray) -> list[np.ndarray]:
+        if kind not in self._served:
+            raise BackendError(f"model set {self.model_set.name!r} has no {kind} model "
+                               "(export its StyleSpace: scripts/stylespace_from_model_set.py)")
         served = self._served[kind]
         batch = checked_batch(served.name, "input", batch, served.inputs[0][1].dims)
         if len(batch) == 0:
@@ -231,7 +242,7 @@ class TritonBackend:
         started, attempts = time.monotonic(), 0
         while True:
             try:
-                return request()
+                answer = request()
             except InferenceServerException as exc:
                 if exc.status() != UNAVAILABLE:
                     raise BackendError(self._describe(served, exc)) from exc
@@ -246,7 +257,13 @@ class TritonBackend:
                 delay = min(delay, left)
                 log.warning("triton unavailable; retrying", extra={
                     "model": served.name, "attempt": attempts, "delay_s": delay})
+                if attempts == 1 and self.listener is not None:
+                    self.listener.waiting("triton", self.retry_s)
                 time.sleep(delay)
+                continue
+            if attempts and self.listener is not None:
+                self.listener.back("triton")
+            return answer
 
     def _describe(self, served: ServedModel, exc: InferenceServerException) -> str:
         status, message = exc.status(), exc.message()

@@ -14,30 +14,56 @@ or none), and a job's manifest is its last object, so a manifest that exists mea
 complete job. :meth:`S3Store.presigned_url` signs a GET URL valid for the configured
 expiry; with ``public_endpoint`` set, URLs name the host clients reach rather than the one
 this process uses.
+
+A worker's store waits out an outage (:meth:`S3Store.wait_out_outages`): a call that finds
+the server unreachable (connection refused or reset, a timeout, a 5xx answer) is retried
+with backoff for up to ``STYLEPROBE_S3_RETRY_S`` (120 s), telling its
+:class:`~styleprobe.outages.OutageListener` when it starts waiting and when S3 answers
+again (the job is paused meanwhile). The orchestrator's store does not wait: its health
+check and calls see an outage at once (new jobs are refused, reads get UNAVAILABLE).
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import time
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import TypeVar
 
 import urllib3
 from minio import Minio
-from minio.error import MinioException, S3Error
+from minio.error import MinioException, S3Error, ServerError
 
 from styleprobe.config import Settings
+from styleprobe.outages import OutageListener
 from styleprobe.storage.base import (
+    CHUNK_BYTES,
     DEFAULT_CONTENT_TYPE,
+    ObjectInfo,
     ObjectNotFound,
     StoreError,
     validate_key,
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 MISSING_CODES = ("NoSuchKey", "NoSuchObject", "NotFound")
+# Answers of a server that is starting or overloaded: waited out like a refused connection.
+UNAVAILABLE_CODES = ("ServiceUnavailable", "SlowDown", "InternalError", "RequestTimeout")
 TIMEOUT_S = 10.0  # connect and read timeout of every request
 RETRIES = 3  # urllib3 retries of a failed connection
+FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.5, 5.0  # waits between two tries while S3 is down
+
+
+def unreachable(exc: Exception) -> bool:
+    """Whether ``exc`` says the server could not be reached or could not answer now (worth
+    waiting for), rather than an answer about the request (a missing key, refused
+    credentials)."""
+    if isinstance(exc, S3Error):
+        return exc.code in UNAVAILABLE_CODES
+    return isinstance(exc, (urllib3.exceptions.HTTPError, ServerError))
 
 
 class S3Store:
@@ -68,8 +94,19 @@ class S3Store:
         self._signer = (Minio(public_endpoint, access_key=access_key, secret_key=secret_key,
                               secure=secure, region=region)
                         if public_endpoint else self.client)
+        self.retry_s = 0.0
+        self.listener: OutageListener | None = None
         if check:
             self.ensure_bucket()
+
+    def wait_out_outages(self, retry_s: float, listener: OutageListener | None = None
+                         ) -> S3Store:
+        """From now on, retry a call that finds S3 unreachable for up to ``retry_s``
+        seconds, telling ``listener``; this store."""
+        if retry_s < 0:
+            raise StoreError(f"the S3 retry budget must be >= 0 s, got {retry_s}")
+        self.retry_s, self.listener = retry_s, listener
+        return self
 
     @classmethod
     def from_settings(cls, settings: Settings, check: bool = True) -> S3Store:
@@ -100,23 +137,21 @@ class S3Store:
     def put(self, key: str, data: bytes, content_type: str = DEFAULT_CONTENT_TYPE) -> None:
         validate_key(key)
         data = bytes(data)
-        try:
-            self.client.put_object(self.bucket, key, io.BytesIO(data), len(data),
-                                   content_type=content_type)
-        except (MinioException, urllib3.exceptions.HTTPError) as exc:
-            raise self._error("put", key, exc) from exc
+        self._call("put", key, lambda: self.client.put_object(
+            self.bucket, key, io.BytesIO(data), len(data), content_type=content_type))
 
     def get(self, key: str) -> bytes:
         validate_key(key)
-        try:
+
+        def read() -> bytes:
             response = self.client.get_object(self.bucket, key)
             try:
                 return response.read()
             finally:
                 response.close()
                 response.release_conn()
-        except (MinioException, urllib3.exceptions.HTTPError) as exc:
-            raise self._error("get", key, exc) from exc
+
+        return self._call("get", key, read)
 
     def exists(self, key: str) -> bool:
         try:
@@ -125,28 +160,45 @@ class S3Store:
             return False
         return True
 
+    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+        return self._call("list", prefix, lambda: sorted(
+            (ObjectInfo(o.object_name, o.size or 0,
+                        o.last_modified.timestamp() if o.last_modified else 0.0)
+             for o in self.client.list_objects(self.bucket, prefix=prefix or None,
+                                               recursive=True)
+             if o.object_name and not o.is_dir), key=lambda info: info.key))
+
     def list(self, prefix: str = "") -> list[str]:
+        return self._call("list", prefix, lambda: sorted(
+            o.object_name for o in self.client.list_objects(
+                self.bucket, prefix=prefix or None, recursive=True)
+            if o.object_name and not o.is_dir))
+
+    def stat(self, key: str) -> ObjectInfo:
+        validate_key(key)
+        found = self._call("stat", key, lambda: self.client.stat_object(self.bucket, key))
+        modified = found.last_modified.timestamp() if found.last_modified else 0.0
+        return ObjectInfo(key, found.size or 0, modified)
+
+    def read_chunks(self, key: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        validate_key(key)
+        response = self._call("get", key, lambda: self.client.get_object(self.bucket, key))
         try:
-            return sorted(o.object_name for o in
-                          self.client.list_objects(self.bucket, prefix=prefix or None,
-                                                   recursive=True)
-                          if o.object_name and not o.is_dir)
-        except (MinioException, urllib3.exceptions.HTTPError) as exc:
-            raise self._error("list", prefix, exc) from exc
+            yield from response.stream(chunk_bytes)
+        except urllib3.exceptions.HTTPError as exc:
+            raise self._error("get", key, exc) from exc
+        finally:
+            response.close()
+            response.release_conn()
 
     def content_type(self, key: str) -> str:
         validate_key(key)
-        try:
-            return self.client.stat_object(self.bucket, key).content_type or DEFAULT_CONTENT_TYPE
-        except (MinioException, urllib3.exceptions.HTTPError) as exc:
-            raise self._error("stat", key, exc) from exc
+        return self._call("stat", key, lambda: self.client.stat_object(
+            self.bucket, key).content_type or DEFAULT_CONTENT_TYPE)
 
     def delete(self, key: str) -> None:
         self.content_type(key)  # ObjectNotFound if absent, like the local store
-        try:
-            self.client.remove_object(self.bucket, key)
-        except (MinioException, urllib3.exceptions.HTTPError) as exc:
-            raise self._error("delete", key, exc) from exc
+        self._call("delete", key, lambda: self.client.remove_object(self.bucket, key))
 
     def presigned_url(self, key: str) -> str:
         """A GET URL of ``key`` that works without credentials until the expiry."""
@@ -156,6 +208,33 @@ class S3Store:
                                                      expires=self.presign_expiry)
         except (MinioException, urllib3.exceptions.HTTPError) as exc:
             raise self._error("presign", key, exc) from exc
+
+    def _call(self, action: str, key: str, call: Callable[[], T]) -> T:
+        """``call()``; while S3 is unreachable, retried with backoff for up to ``retry_s``
+        (the listener told when the wait starts and ends); errors as :class:`StoreError`."""
+        started, delay, waited = time.monotonic(), FIRST_BACKOFF_S, False
+        while True:
+            try:
+                result = call()
+            except (MinioException, urllib3.exceptions.HTTPError) as exc:
+                left = started + self.retry_s - time.monotonic()
+                if not unreachable(exc) or left <= 0:
+                    raise self._error(action, key, exc) from exc
+                if not waited:
+                    log.warning("s3 unreachable; waiting", extra={
+                        "action": action, "budget_s": self.retry_s, "error": type(exc).__name__})
+                    if self.listener is not None:
+                        self.listener.waiting(self.dependency, self.retry_s)
+                    waited = True
+                time.sleep(min(delay, left))
+                delay = min(2 * delay, MAX_BACKOFF_S)
+                continue
+            if waited:
+                log.info("s3 reachable again", extra={
+                    "action": action, "waited_s": round(time.monotonic() - started, 1)})
+                if self.listener is not None:
+                    self.listener.back(self.dependency)
+            return result
 
     def _error(self, action: str, key: str, exc: Exception) -> StoreError:
         if isinstance(exc, S3Error) and exc.code in MISSING_CODES:

@@ -9,9 +9,13 @@ cancelled stops the chain (its artifacts are removed). The job's state, stage, p
 result keys and time per stage are recorded in Redis (:mod:`styleprobe.jobs`) as it goes.
 
 Model backends, the store and the Redis client are made on first use in each worker
-process, after the fork, never inherited. Transient failures (the model server, the
-store or Redis unreachable) are retried with backoff; any other failure, or the last
-retry, fails the job with its reason and removes its artifacts. A retry that cannot be
+process, after the fork, never inherited. The store and the Triton backends wait out an
+outage of S3 or Triton for their time budgets (``STYLEPROBE_S3_RETRY_S``,
+``STYLEPROBE_TRITON_RETRY_S``) while the job shows ``paused`` with the reason
+(:mod:`~styleprobe.worker.pausing`). Transient failures that remain (the budget spent,
+Redis unreachable) are retried with backoff; any other failure, or the last retry, fails
+the job with its reason and removes its artifacts (or, the store being down, leaves them
+to :mod:`~styleprobe.worker.cleanup` once it is back). A retry that cannot be
 queued (Redis, the broker, is down) gives the task's message back instead, so it is
 delivered again once the broker is back (Celery's own default drops it).
 
@@ -36,13 +40,26 @@ from celery.signals import worker_process_init
 from redis.exceptions import LockError
 
 from styleprobe.backends import BackendError, ModelBackend, open_backend
+from styleprobe.backends.triton import TritonBackend
 from styleprobe.config import Settings
 from styleprobe.explain import engine
 from styleprobe.explain.engine import STAGES, JobKeys, Stage, StageContext
-from styleprobe.jobs import ACTIVE, CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobStore
+from styleprobe.jobs import (
+    ACTIVE,
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    WORKING,
+    JobStore,
+)
 from styleprobe.metrics import count_job
 from styleprobe.storage import ArtifactStore, ObjectNotFound, StoreError, open_store
+from styleprobe.storage.s3 import S3Store
+from styleprobe.worker import cleanup
 from styleprobe.worker.app import task_name
+from styleprobe.worker.pausing import JobPauser
 
 log = logging.getLogger(__name__)
 TRANSIENT = (BackendError, StoreError, redis.ConnectionError, redis.TimeoutError)
@@ -65,11 +82,15 @@ class _Process:
         self._store: ArtifactStore | None = None
         self._jobs: JobStore | None = None
         self._backends: dict[str, ModelBackend] = {}
+        self.pauser = JobPauser(lambda: self.jobs)
 
     @property
     def store(self) -> ArtifactStore:
         if self._store is None:
-            self._store = open_store(self.settings)
+            store = open_store(self.settings)
+            if isinstance(store, S3Store):
+                store.wait_out_outages(self.settings.s3_retry_s, self.pauser)
+            self._store = store
         return self._store
 
     @property
@@ -80,7 +101,10 @@ class _Process:
 
     def backend(self, model_set: str) -> ModelBackend:
         if model_set not in self._backends:
-            self._backends[model_set] = open_backend(self.settings, model_set)
+            backend = open_backend(self.settings, model_set)
+            if isinstance(backend, TritonBackend):
+                backend.listener = self.pauser
+            self._backends[model_set] = backend
         return self._backends[model_set]
 
 
@@ -117,7 +141,7 @@ class StageTask(Task):
         if failed:
             count_job(record.kind, FAILED)
         if record.state in (FAILED, CANCELLED):  # cancelled meanwhile
-            engine.delete_job(_process.store, job_id)
+            cleanup.discard(_process.store, _process.jobs, "explain", job_id)
 
 
 def _span(stage: Stage) -> tuple[float, float]:
@@ -144,12 +168,12 @@ def _run_stage(task: Task, job_id: str, stage: Stage, keys: dict[str, Any]) -> d
         if now - last[0] < PROGRESS_EVERY_S:
             return
         last[0] = now
-        if not jobs.transition(job_id, [RUNNING], progress=start + fraction * (end - start),
+        if not jobs.transition(job_id, WORKING, progress=start + fraction * (end - start),
                                message=f"stage {stage.name} {fraction:.0%}"):
             raise JobStopped(job_id)
 
     def note(message: str) -> None:
-        jobs.transition(job_id, [RUNNING], message=message)
+        jobs.transition(job_id, WORKING, message=message)
 
     spec = record.request.spec
     context = StageContext(job_id, spec, _process.store,
@@ -157,15 +181,16 @@ def _run_stage(task: Task, job_id: str, stage: Stage, keys: dict[str, Any]) -> d
                            single_flight=direction_lock, note=note)
     started = time.perf_counter()
     try:
-        done = engine.run_stage(stage, context,
-                                JobKeys.from_dict(keys or {"input": record.request.input_key}))
+        with _process.pauser.working_on(job_id):
+            done = engine.run_stage(
+                stage, context, JobKeys.from_dict(keys or {"input": record.request.input_key}))
     except JobStopped:
         _stop(job_id, jobs.get(job_id).state)
     except TRANSIENT as exc:
         retry(task, exc, job_id=job_id, stage=stage.name)
     seconds = time.perf_counter() - started
     final = stage == STAGES[-1]
-    if not jobs.transition(job_id, [RUNNING], state=SUCCEEDED if final else None,
+    if not jobs.transition(job_id, WORKING, state=SUCCEEDED if final else RUNNING,
                            progress=end, keys=done.to_dict(),
                            stage_seconds={stage.name: seconds},
                            counts={"done": 1} if final else None,
@@ -197,7 +222,7 @@ def retry(task: Task, exc: Exception, **context: str) -> NoReturn:
 def _stop(job_id: str, state: str) -> None:
     """End the chain of a job that is no longer running; a cancelled job loses its files."""
     if state == CANCELLED:
-        engine.delete_job(_process.store, job_id)
+        cleanup.discard(_process.store, _process.jobs, "explain", job_id)
     log.info("chain stopped", extra={"job_id": job_id, "state": state})
     raise Ignore()
 
