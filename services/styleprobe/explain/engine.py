@@ -20,6 +20,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -207,9 +208,16 @@ def assemble(store: ArtifactStore, job_id: str, keys: JobKeys) -> ExplanationRes
     )
 
 
+RENDER_NAMES = {"input": "input.png", "reconstruction": "reconstruction.png",
+                "animation": "traversal.gif", "strip": "strip.png", "plot": "probability.png",
+                "differences": "differences.png", "flip_frame": "flip_frame.png"}
+PUT_THREADS = 8  # rendered objects written to the store at once
+
+
 def render(store: ArtifactStore, job_id: str, keys: JobKeys) -> dict[str, str]:
     """Write frames, animation, strip, plot, difference maps and the HTML report; their
-    keys by name."""
+    keys by name. Frames are converted once for every picture, and the objects are
+    written to the store concurrently."""
     result = assemble(store, job_id, keys)
     encoding, traversal = get_json(store, keys.encoding), get_json(store, keys.traversal)
     frames = get_array(store, traversal["frames"])
@@ -218,35 +226,35 @@ def render(store: ArtifactStore, job_id: str, keys: JobKeys) -> dict[str, str]:
     warning = f"UNRELIABLE: {'; '.join(result.quality.reasons)}" if result.unreliable else None
     lambdas, probs = result.lambdas, result.probabilities
     maps, scale = draw.difference_maps(frames, reconstruction)
+    shown, shown_maps = draw.enlarge(frames), draw.enlarge(maps)
     images = {
         "input": draw.png(image),
         "reconstruction": draw.png(reconstruction),
-        "animation": draw.animation(frames),
-        "strip": draw.strip(frames, lambdas, probs, result.target, result.threshold, warning),
+        "animation": draw.animation(shown),
+        "strip": draw.strip(shown, lambdas, probs, result.target, result.threshold, warning),
         "plot": draw.probability_plot(lambdas, probs, result.target, result.threshold,
                                       result.flip.at_lambda, result.prediction_input, warning),
-        "differences": draw.strip(maps, lambdas, probs, result.target, result.threshold,
+        "differences": draw.strip(shown_maps, lambdas, probs, result.target, result.threshold,
                                   f"frame - reconstruction, red +{scale:.3f} .. blue "
                                   f"-{scale:.3f}" + (f"; {warning}" if warning else "")),
     }
     if "flip_frame" in traversal:
         images["flip_frame"] = draw.png(get_array(store, traversal["flip_frame"]))
-    names = {"input": "input.png", "reconstruction": "reconstruction.png",
-             "animation": "traversal.gif", "strip": "strip.png", "plot": "probability.png",
-             "differences": "differences.png", "flip_frame": "flip_frame.png"}
-    outputs = {}
-    for name, data in images.items():
-        key = job_key(job_id, names[name])
-        store.put(key, data, "image/gif" if name == "animation" else "image/png")
-        outputs[name] = key
-    for i, (frame, diff) in enumerate(zip(frames, maps, strict=True)):
-        outputs[f"frame_{i:03d}"] = job_key(job_id, f"frames/frame_{i:03d}.png")
-        store.put(outputs[f"frame_{i:03d}"], draw.png(frame), "image/png")
-        outputs[f"difference_{i:03d}"] = job_key(job_id, f"differences/difference_{i:03d}.png")
-        store.put(outputs[f"difference_{i:03d}"], draw.png(diff), "image/png")
-    outputs["report"] = job_key(job_id, "report.html")
-    store.put(outputs["report"], draw.report_html(result, images).encode(), "text/html")
-    return outputs
+    objects: dict[str, tuple[str, bytes, str]] = {
+        name: (job_key(job_id, RENDER_NAMES[name]), data,
+               "image/gif" if name == "animation" else "image/png")
+        for name, data in images.items()}
+    for i, (frame, diff) in enumerate(zip(shown, shown_maps, strict=True)):
+        objects[f"frame_{i:03d}"] = (job_key(job_id, f"frames/frame_{i:03d}.png"),
+                                     draw.png(frame), "image/png")
+        objects[f"difference_{i:03d}"] = (
+            job_key(job_id, f"differences/difference_{i:03d}.png"), draw.png(diff),
+            "image/png")
+    objects["report"] = (job_key(job_id, "report.html"),
+                         draw.report_html(result, images).encode(), "text/html")
+    with ThreadPoolExecutor(PUT_THREADS, thread_name_prefix="render-put") as pool:
+        list(pool.map(lambda item: store.put(*item), objects.values()))
+    return {name: key for name, (key, _, _) in objects.items()}
 
 
 def write_manifest(store: ArtifactStore, job_id: str, keys: JobKeys) -> str:
