@@ -5,7 +5,8 @@ finished images; only the folders of the images it was explaining, which have no
 manifest, go). When the store is down at that moment, the job is noted in the Redis set
 :data:`PENDING` and :func:`sweep_pending` removes its objects once the store answers
 again: each worker's liveness loop (:mod:`~styleprobe.worker.liveness`) calls it every
-beat while the set is not empty, and the retention reaper may call it too.
+beat while the set is not empty. The retention reaper (:mod:`styleprobe.reaper`) is the
+backstop: it removes partial folders of ended jobs once untouched for the task time limit.
 """
 
 from __future__ import annotations
@@ -15,33 +16,11 @@ from collections import defaultdict
 from typing import cast
 
 from styleprobe.jobs import CANCELLED, FAILED, JobNotFoundError, JobStore
-from styleprobe.storage.base import ArtifactStore, ObjectNotFound, StoreError
+from styleprobe.reaper import MANIFEST, remove_job_objects, remove_objects
+from styleprobe.storage.base import ArtifactStore, StoreError
 
 log = logging.getLogger(__name__)
 PENDING = "styleprobe:cleanup:pending"  # "<kind>:<job id>" of jobs whose objects must go
-MANIFEST = "manifest.json"
-
-
-def job_folder(job_id: str) -> str:
-    """The prefix of a job's objects."""
-    return f"jobs/{job_id}/"
-
-
-def remove_objects(store: ArtifactStore, keys: list[str]) -> int:
-    """Delete ``keys`` (one already gone is no error); how many were deleted."""
-    removed = 0
-    for key in keys:
-        try:
-            store.delete(key)
-            removed += 1
-        except ObjectNotFound:
-            continue
-    return removed
-
-
-def remove_job(store: ArtifactStore, job_id: str) -> int:
-    """Remove every object of an explain job; how many."""
-    return remove_objects(store, store.list(job_folder(job_id)))
 
 
 def remove_partial_images(store: ArtifactStore, cohort_id: str) -> int:
@@ -92,4 +71,4 @@ def sweep_pending(store: ArtifactStore, jobs: JobStore) -> int:
 
 def _remove(store: ArtifactStore, kind: str, job_id: str) -> int:
     return (remove_partial_images(store, job_id) if kind == "cohort"
-            else remove_job(store, job_id))
+            else remove_job_objects(store, job_id))
