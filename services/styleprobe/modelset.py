@@ -118,6 +118,8 @@ class ModelSet:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    # what the training images were like (styleprobe.explain.domain); empty: not recorded
+    domain: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [k for k in MODEL_KINDS if k not in self.models]
@@ -162,6 +164,7 @@ class ModelSet:
                 default_target=raw["default_target"],
                 nuisance_directions=raw.get("nuisance_directions", {}),
                 training=raw.get("training", {}), metrics=raw.get("metrics", {}),
+                domain=raw.get("domain", {}),
             )
         except (KeyError, TypeError) as exc:
             raise ModelSetError(f"malformed model-set manifest: {exc!r}") from exc

@@ -194,7 +194,9 @@ def test_describe_input_keeps_no_patient_identifiers() -> None:
         text = repr(info)
         assert set(info) <= {"format", "width", "height", "channels", "bit_depth", "window",
                              "Modality", "PhotometricInterpretation", "TransferSyntaxUID",
-                             "BodyPartExamined", "frames", "frame"}
+                             "BodyPartExamined", "frames", "frame", "StudyInstanceUID",
+                             "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
+                             "WindowCenter", "WindowWidth"}
         for identifier in (ds.PatientName, ds.PatientID):
             assert str(identifier) and str(identifier) not in text
         assert info["TransferSyntaxUID"] == ds.file_meta.TransferSyntaxUID

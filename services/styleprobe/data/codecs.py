@@ -3,9 +3,10 @@
 :func:`decode` reads an input once and returns a :class:`DecodedImage`: the pixels as
 (H, W, C) float32 in [0, 1] with C in {1, 3}, plus metadata that is safe to store (format,
 size, bit depth and, for DICOM, only the modality, photometric interpretation, transfer
-syntax and body part: never a patient identifier). :func:`load_image` and
-:func:`describe_input` are thin wrappers; :func:`to_model_input` fits an image to a model
-set's resolution and channels.
+syntax, body part, the instance's UIDs, the frame used and the window applied: never a
+patient identifier; :func:`dicom_reference` picks the DICOM reference out of them).
+:func:`load_image` and :func:`describe_input` are thin wrappers; :func:`to_model_input`
+fits an image to a model set's resolution and channels.
 
 The format is detected from the content; the file name is only used in messages. An
 input larger than the :class:`InputLimits` (pixels of a frame, frames of a file) is refused
@@ -37,6 +38,7 @@ MIN_SIDE = 8
 PILLOW_FORMATS = ("PNG", "JPEG", "TIFF")
 NPY_MAGIC = b"\x93NUMPY"
 DICOM_SAFE_TAGS = ("Modality", "PhotometricInterpretation", "BodyPartExamined")
+DICOM_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow "L"
 
 
@@ -323,7 +325,8 @@ def _decode_dicom(data: bytes, name: str, limits: InputLimits,
             raise ImageDecodeError(_unknown_format(name)) from None
         raise
     syntax = _transfer_syntax(ds)
-    details: dict[str, Any] = {k: str(ds.get(k, "")) for k in DICOM_SAFE_TAGS if k in ds}
+    details: dict[str, Any] = {k: str(ds.get(k, ""))
+                               for k in (*DICOM_SAFE_TAGS, *DICOM_UIDS) if k in ds}
     if syntax is not None:
         details["TransferSyntaxUID"] = str(syntax)
     if "PixelData" not in ds:
@@ -394,6 +397,8 @@ def _dicom_grey(raw: np.ndarray, ds: Dataset, photometric: str,
     values = apply_modality_lut(raw, ds)
     windowed = _apply_voi(values, ds)
     details["window"] = "min-max" if windowed is None else "file"
+    if windowed is not None and "VOILUTSequence" not in ds:
+        details.update(WindowCenter=_first(ds.WindowCenter), WindowWidth=_first(ds.WindowWidth))
     unit = min_max(values) if windowed is None else windowed
     return 1.0 - unit if photometric == "MONOCHROME1" else unit
 
@@ -413,3 +418,27 @@ def _apply_voi(values: np.ndarray, ds: Dataset) -> np.ndarray | None:
         low, high = apply_windowing(np.array([-np.inf, np.inf]), ds)
         windowed = apply_windowing(values, ds)
     return (windowed - low) / (high - low)
+
+
+def _first(value: Any) -> float:
+    """The first of a (possibly multi-valued) DICOM number."""
+    from pydicom.multival import MultiValue
+
+    return float(value[0] if isinstance(value, MultiValue | list) else value)
+
+
+def dicom_reference(description: dict[str, Any]) -> dict[str, Any]:
+    """The DICOM reference of an input (the fields of the API's ``DicomReference``) from
+    its :meth:`DecodedImage.describe`; empty for an input that is not DICOM."""
+    if description.get("format") != "DICOM":
+        return {}
+    reference: dict[str, Any] = {
+        "study_instance_uid": description.get("StudyInstanceUID", ""),
+        "series_instance_uid": description.get("SeriesInstanceUID", ""),
+        "sop_instance_uid": description.get("SOPInstanceUID", ""),
+        "sop_class_uid": description.get("SOPClassUID", ""),
+        "modality": description.get("Modality", ""),
+        "frame": int(description.get("frame", 0)), "frames": int(description.get("frames", 1)),
+        "window_center": float(description.get("WindowCenter", 0.0)),
+        "window_width": float(description.get("WindowWidth", 0.0))}
+    return reference

@@ -36,6 +36,7 @@ from styleprobe.explain.direction import (
     ensure_direction,
     load_direction,
 )
+from styleprobe.explain.domain import domain_reasons
 from styleprobe.explain.inputs import (
     ImageSource,
     ModelInput,
@@ -107,7 +108,8 @@ def encode_many(backend: ModelBackend, store: ArtifactStore, job_ids: Sequence[s
     prep = model_set.preprocessing
     class_index = model_set.classifier.class_index(target)
     threshold = model_set.classifier.threshold
-    images = [get_array(store, get_json(store, key)["image"]) for key in input_keys]
+    stored = [get_json(store, key) for key in input_keys]
+    images = [get_array(store, record["image"]) for record in stored]
     x = to_model_layout(np.stack(images), prep)
     w = backend.encoder(x)
     reconstructions, logits_rec = backend.decode_and_classify(w)
@@ -117,8 +119,9 @@ def encode_many(backend: ModelBackend, store: ArtifactStore, job_ids: Sequence[s
     keys = []
     for i, (job_id, image) in enumerate(zip(job_ids, images, strict=True)):
         p_input, p_rec = float(p_inputs[i]), float(p_recs[i])
-        quality = assess_reconstruction(image, recons[i], p_input, p_rec, threshold,
-                                        model_set.quality)
+        quality = assess_reconstruction(
+            image, recons[i], p_input, p_rec, threshold, model_set.quality,
+            domain_reasons(model_set.domain, image, stored[i]["description"]))
         keys.append(put_json(store, job_key(job_id, "encoding.json"), {
             "model_set": model_set.name,
             "models": {kind: entry.version_id for kind, entry in model_set.models.items()},

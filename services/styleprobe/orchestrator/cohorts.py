@@ -148,9 +148,10 @@ def check_cohort(request: pb.SubmitCohortRequest, repository: Path, store: Artif
 
 
 def submit_cohort(request: pb.SubmitCohortRequest, settings: Settings, store: ArtifactStore,
-                  jobs: JobStore, celery: Celery) -> JobRecord:
-    """Check, record and queue a cohort; its job record (QUEUED)."""
-    job_id = new_job_id()
+                  jobs: JobStore, celery: Celery, job_id: str = "") -> JobRecord:
+    """Check, record and queue a cohort (under ``job_id``, default a new one); its job
+    record (QUEUED)."""
+    job_id = job_id or new_job_id()
     checked = check_cohort(request, Path(settings.model_repository), store,
                            settings.probe_samples, job_id)
     try:
@@ -160,7 +161,8 @@ def submit_cohort(request: pb.SubmitCohortRequest, settings: Settings, store: Ar
         CohortLedger(store, job_id).start(checked.cohort_spec(job_id))
         request_record = JobRequest(checked.spec, images_key=images_key(job_id),
                                     chunk_size=DEFAULT_CHUNK_SIZE)
-        record = jobs.create(job_id, "cohort", request_record, total=len(checked.images))
+        record = jobs.create(job_id, "cohort", request_record, total=len(checked.images),
+                             idempotency_key=request.idempotency_key)
         try:
             cohort_task(celery, "prepare", job_id, task_id=f"{job_id}-prepare").apply_async()
         except BaseException:

@@ -17,7 +17,7 @@ from styleprobe.modelset import ModelSet
 
 STATES = {"queued": pb.JOB_STATE_QUEUED, "running": pb.JOB_STATE_RUNNING,
           "succeeded": pb.JOB_STATE_SUCCEEDED, "failed": pb.JOB_STATE_FAILED,
-          "cancelled": pb.JOB_STATE_CANCELLED}
+          "cancelled": pb.JOB_STATE_CANCELLED, "paused": pb.JOB_STATE_PAUSED}
 
 
 def timestamp(seconds: float) -> Timestamp | None:
@@ -51,7 +51,9 @@ def job_message(record: JobRecord, explanation: pb.Explanation | None = None,
         lambdas=str(spec.lambdas),
         counts=job_counts(record),
         stage_seconds=record.stage_seconds, explanation=explanation,
-        seconds_left=seconds_left(record), cohort=cohort)
+        seconds_left=seconds_left(record), cohort=cohort, pause_reason=record.pause_reason,
+        idempotency_key=record.idempotency_key,
+        dicom=pb.DicomReference(**record.dicom) if record.dicom else None)
 
 
 def seconds_left(record: JobRecord, now: float | None = None) -> float:
@@ -61,7 +63,7 @@ def seconds_left(record: JobRecord, now: float | None = None) -> float:
     counts = record.counts
     finished = counts.get("done", 0) + counts.get("failed", 0)
     pending = max(0, counts.get("total", 1) - finished)
-    if record.kind != "cohort" or record.state != "running" or not finished:
+    if record.kind != "cohort" or record.state not in ("running", "paused") or not finished:
         return 0.0
     elapsed = ((time.time() if now is None else now) - record.started_at
                - record.stage_seconds.get("prepare", 0.0))
@@ -102,7 +104,9 @@ def explanation_message(result: ExplanationResult, url: Callable[[str], str]) ->
         quality=pb.ReconstructionQuality(
             pixel_mse=quality.pixel_mse, max_pixel_mse=quality.max_pixel_mse,
             prediction_agrees=quality.prediction_agrees, unreliable=quality.unreliable,
-            reasons=quality.reasons),
+            reasons=quality.reasons,
+            reason_codes=[f"RELIABILITY_REASON_{code}" for code in quality.reason_codes],
+            out_of_domain=quality.out_of_domain),
         direction=pb.DirectionSummary(key=direction.key, auc=direction.auc,
                                       accuracy=direction.accuracy, samples=direction.samples),
         models=result.models, input_sha256=result.input.sha256,

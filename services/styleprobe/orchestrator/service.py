@@ -24,6 +24,7 @@ import redis
 
 from styleprobe.api import pb, rpc
 from styleprobe.config import Settings
+from styleprobe.data.codecs import dicom_reference
 from styleprobe.explain import engine
 from styleprobe.explain.direction import Direction, direction_key
 from styleprobe.explain.result import ExplanationResult
@@ -36,13 +37,16 @@ from styleprobe.jobs import (
     JobRecord,
     JobRequest,
     JobStore,
-    new_job_id,
 )
 from styleprobe.metrics import count_job
 from styleprobe.modelset import ModelSetError, list_model_sets, load_model_set
 from styleprobe.orchestrator import messages
+from styleprobe.orchestrator.artifacts import open_artifact
 from styleprobe.orchestrator.cohorts import submit_cohort
+from styleprobe.orchestrator.deletion import delete_job
 from styleprobe.orchestrator.health import HealthChecker
+from styleprobe.orchestrator.idempotency import submit_once
+from styleprobe.orchestrator.listing import list_jobs
 from styleprobe.orchestrator.requests import (
     RequestError,
     check_explain,
@@ -89,6 +93,18 @@ class StyleProbeService(rpc.StyleProbeServicer):
                         context: grpc.aio.ServicerContext) -> pb.Job:
         return await self._serve(context, self._cancel_job, request.job_id)
 
+    async def DeleteJob(self, request: pb.DeleteJobRequest,  # noqa: N802
+                        context: grpc.aio.ServicerContext) -> pb.DeleteJobResponse:
+        return await self._serve(context, delete_job, self.store, self.jobs, request.job_id)
+
+    async def GetArtifact(self, request: pb.GetArtifactRequest,  # noqa: N802
+                          context: grpc.aio.ServicerContext
+                          ) -> AsyncIterator[pb.ArtifactChunk]:
+        artifact = await self._serve(context, lambda: open_artifact(
+            self.store, self._record(request.job_id), request.name))
+        while (chunk := await self._serve(context, artifact.next_message)) is not None:
+            yield chunk
+
     async def ListModelSets(self, request: pb.ListModelSetsRequest,  # noqa: N802
                             context: grpc.aio.ServicerContext) -> pb.ListModelSetsResponse:
         return await self._serve(context, self._list_model_sets)
@@ -96,6 +112,10 @@ class StyleProbeService(rpc.StyleProbeServicer):
     async def GetDirection(self, request: pb.GetDirectionRequest,  # noqa: N802
                            context: grpc.aio.ServicerContext) -> pb.Direction:
         return await self._serve(context, self._get_direction, request)
+
+    async def ListJobs(self, request: pb.ListJobsRequest,  # noqa: N802
+                       context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
+        return await self._serve(context, list_jobs, self.jobs, request)
 
     async def WatchJob(self, request: pb.WatchJobRequest,  # noqa: N802
                        context: grpc.aio.ServicerContext) -> AsyncIterator[pb.JobEvent]:
@@ -124,6 +144,13 @@ class StyleProbeService(rpc.StyleProbeServicer):
     # --- the work, in threads -----------------------------------------------------------------
 
     def _explain(self, request: pb.ExplainRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        """A new job, or the one created under the request's idempotency key."""
+        return messages.job_message(submit_once(
+            self.jobs, request.idempotency_key, "explain",
+            lambda job_id: self._queue_explain(job_id, request, context)))
+
+    def _queue_explain(self, job_id: str, request: pb.ExplainRequest,
+                       context: grpc.aio.ServicerContext) -> JobRecord:
         checked = check_explain(request, self.repository, self.store,
                                 self.settings.probe_samples)
         remaining = context.time_remaining()
@@ -131,10 +158,11 @@ class StyleProbeService(rpc.StyleProbeServicer):
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                "the call's deadline passed before the job could be queued; "
                                "nothing was stored")
-        job_id = new_job_id()
         input_key = engine.store_input(self.store, job_id, checked.image)
         try:
-            record = self.jobs.create(job_id, "explain", JobRequest(checked.spec, input_key))
+            record = self.jobs.create(job_id, "explain", JobRequest(checked.spec, input_key),
+                                      idempotency_key=request.idempotency_key,
+                                      dicom=dicom_reference(checked.image.description))
             try:
                 explain_chain(self.celery, job_id).apply_async()
             except BaseException:
@@ -146,11 +174,13 @@ class StyleProbeService(rpc.StyleProbeServicer):
         count_job("explain", QUEUED)
         log.info("job queued", extra={"job_id": job_id, "model_set": checked.spec.model_set,
                                       "target": checked.spec.target})
-        return messages.job_message(record)
+        return record
 
     def _submit_cohort(self, request: pb.SubmitCohortRequest) -> pb.Job:
-        return messages.job_message(submit_cohort(request, self.settings, self.store,
-                                                  self.jobs, self.celery))
+        return messages.job_message(submit_once(
+            self.jobs, request.idempotency_key, "cohort",
+            lambda job_id: submit_cohort(request, self.settings, self.store, self.jobs,
+                                         self.celery, job_id)))
 
     def _record(self, job_id: str) -> JobRecord:
         if not job_id:
