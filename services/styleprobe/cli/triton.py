@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve = commands.add_parser(
         "serve", help="run tritonserver on CPU (Python backend) over a repository's model sets")
     _repository_args(serve)
+    serve.add_argument("--address", default="127.0.0.1",
+                       help="address its HTTP, gRPC and metrics ports listen on (default "
+                            "loopback only; 0.0.0.0: every interface)")
     serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--grpc-port", type=int, default=8001)
     serve.add_argument("--metrics-port", type=int, default=8002)
@@ -79,7 +82,7 @@ def _serve(args: argparse.Namespace) -> None:
         # chooses only those served from the start).
         server = TritonProcess(workdir / "repository", args.http_port, args.grpc_port,
                                args.metrics_port, source=repository,
-                               torch_threads=args.torch_threads)
+                               torch_threads=args.torch_threads, address=args.address)
         server.start(args.ready_timeout)
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())

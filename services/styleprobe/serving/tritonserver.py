@@ -14,6 +14,9 @@ start). Given the ``source`` repository that its CPU repository was built from, 
 that appeared there to its CPU repository and loads them
 (:mod:`styleprobe.serving.loader`), so a set dropped into ``source`` is served without a
 restart.
+
+It listens on loopback (``127.0.0.1``: HTTP, gRPC and metrics) unless given another
+``address`` (``0.0.0.0``: every interface): Triton has no authentication of its own.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from styleprobe.serving.loader import ModelSetLoader
 log = logging.getLogger(__name__)
 EXIT_TIMEOUT_S = 30  # how long tritonserver waits for requests and model unloads on shutdown
 POLL_S = 2.0  # how often a server with a source repository looks for new model sets
+LOOPBACK = "127.0.0.1"  # where the server listens unless told otherwise
 
 
 class TritonError(RuntimeError):
@@ -117,14 +121,16 @@ class TritonProcess:
     Its output goes to ``log_path`` (``None``: this process's stdout and stderr). With
     ``source``, the model repository that the CPU ``repository`` was built from, new sets
     of ``source`` are added and loaded while it runs (``torch_threads`` per instance).
-    Use it as a context manager, or :meth:`start` and :meth:`stop` (by process id,
-    SIGTERM first).
+    It listens on ``address`` (loopback by default). Use it as a context manager, or
+    :meth:`start` and :meth:`stop` (by process id, SIGTERM first).
     """
 
     def __init__(self, repository: Path, http_port: int, grpc_port: int, metrics_port: int,
                  log_path: Path | None = None, source: Path | None = None,
-                 torch_threads: int = 1, poll_s: float = POLL_S) -> None:
+                 torch_threads: int = 1, poll_s: float = POLL_S,
+                 address: str = LOOPBACK) -> None:
         self.repository = Path(repository)
+        self.address = address
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
         self.log_path = log_path
         self.source, self.torch_threads, self.poll_s = source, torch_threads, poll_s
@@ -133,16 +139,23 @@ class TritonProcess:
         self._watcher: threading.Thread | None = None
 
     @property
+    def host(self) -> str:
+        """Where this machine reaches it: its address, or loopback for a wildcard one."""
+        if self.address in ("0.0.0.0", "::", "[::]", ""):
+            return LOOPBACK
+        return f"[{self.address}]" if ":" in self.address else self.address
+
+    @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.host}:{self.grpc_port}"
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return f"http://{self.host}:{self.metrics_port}/metrics"
 
     @property
     def pid(self) -> int | None:
@@ -153,8 +166,10 @@ class TritonProcess:
             str(distribution() / "bin" / "tritonserver"),
             f"--model-repository={self.repository}",
             f"--backend-directory={backend_directory()}",
-            f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
-            f"--metrics-port={self.metrics_port}", "--allow-metrics=true",
+            f"--http-address={self.address}", f"--http-port={self.http_port}",
+            f"--grpc-address={self.address}", f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.address}", f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true",
             # as in production (deploy/docker/triton.Dockerfile): strict readiness would
             # report the server not ready during every later load of a new model set
             "--model-control-mode=explicit", "--load-model=*", "--strict-readiness=false",
