@@ -20,6 +20,23 @@ from styleprobe.testing.redis import redis_server
 from styleprobe.testing.s3 import S3_ACCESS_KEY, s3_server
 
 
+def worker_answers(broker_url: str, node: str) -> bool:
+    """Whether Celery worker ``node`` answers a ping through the broker now. Each ping opens
+    a connection of its own: kombu's pooled ones outlive a Redis restart, and a ping over
+    one failed with "Connection closed by server" (issue 17)."""
+    from celery import Celery
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import RedisError
+
+    control = Celery(broker=broker_url, set_as_current=False)
+    try:
+        with control.connection_for_write() as connection:
+            return bool(control.control.ping(destination=[node], timeout=0.5,
+                                             connection=connection))
+    except (OperationalError, RedisError, OSError):
+        return False  # the broker is not back yet: asked again
+
+
 class ServiceStack:
     """Redis, S3, the orchestrator and ``workers`` Celery workers, sharing one configuration.
 
@@ -103,20 +120,16 @@ class ServiceStack:
 
     def launch_worker(self, name: str, queues: str = "gpu,cpu") -> ServerProcess:
         """Start a worker node ``name`` on ``queues`` (ready when it answers a ping)."""
-        from celery import Celery
-
         node = f"{name}@styleprobe"
         command = [venv_program("styleprobe"), "--log-level", "INFO", "serve",
                    "worker", "--queues", queues, "--name", node]
-        control = Celery(broker=self.env["STYLEPROBE_REDIS_URL"])
-
-        def ready() -> bool:
-            return bool(control.control.ping(destination=[node], timeout=0.5))
+        broker = self.env["STYLEPROBE_REDIS_URL"]
 
         port = free_port()  # each worker its own metrics port and samples folder
         env = {**self.env, "STYLEPROBE_WORKER_METRICS_PORT": str(port),
                "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / f"{name}-metrics")}
-        worker = ServerProcess(name, command, ready, self.workdir / f"{name}.log", env)
+        worker = ServerProcess(name, command, lambda: worker_answers(broker, node),
+                               self.workdir / f"{name}.log", env)
         self.workers[node] = worker.launch()
         self.metrics_urls[node] = f"http://127.0.0.1:{port}/metrics"
         return worker
