@@ -59,6 +59,9 @@ class Settings:
     redis_url: str = setting("redis://127.0.0.1:6379/0", "Redis for the queue and job records",
                              secret=True)
     max_batch: int = setting(64, "largest batch a model backend sends in one call")
+    cohort_render: bool = setting(
+        True, "render each cohort image's pictures (SubmitCohort's `render_images` unset); "
+              "false: rows, manifests and the summary only")
     probe_samples: int = setting(ProbeSettings().samples,
                                  "latents sampled to probe a direction (unless a job says)")
     max_input_pixels: int = setting(
@@ -154,8 +157,8 @@ class Settings:
     gateway_tls: bool = setting(False, "the gateway calls the orchestrator over TLS")
     gateway_routes: str = setting(
         "[]", "routing rules, a JSON list: each {calling_ae, modality, body_part, "
-        "series_description (regular expression), model_set, target}; the first whose "
-        "given fields all match routes an image")
+        "series_description (regular expression), model_set, target, lambdas}; the first "
+        "whose given fields all match routes an image")
     gateway_destination: str = setting(
         "", "where results are sent by C-STORE, `AET@host:port`; '': not sent by DIMSE")
     gateway_stow_url: str = setting(

@@ -5,6 +5,7 @@ explaining it alone."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from styleprobe.backends.counting import CountingBackend
 from styleprobe.backends.local import LocalBackend
 from styleprobe.cohort.ledger import CohortLedger, CohortSpec
 from styleprobe.cohort.runner import CohortRunner
-from styleprobe.explain.engine import Explainer, JobKeys
+from styleprobe.explain.engine import Explainer, JobKeys, render_on_demand
 from styleprobe.explain.inputs import from_model_layout
 from styleprobe.explain.result import ExplanationResult
 from styleprobe.explain.spec import JobSpec, LambdaGrid, ProbeSettings, SearchSettings
@@ -145,3 +146,22 @@ def assert_same(got: object, want: object, where: str) -> None:
         assert got == pytest.approx(want, abs=1e-5), where
     else:
         assert got == want, where
+
+
+def test_a_cohort_without_pictures_has_its_rows_and_draws_them_on_demand(
+        tiny: LocalBackend, tmp_path: Path) -> None:
+    images = random_images(3)
+    store = LocalStore(tmp_path)
+    spec = replace(cohort_spec(tiny), render=False)
+    summary = cohort_runner(tiny, store, images.__getitem__).run(spec, list(images))
+    assert summary.done == 3 and store.exists(summary.outputs["csv"])
+    row = CohortLedger(store, "c1").row("img0.npy")
+    bare = ExplanationResult.from_json(store.get(row.manifest))
+    assert set(bare.outputs) == {"manifest"} and len(row.probabilities) == 9
+    assert not store.list(f"jobs/{bare.job_id}/frames/")
+
+    drawn = render_on_demand(store, bare.job_id)
+    assert {"report", "animation", "strip", "frame_008"} <= set(drawn.outputs)
+    assert store.get(drawn.outputs["animation"]).startswith(b"GIF")
+    assert drawn.probabilities == bare.probabilities
+    assert ExplanationResult.from_json(store.get(row.manifest)).outputs == drawn.outputs

@@ -28,24 +28,27 @@ class CohortError(ValueError):
 
 @dataclass(frozen=True)
 class CohortSpec:
-    """A cohort: its id, the job spec every image shares, and the classifier's threshold
-    (the report measures margins from it)."""
+    """A cohort: its id, the job spec every image shares, the classifier's threshold
+    (the report measures margins from it), and whether each image's pictures are rendered
+    (``render`` False: its numbers, manifest and row only; its frames stay stored as
+    arrays, to be drawn on demand)."""
 
     cohort_id: str
     job: JobSpec
     threshold: float
+    render: bool = True
 
     def __post_init__(self) -> None:
         _check_id(self.cohort_id)
 
     def to_dict(self) -> dict[str, Any]:
         return {"cohort_id": self.cohort_id, "threshold": self.threshold,
-                "job": self.job.to_dict()}
+                "job": self.job.to_dict(), "render": self.render}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> CohortSpec:
         return cls(cohort_id=raw["cohort_id"], job=JobSpec.from_dict(raw["job"]),
-                   threshold=raw["threshold"])
+                   threshold=raw["threshold"], render=raw.get("render", True))
 
 
 def _check_id(cohort_id: str) -> str:

@@ -140,10 +140,13 @@ class CohortRunner:
             return JobKeys(input=engine.store_input(self.store, job_id, model_input))
 
     def run_outputs(self, image: str, keys: JobKeys) -> ImageRow:
-        """Render the image's explanation and write its manifest; its row (recorded)."""
+        """Render the image's explanation (unless the cohort renders nothing) and write its
+        manifest; its row (recorded)."""
         job_id = image_job_id(self.spec.cohort_id, image)
         with log_context(job_id=job_id):
-            keys = self._stages(job_id, engine.OUTPUT_STAGES, keys)
+            stages = [stage for stage in engine.OUTPUT_STAGES
+                      if self.spec.render or stage.name != "render"]
+            keys = self._stages(job_id, stages, keys)
             result = ExplanationResult.from_json(self.store.get(keys.manifest))
             return self._record(done_row(image, result))
 

@@ -269,6 +269,22 @@ def write_manifest(store: ArtifactStore, job_id: str, keys: JobKeys) -> str:
     return result.outputs["manifest"]
 
 
+
+def render_on_demand(store: ArtifactStore, job_id: str) -> ExplanationResult:
+    """Draw the pictures of a finished job written without them (a cohort that renders
+    nothing: :attr:`~styleprobe.cohort.ledger.CohortSpec.render`) from its stored
+    records, and rewrite its manifest with their keys; its result (as it was, if it has
+    its pictures already)."""
+    manifest = job_key(job_id, "manifest.json")
+    result = ExplanationResult.from_json(store.get(manifest))
+    if "report" in result.outputs:
+        return result
+    keys = JobKeys(input=job_key(job_id, "input.json"),
+                   encoding=job_key(job_id, "encoding.json"), direction=result.direction.key,
+                   traversal=job_key(job_id, "traversal.json"))
+    write_manifest(store, job_id, replace(keys, outputs=render(store, job_id, keys)))
+    return ExplanationResult.from_json(store.get(manifest))
+
 # --- the stage list ---------------------------------------------------------------------------
 
 def no_lock(_key: str) -> AbstractContextManager[Callable[[], None]]:

@@ -12,7 +12,7 @@ again, so a refused or failed request leaves nothing behind.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -158,7 +158,9 @@ def submit_cohort(request: pb.SubmitCohortRequest, settings: Settings, store: Ar
         for key, data in checked.inline.items():
             store.put(key, data)
         put_json(store, images_key(job_id), {"images": checked.images})
-        CohortLedger(store, job_id).start(checked.cohort_spec(job_id))
+        render = (request.render_images if request.HasField("render_images")
+                  else settings.cohort_render)
+        CohortLedger(store, job_id).start(replace(checked.cohort_spec(job_id), render=render))
         request_record = JobRequest(checked.spec, images_key=images_key(job_id),
                                     chunk_size=DEFAULT_CHUNK_SIZE)
         record = jobs.create(job_id, "cohort", request_record, total=len(checked.images),
