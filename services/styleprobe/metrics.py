@@ -43,9 +43,10 @@ disable_created_metrics()
 
 # Allowed label values.
 # the input stored when a job is submitted, then the engine's stages (explain.engine.STAGES)
-STAGES = ("input", "encode", "direction", "traverse", "render", "manifest")
-MODELS = ("mapping", "synthesis", "encoder", "classifier", "decode")
-GENERATOR_MODELS = ("synthesis", "decode")  # calls whose every batch item is a generated image
+STAGES = ("input", "encode", "direction", "traverse", "attributes", "render", "manifest")
+MODELS = ("mapping", "synthesis", "encoder", "classifier", "decode", "styles", "stylesynthesis")
+# calls whose every batch item is a generated image
+GENERATOR_MODELS = ("synthesis", "decode", "stylesynthesis")
 JOB_KINDS = ("explain", "cohort")
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 COHORT_OUTCOMES = ("done", "failed", "skipped")

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 MODEL_KINDS = ("mapping", "synthesis", "encoder", "classifier")
+# Optional StyleSpace entry points (attribute discovery): w -> styles, styles -> image.
+STYLESPACE_KINDS = ("styles", "stylesynthesis")
 MANIFEST_SUFFIX = ".modelset.json"
 SCHEMA_VERSION = 1
 # Generated samples a set's generator coverage of its classes is measured on (its manifest's
@@ -101,6 +103,15 @@ class QualityGate:
 
 
 @dataclass
+class StyleLayer:
+    """One layer of the generator's StyleSpace: its name (``b<res>.conv0|conv1|torgb``)
+    and how many style channels it reads."""
+
+    name: str
+    channels: int
+
+
+@dataclass
 class ModelSet:
     """A model-set manifest: models, preprocessing, latent space, classes, provenance."""
 
@@ -118,6 +129,7 @@ class ModelSet:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    style_layers: list[StyleLayer] = field(default_factory=list)  # with STYLESPACE_KINDS
     # what the training images were like (styleprobe.explain.domain); empty: not recorded
     domain: dict[str, Any] = field(default_factory=dict)
 
@@ -131,6 +143,12 @@ class ModelSet:
             if len(direction) != self.w_dim:
                 raise ModelSetError(f"nuisance direction {name!r} is not {self.w_dim}-d")
         self.classifier.class_index(self.default_target)
+
+    @property
+    def has_stylespace(self) -> bool:
+        """Whether the set exports its StyleSpace entry points (``styles``,
+        ``stylesynthesis``) with their layout."""
+        return bool(self.style_layers) and all(k in self.models for k in STYLESPACE_KINDS)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -165,6 +183,7 @@ class ModelSet:
                 nuisance_directions=raw.get("nuisance_directions", {}),
                 training=raw.get("training", {}), metrics=raw.get("metrics", {}),
                 domain=raw.get("domain", {}),
+                style_layers=[StyleLayer(**layer) for layer in raw.get("style_layers", [])],
             )
         except (KeyError, TypeError) as exc:
             raise ModelSetError(f"malformed model-set manifest: {exc!r}") from exc

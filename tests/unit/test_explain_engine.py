@@ -59,7 +59,8 @@ def test_explain_writes_every_output_and_the_manifest_last(tiny: LocalBackend, s
     assert ExplanationResult.from_json(store.get(manifest_key)) == result
     assert [s for i, s in enumerate(stages) if s not in stages[:i]] == list(STAGE_NAMES)
     assert result.target == "sick" and len(result.lambdas) == len(result.probabilities) == 17
-    assert set(result.models) == {"mapping", "synthesis", "encoder", "classifier"}
+    assert set(result.models) == {"mapping", "synthesis", "encoder", "classifier", "styles",
+                                  "stylesynthesis"}
     assert result.direction.key.startswith("directions/")
     for key in result.outputs.values():
         assert store.exists(key)

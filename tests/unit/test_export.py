@@ -15,7 +15,13 @@ from torch import nn
 from styleprobe.models.classifier import Classifier
 from styleprobe.models.encoder import Encoder
 from styleprobe.models.stylegan2 import Generator, GeneratorConfig
-from styleprobe.modelset import MODEL_KINDS, ModelSetError, list_model_sets, load_model_set
+from styleprobe.modelset import (
+    MODEL_KINDS,
+    STYLESPACE_KINDS,
+    ModelSetError,
+    list_model_sets,
+    load_model_set,
+)
 from styleprobe.training.export import (
     PARITY_TOLERANCE,
     ExportResult,
@@ -77,13 +83,18 @@ def test_manifest_loads_validates_and_matches_the_export(exported: Exported) -> 
     signature = {kind: ([t.name for t in e.inputs], [t.name for t in e.outputs])
                  for kind, e in model_set.models.items()}
     assert signature == {"mapping": (["z"], ["w"]), "synthesis": (["w"], ["image"]),
-                         "encoder": (["image"], ["w"]), "classifier": (["image"], ["logits"])}
+                         "encoder": (["image"], ["w"]), "classifier": (["image"], ["logits"]),
+                         "styles": (["w"], ["styles"]),
+                         "stylesynthesis": (["styles"], ["image"])}
+    assert model_set.has_stylespace
+    assert model_set.models["styles"].outputs[0].dims == [
+        sum(layer.channels for layer in model_set.style_layers)]
     assert model_set.models["synthesis"].outputs[0].dims == [3, 8, 8]
     assert model_set.models["classifier"].outputs[0].dims == [2]
 
 
 def test_reported_parity_is_within_tolerance(exported: Exported) -> None:
-    assert set(exported.result.parity) == set(MODEL_KINDS)
+    assert set(exported.result.parity) == {*MODEL_KINDS, *STYLESPACE_KINDS}
     assert all(0 <= d < PARITY_TOLERANCE for d in exported.result.parity.values())
 
 

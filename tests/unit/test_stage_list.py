@@ -47,6 +47,6 @@ def test_the_inline_runner_walks_the_same_list(tiny_repository: Path, tmp_path: 
 
 
 def test_model_stages_run_on_gpu_first_and_every_stage_is_a_metric_label() -> None:
-    assert [queue_of(stage) for stage in STAGES] == ["gpu", "gpu", "gpu", "cpu", "cpu"]
+    assert [queue_of(stage) for stage in STAGES] == ["gpu", "gpu", "gpu", "gpu", "cpu", "cpu"]
     assert engine.MODEL_STAGES + engine.OUTPUT_STAGES == STAGES
     assert ("input", *STAGE_NAMES) == metrics.STAGES

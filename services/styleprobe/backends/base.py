@@ -51,6 +51,14 @@ class ModelBackend(Protocol):
         """image [N, C, R, R] in [-1, 1] -> logits [N, K]."""
         ...
 
+    def styles(self, w: np.ndarray) -> np.ndarray:
+        """w [N, w_dim] -> StyleSpace coordinates [N, S] (sets with ``has_stylespace``)."""
+        ...
+
+    def style_synthesis(self, styles: np.ndarray) -> np.ndarray:
+        """StyleSpace coordinates [N, S] -> image [N, C, R, R] in [-1, 1]."""
+        ...
+
     def decode_and_classify(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """w [N, w_dim] -> (image [N, C, R, R], logits [N, K]) in one call.
 

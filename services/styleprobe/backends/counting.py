@@ -42,6 +42,14 @@ class CountingBackend:
         self.count("classifier", image)
         return self.inner.classifier(image)
 
+    def styles(self, w: np.ndarray) -> np.ndarray:
+        self.count("styles", w)
+        return self.inner.styles(w)
+
+    def style_synthesis(self, styles: np.ndarray) -> np.ndarray:
+        self.count("stylesynthesis", styles)
+        return self.inner.style_synthesis(styles)
+
     def decode_and_classify(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.count("decode_and_classify", w)
         return self.inner.decode_and_classify(w)

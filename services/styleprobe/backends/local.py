@@ -16,7 +16,7 @@ import torch
 
 from styleprobe.backends.base import BackendError, checked_batch
 from styleprobe.metrics import observe_backend_call
-from styleprobe.modelset import MODEL_KINDS, load_model_set
+from styleprobe.modelset import MODEL_KINDS, STYLESPACE_KINDS, load_model_set
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class LocalBackend:
         self.model_set = load_model_set(self.repository, model_set, verify=True)
         self.max_batch = max_batch
         self._modules: dict[str, torch.jit.ScriptModule] = {}
-        for kind in MODEL_KINDS:
+        for kind in (*MODEL_KINDS, *(STYLESPACE_KINDS if self.model_set.has_stylespace else ())):
             entry = self.model_set.models[kind]
             try:
                 with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript loading
@@ -70,6 +70,12 @@ class LocalBackend:
     def classifier(self, image: np.ndarray) -> np.ndarray:
         return self._run("classifier", image)
 
+    def styles(self, w: np.ndarray) -> np.ndarray:
+        return self._run("styles", w)
+
+    def style_synthesis(self, styles: np.ndarray) -> np.ndarray:
+        return self._run("stylesynthesis", styles)
+
     def decode_and_classify(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         images = self.synthesis(w)
         return images, self.classifier(images)
@@ -80,6 +86,9 @@ class LocalBackend:
     def _run(self, kind: str, batch: np.ndarray) -> np.ndarray:
         if not self._modules:
             raise BackendError("this backend is closed")
+        if kind not in self._modules:
+            raise BackendError(f"model set {self.model_set.name!r} has no {kind} model "
+                               "(export its StyleSpace: scripts/stylespace_from_model_set.py)")
         entry = self.model_set.models[kind]
         batch = checked_batch(entry.triton_name, "input", batch, entry.inputs[0].dims)
         module = self._modules[kind]

@@ -63,9 +63,10 @@ def channel_args() -> list[tuple[str, Any]]:
     ]
 
 
-def triton_client(url: str) -> grpcclient.InferenceServerClient:
-    """A client of Triton at ``url`` whose channel reconnects within about 1 s."""
-    return grpcclient.InferenceServerClient(url, channel_args=channel_args())
+def triton_client(url: str, **tls: Any) -> grpcclient.InferenceServerClient:
+    """A client of Triton at ``url`` whose channel reconnects within about 1 s; ``tls``:
+    TLS options (:func:`styleprobe.tls.triton_tls`)."""
+    return grpcclient.InferenceServerClient(url, channel_args=channel_args(), **tls)
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class TritonBackend:
 
     def __init__(self, model_set: ModelSet, url: str, timeout_s: float = 30.0,
                  retries: int | None = None, backoff_s: float = 0.25, concurrency: int = 4,
-                 retry_s: float = 120.0) -> None:
+                 retry_s: float = 120.0, tls: dict[str, Any] | None = None) -> None:
         if (concurrency < 1 or (retries is not None and retries < 0) or timeout_s <= 0
                 or retry_s < 0):
             raise ValueError("need concurrency >= 1, retries >= 0, retry_s >= 0 and "
@@ -116,6 +117,7 @@ class TritonBackend:
         self.retry_s = retry_s
         self.listener: OutageListener | None = None  # told when calls wait for Triton
         self.concurrency = concurrency
+        self.tls = tls or {}
         self._served = served_models(model_set)
         self._lock = threading.Lock()
         self._pid: int | None = None
@@ -157,7 +159,7 @@ class TritonBackend:
         """This process's client and thread pool, created on first use after any fork."""
         with self._lock:
             if self._pid != os.getpid() or self._client is None or self._pool is None:
-                self._client = triton_client(self.url)
+                self._client = triton_client(self.url, **self.tls)
                 self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="triton")
                 self._max_batch = {}
                 self._pid = os.getpid()

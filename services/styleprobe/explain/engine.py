@@ -30,6 +30,7 @@ import numpy as np
 from styleprobe.backends.base import ModelBackend
 from styleprobe.explain import render as draw
 from styleprobe.explain.artifacts import get_array, get_json, job_key, put_array, put_json
+from styleprobe.explain.attributes import attribute_infos, attribute_strips, run_attributes
 from styleprobe.explain.direction import (
     GeneratorCoverageError,
     direction_key,
@@ -71,6 +72,7 @@ class JobKeys:
     encoding: str = ""
     direction: str = ""
     traversal: str = ""
+    attributes: str = ""  # the job's attribute traversals, when its spec asks for them
     outputs: dict[str, str] = field(default_factory=dict)  # rendered artifacts by name
     manifest: str = ""
 
@@ -208,6 +210,8 @@ def assemble(store: ArtifactStore, job_id: str, keys: JobKeys) -> ExplanationRes
         prediction_reconstruction=encoding["prediction_reconstruction"],
         flip=FlipInfo(**traversal["flip"]), quality=Quality(**encoding["quality"]),
         outputs=dict(keys.outputs),
+        attributes=(attribute_infos(get_json(store, keys.attributes)) if keys.attributes
+                    else []),
     )
 
 
@@ -243,8 +247,11 @@ def render(store: ArtifactStore, job_id: str, keys: JobKeys) -> dict[str, str]:
     }
     if "flip_frame" in traversal:
         images["flip_frame"] = draw.png(get_array(store, traversal["flip_frame"]))
+    if keys.attributes:  # one strip per attribute, attribute_<rank>.png
+        images |= attribute_strips(store, get_json(store, keys.attributes), result.target,
+                                   result.threshold, warning)
     objects: dict[str, tuple[str, bytes, str]] = {
-        name: (job_key(job_id, RENDER_NAMES[name]), data,
+        name: (job_key(job_id, RENDER_NAMES.get(name, f"{name}.png")), data,
                "image/gif" if name == "animation" else "image/png")
         for name, data in images.items()}
     for i, (frame, diff) in enumerate(zip(shown, shown_maps, strict=True)):
@@ -397,6 +404,17 @@ def _traverse_many(contexts: Sequence[StageContext],
     return [replace(k, traversal=key) for k, key in zip(keys, done, strict=True)]
 
 
+def _attributes(context: StageContext, keys: JobKeys) -> JobKeys:
+    settings = context.spec.attributes
+    if settings is None:
+        return keys
+    done = job_key(context.job_id, "attributes.json")
+    if not context.store.exists(done):
+        run_attributes(context.backend(), context.store, context.job_id, keys.encoding,
+                       settings, context.spec.lambdas.values(), context.progress)
+    return replace(keys, attributes=done)
+
+
 def _render(context: StageContext, keys: JobKeys) -> JobKeys:
     return replace(keys, outputs=render(context.store, context.job_id, keys))
 
@@ -409,6 +427,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("encode", True, _encode, _encode_many),  # w = E(x), G(w), f(x), f(G(w)), verdict
     Stage("direction", True, _direction),  # the stored direction, probed once
     Stage("traverse", True, _traverse, _traverse_many),  # the λ grid decoded, flip search
+    Stage("attributes", True, _attributes),  # StyleSpace attributes, when the spec asks
     Stage("render", False, _render),       # frames, animation, strip, plot, report
     Stage("manifest", False, _manifest),   # manifest.json, the job's last object
 )

@@ -47,6 +47,24 @@ class FlipInfo:
 
 
 @dataclass
+class AttributeInfo:
+    """One discovered StyleSpace attribute (:mod:`styleprobe.explain.attributes`) and its
+    traversal of this image: λ in units of the channel's spread, +λ raising the target."""
+
+    rank: int
+    name: str  # ``b<res>.conv<k>#<channel>``
+    channel: int  # index into the StyleSpace vector
+    sign: float
+    sigma: float
+    ranking_effect: float  # mean log-odds change towards the other class over the samples
+    ranking_flip_share: float  # share of the ranked samples one move flipped
+    lambdas: list[float]
+    probabilities: list[float]
+    flip_lambda: float | None  # where this image's prediction flips, towards the other class
+    effect: float  # P(target) at the largest λ minus at the smallest
+
+
+@dataclass
 class ExplanationResult:
     """Every number of one explanation, the model versions used, and the output keys."""
 
@@ -66,6 +84,7 @@ class ExplanationResult:
     quality: Quality
     outputs: dict[str, str] = field(default_factory=dict)
     schema_version: int = MANIFEST_SCHEMA_VERSION
+    attributes: list[AttributeInfo] = field(default_factory=list)  # when the job asked
 
     @property
     def unreliable(self) -> bool:
@@ -84,6 +103,7 @@ class ExplanationResult:
         raw["direction"] = DirectionInfo(**raw["direction"])
         raw["flip"] = FlipInfo(**raw["flip"])
         raw["quality"] = Quality(**raw["quality"])
+        raw["attributes"] = [AttributeInfo(**a) for a in raw.get("attributes", [])]
         return cls(**raw)
 
     @classmethod

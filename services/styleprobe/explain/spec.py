@@ -146,6 +146,37 @@ class SearchSettings:
                                f"{self.MAX_POINTS}, got {self.points}", "search_points")
 
 
+@dataclass(frozen=True)
+class AttributeSettings:
+    """Attribute discovery (AttFind over the generator's StyleSpace,
+    :mod:`styleprobe.explain.attributes`): the ``top`` attributes, ranked over ``samples``
+    generated images (seeded by ``seed``), each style channel moved by ``shift`` of its
+    standard deviation over generated images."""
+
+    top: int = 5
+    samples: int = 8
+    shift: float = 3.0
+    seed: int = 0
+
+    MAX_TOP = 20
+    MAX_SAMPLES = 256
+    MAX_SHIFT = 10.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.top <= self.MAX_TOP:
+            raise JobSpecError(f"attributes must lie in 1..{self.MAX_TOP}, got {self.top}",
+                               "top")
+        if not 1 <= self.samples <= self.MAX_SAMPLES:
+            raise JobSpecError(f"attribute samples must lie in 1..{self.MAX_SAMPLES}, got "
+                               f"{self.samples}", "attribute_samples")
+        if not 0.1 <= self.shift <= self.MAX_SHIFT:
+            raise JobSpecError(f"attribute shift must lie in [0.1, {self.MAX_SHIFT:g}] standard "
+                               f"deviations, got {self.shift}", "shift")
+        if not 0 <= self.seed <= ProbeSettings.MAX_SEED:
+            raise JobSpecError(f"attribute seed must lie in 0..{ProbeSettings.MAX_SEED}, got "
+                               f"{self.seed}", "attribute_seed")
+
+
 def nuisance_names(model_set: ModelSet, names: tuple[str, ...] | list[str]) -> list[str]:
     """The names, sorted and unique, if the model set has a nuisance direction for each."""
     unknown = [name for name in names if name not in model_set.nuisance_directions]
@@ -167,31 +198,40 @@ class JobSpec:
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
     orthogonalize: tuple[str, ...] = ()
+    attributes: AttributeSettings | None = None  # None: no attribute discovery
 
     @classmethod
     def create(cls, model_set: ModelSet, target: str | None = None,
                lambdas: LambdaGrid | str | None = None, probe: ProbeSettings | None = None,
                search: SearchSettings | None = None,
-               orthogonalize: tuple[str, ...] | list[str] = ()) -> JobSpec:
+               orthogonalize: tuple[str, ...] | list[str] = (),
+               attributes: AttributeSettings | None = None) -> JobSpec:
         """A spec for ``model_set``, checked against it: the target (default: the model
-        set's) is one of its classes and every nuisance direction is one it has."""
+        set's) is one of its classes, every nuisance direction is one it has, and a set
+        asked for attributes exports its StyleSpace."""
         target = target or model_set.default_target
         try:
             model_set.classifier.class_index(target)
         except ModelSetError as exc:
             raise JobSpecError(str(exc), "target") from exc
         names = nuisance_names(model_set, orthogonalize)
+        if attributes is not None and not model_set.has_stylespace:
+            raise JobSpecError(f"model set {model_set.name!r} exports no StyleSpace, so no "
+                               "attributes can be found (add it without retraining: "
+                               "scripts/stylespace_from_model_set.py)", "attributes")
         if isinstance(lambdas, str):
             lambdas = LambdaGrid.parse(lambdas)
         return cls(model_set=model_set.name, target=target, lambdas=lambdas or LambdaGrid(),
                    probe=probe or ProbeSettings(), search=search or SearchSettings(),
-                   orthogonalize=tuple(names))
+                   orthogonalize=tuple(names), attributes=attributes)
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as JSON-ready values (the λ grid as ``start:stop:steps``)."""
-        return {"model_set": self.model_set, "target": self.target,
-                "lambdas": str(self.lambdas), "probe": asdict(self.probe),
-                "search": asdict(self.search), "orthogonalize": list(self.orthogonalize)}
+        """The spec as JSON-ready values (the λ grid as ``start:stop:steps``; attribute
+        settings only when asked for)."""
+        raw = {"model_set": self.model_set, "target": self.target,
+               "lambdas": str(self.lambdas), "probe": asdict(self.probe),
+               "search": asdict(self.search), "orthogonalize": list(self.orthogonalize)}
+        return raw | ({"attributes": asdict(self.attributes)} if self.attributes else {})
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> JobSpec:
@@ -201,6 +241,8 @@ class JobSpec:
                        lambdas=LambdaGrid.parse(raw["lambdas"]),
                        probe=ProbeSettings(**raw["probe"]),
                        search=SearchSettings(**raw["search"]),
-                       orthogonalize=tuple(raw["orthogonalize"]))
+                       orthogonalize=tuple(raw["orthogonalize"]),
+                       attributes=(AttributeSettings(**raw["attributes"])
+                                   if raw.get("attributes") else None))
         except (KeyError, TypeError) as exc:
             raise JobSpecError(f"malformed job specification: {exc}") from exc

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -151,7 +152,11 @@ class SynthesisLayer(nn.Module):
         self.noise_strength = nn.Parameter(torch.zeros([]))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
-        styles = self.affine(w)
+        return self.forward_styles(x, self.affine(w), noise_mode)
+
+    def forward_styles(self, x: torch.Tensor, styles: torch.Tensor,
+                       noise_mode: str = "random") -> torch.Tensor:
+        """The layer given its StyleSpace coordinates ``styles [N, in_channels]``."""
         if self.up:
             x = upsample2d(x)
         x = modulated_conv2d(x, self.weight, styles, demodulate=True, padding=1)
@@ -175,8 +180,12 @@ class ToRGB(nn.Module):
         self.weight_gain = 1.0 / math.sqrt(in_channels)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False, padding=0)
+        return self.forward_styles(x, self.affine(w))
+
+    def forward_styles(self, x: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+        """The layer given its StyleSpace coordinates (the affine output, before the gain)."""
+        x = modulated_conv2d(x, self.weight, styles * self.weight_gain, demodulate=False,
+                             padding=0)
         return x + self.bias.reshape(1, -1, 1, 1)
 
 
@@ -209,6 +218,29 @@ class SynthesisBlock(nn.Module):
         img = y if img is None else upsample2d(img) + y
         return x, img
 
+    def style_layers(self) -> list[tuple[str, SynthesisLayer | ToRGB, int]]:
+        """The layers that read a style, in StyleSpace order: (name, layer, index of the
+        block's ``ws`` slice it reads)."""
+        convs: list[tuple[str, SynthesisLayer | ToRGB, int]] = (
+            [("conv1", self.conv1, 0)] if self.conv0 is None
+            else [("conv0", self.conv0, 0), ("conv1", self.conv1, 1)])
+        return [*convs, ("torgb", self.torgb, 2)]
+
+    def forward_styles(self, x: torch.Tensor | None, img: torch.Tensor | None,
+                       styles: list[torch.Tensor], noise_mode: str
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The block given the styles of :meth:`style_layers`, in that order."""
+        if self.const is not None:
+            x = self.const.unsqueeze(0).expand(styles[0].shape[0], -1, -1, -1)
+            x = self.conv1.forward_styles(x, styles[0], noise_mode)
+        else:
+            assert x is not None and self.conv0 is not None
+            x = self.conv0.forward_styles(x, styles[0], noise_mode)
+            x = self.conv1.forward_styles(x, styles[1], noise_mode)
+        y = self.torgb.forward_styles(x, styles[-1])
+        img = y if img is None else upsample2d(img) + y
+        return x, img
+
 
 class SynthesisNetwork(nn.Module):
     """ws [N, num_ws, w_dim] -> image [N, C, R, R] (unbounded; ~[-1, 1] once trained)."""
@@ -232,6 +264,43 @@ class SynthesisNetwork(nn.Module):
             # Block i reads ws[2i-1 : 2i+2]: its convs and its toRGB (the first has one conv).
             start = max(0, 2 * i - 1)
             x, img = block(x, img, ws[:, start:start + 3], noise_mode)
+        assert img is not None
+        return img
+
+    def style_blocks(self) -> list[SynthesisBlock]:
+        """The blocks, typed."""
+        return [cast(SynthesisBlock, block) for block in self.blocks]
+
+    def style_layout(self) -> list[tuple[str, int]]:
+        """StyleSpace: every layer that reads a style (``b<res>.conv0|conv1|torgb``) and its
+        number of channels, in the order of :meth:`styles`."""
+        return [(f"b{block.resolution}.{name}", layer.affine.weight.shape[0])
+                for block in self.style_blocks() for name, layer, _ in block.style_layers()]
+
+    def styles(self, ws: torch.Tensor) -> torch.Tensor:
+        """ws [N, num_ws, w_dim] -> the StyleSpace coordinates [N, S]: every layer's
+        affine output (its per-channel modulation), concatenated in :meth:`style_layout`
+        order."""
+        out = []
+        for i, block in enumerate(self.style_blocks()):
+            start = max(0, 2 * i - 1)
+            out += [layer.affine(ws[:, start + offset])
+                    for _, layer, offset in block.style_layers()]
+        return torch.cat(out, dim=1)
+
+    def synthesize(self, styles: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+        """styles [N, S] (see :meth:`styles`) -> image: the network with its StyleSpace
+        coordinates given instead of computed from ws."""
+        sizes = [size for _, size in self.style_layout()]
+        assert styles.ndim == 2 and styles.shape[1] == sum(sizes), (
+            f"styles must be [N, {sum(sizes)}], got {tuple(styles.shape)}")
+        parts = list(torch.split(styles, sizes, dim=1))
+        x: torch.Tensor | None = None
+        img: torch.Tensor | None = None
+        for block in self.style_blocks():
+            count = len(block.style_layers())
+            x, img = block.forward_styles(x, img, parts[:count], noise_mode)
+            parts = parts[count:]
         assert img is not None
         return img
 

@@ -17,14 +17,14 @@ import json
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from styleprobe.models.stylegan2 import Generator
+from styleprobe.models.stylegan2 import Generator, GeneratorConfig
 from styleprobe.modelset import (
     MODEL_KINDS,
     ClassifierInfo,
@@ -32,7 +32,9 @@ from styleprobe.modelset import (
     ModelSet,
     Preprocessing,
     QualityGate,
+    StyleLayer,
     TensorSpec,
+    load_model_set,
     manifest_path,
     sha256_file,
 )
@@ -67,6 +69,32 @@ class SynthesisModule(nn.Module):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)
         return self.synthesis(ws, noise_mode="const").clamp(-1.0, 1.0)
+
+
+class StylesModule(nn.Module):
+    """Exported StyleSpace coordinates: w [N, w_dim] -> styles [N, S], every layer's
+    per-channel modulation (see ``SynthesisNetwork.styles``)."""
+
+    def __init__(self, G: Generator) -> None:
+        super().__init__()
+        self.affines = nn.ModuleList(layer.affine for block in G.synthesis.style_blocks()
+                                     for _, layer, _ in block.style_layers())
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        # the exported synthesis gives every layer the same w
+        return torch.cat([affine(w) for affine in self.affines], dim=1)
+
+
+class StyleSynthesisModule(nn.Module):
+    """Exported synthesis from StyleSpace: styles [N, S] -> image [N, C, R, R] in [-1, 1],
+    constant noise; ``stylesynthesis(styles(w)) == synthesis(w)``."""
+
+    def __init__(self, G: Generator) -> None:
+        super().__init__()
+        self.synthesis = G.synthesis
+
+    def forward(self, styles: torch.Tensor) -> torch.Tensor:
+        return self.synthesis.synthesize(styles, noise_mode="const").clamp(-1.0, 1.0)
 
 
 @dataclass
@@ -152,22 +180,13 @@ def export_model_set(
                     [TensorSpec("z", [cfg.z_dim])], [TensorSpec("w", [cfg.w_dim])]),
         "synthesis": (SynthesisModule(G), torch.randn(4, cfg.w_dim) * 0.5 + G.mapping.w_avg,
                       [TensorSpec("w", [cfg.w_dim])], [image]),
+        **stylespace_signatures(G),
         "encoder": (encoder, torch.rand(4, *image_dims) * 2 - 1, [image],
                     [TensorSpec("w", [cfg.w_dim])]),
         "classifier": (classifier, torch.rand(4, *image_dims) * 2 - 1, [image],
                        [TensorSpec("logits", [len(class_names)])]),
     }
-    entries, parity = {}, {}
-    for kind, (module, example, inputs, outputs) in signatures.items():
-        traced, diff = trace_and_check(module, example)
-        parity[kind] = diff
-        log.info("exported %s: max abs difference from eager %.2e", kind, diff)
-        if diff >= PARITY_TOLERANCE:
-            raise RuntimeError(f"TorchScript {kind} differs from eager by {diff:.2e}")
-        triton_name = f"{name}-{kind}"
-        path = Path(repository) / triton_name / str(version) / "model.pt"
-        _save_scripted(traced, path)
-        entries[kind] = ModelEntry(triton_name, version, sha256_file(path), inputs, outputs)
+    entries, parity = _export_models(name, version, repository, signatures)
 
     model_set = ModelSet(
         name=name, description=description,
@@ -179,10 +198,86 @@ def export_model_set(
         default_target=default_target,
         nuisance_directions=nuisance_directions or {},
         training=training or {}, metrics=metrics or {},
+        style_layers=style_layers(G),
     )
     write_production_configs(repository, model_set)
     write_manifest(model_set, repository)
     return ExportResult(model_set, parity)
+
+
+Signature = tuple[nn.Module, torch.Tensor, list[TensorSpec], list[TensorSpec]]
+
+
+def _export_models(name: str, version: int, repository: Path,
+                   signatures: dict[str, Signature]
+                   ) -> tuple[dict[str, ModelEntry], dict[str, float]]:
+    """Trace, check and write each model; their manifest entries and parity."""
+    entries, parity = {}, {}
+    for kind, (module, example, inputs, outputs) in signatures.items():
+        traced, diff = trace_and_check(module, example)
+        parity[kind] = diff
+        log.info("exported %s: max abs difference from eager %.2e", kind, diff)
+        if diff >= PARITY_TOLERANCE:
+            raise RuntimeError(f"TorchScript {kind} differs from eager by {diff:.2e}")
+        triton_name = f"{name}-{kind}"
+        path = Path(repository) / triton_name / str(version) / "model.pt"
+        _save_scripted(traced, path)
+        entries[kind] = ModelEntry(triton_name, version, sha256_file(path), inputs, outputs)
+    return entries, parity
+
+
+def style_layers(G: Generator) -> list[StyleLayer]:
+    """The generator's StyleSpace layout, as the manifest records it."""
+    return [StyleLayer(name, channels) for name, channels in G.synthesis.style_layout()]
+
+
+def stylespace_signatures(G: Generator) -> dict[str, Signature]:
+    """The StyleSpace entry points of ``G``: ``styles`` (w -> styles) and
+    ``stylesynthesis`` (styles -> image), with example inputs and tensor specs."""
+    cfg = G.cfg
+    w = torch.randn(4, cfg.w_dim) * 0.5 + G.mapping.w_avg
+    with torch.no_grad():
+        example_styles = StylesModule(G).eval()(w)
+    width = int(example_styles.shape[1])
+    image = TensorSpec("image", [cfg.channels, cfg.resolution, cfg.resolution])
+    return {
+        "styles": (StylesModule(G), w, [TensorSpec("w", [cfg.w_dim])],
+                   [TensorSpec("styles", [width])]),
+        "stylesynthesis": (StyleSynthesisModule(G), example_styles,
+                           [TensorSpec("styles", [width])], [image]),
+    }
+
+
+def add_stylespace(repository: Path, name: str) -> ExportResult:
+    """Export the StyleSpace entry points of an exported set ``name`` from its own
+    ``mapping`` and ``synthesis`` files (no retraining; those files are not rewritten) and
+    rewrite its manifest with them. A set whose synthesis belongs to another set (one made
+    by ``model-set add-classifier``) shares that set's entry points once it has them."""
+    repository = Path(repository)
+    model_set = load_model_set(repository, name, verify=True)
+    files = {}
+    for kind in ("mapping", "synthesis"):
+        with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript loading
+            warnings.simplefilter("ignore", DeprecationWarning)
+            files[kind] = torch.jit.load(str(repository / model_set.models[kind].path),
+                                         map_location="cpu")
+    G = Generator(GeneratorConfig(**model_set.training["generator"]["config"]))
+    G.load_state_dict({**files["mapping"].state_dict(), **files["synthesis"].state_dict()})
+    G.eval().requires_grad_(False)
+    w = G.mapping(torch.randn(3, model_set.z_dim, generator=torch.Generator().manual_seed(0)))
+    with torch.no_grad():
+        diff = (files["synthesis"](w) - StyleSynthesisModule(G)(StylesModule(G)(w))
+                ).abs().max().item()
+    if diff >= PARITY_TOLERANCE:
+        raise RuntimeError(f"the rebuilt generator differs from {name}'s synthesis by {diff:.2e}")
+    owner = model_set.models["synthesis"].triton_name.removesuffix("-synthesis")
+    entries, parity = _export_models(owner, model_set.models["synthesis"].version, repository,
+                                     stylespace_signatures(G))
+    updated = replace(model_set, models={**model_set.models, **entries},
+                      style_layers=style_layers(G))
+    write_production_configs(repository, updated)
+    write_manifest(updated, repository)
+    return ExportResult(updated, parity)
 
 
 def write_manifest(model_set: ModelSet, repository: Path) -> Path:
