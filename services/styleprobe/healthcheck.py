@@ -62,7 +62,12 @@ def check_worker(settings: Settings, node: str, timeout_s: float) -> str:
     from celery.utils.nodenames import host_format
 
     name = host_format(node)
+    from styleprobe.tls import redis_ssl
+
     control = Celery("styleprobe-healthcheck", broker=settings.redis_url)
+    tls = redis_ssl(settings)
+    if tls:
+        control.conf.broker_use_ssl = tls
     try:
         replies = control.control.ping(destination=[name], timeout=timeout_s)
     except Exception as exc:  # the broker is down or refuses us: unhealthy, say why

@@ -144,6 +144,7 @@ class JobRecord:
     idempotency_key: str = ""  # the client's key of the request, if it had one
     dicom: dict[str, Any] = field(default_factory=dict)  # the DICOM input's reference
     pause_reason: str = ""  # while paused: the dependency waited for, and since when
+    run: int = 0  # times the job was queued again (a resumed cohort): its tasks carry it
 
     @property
     def ended(self) -> bool:
@@ -172,6 +173,7 @@ class JobRecord:
             idempotency_key=raw.get("idempotency_key", ""),
             dicom=json.loads(raw.get("dicom", "{}")),
             pause_reason=raw.get("pause_reason", ""),
+            run=int(raw.get("run", 0)),
         )
 
 
@@ -195,9 +197,12 @@ def new_job_id() -> str:
 class JobStore:
     """Job records over one Redis connection pool (thread-safe, usable across threads)."""
 
-    def __init__(self, url: str, ttl_s: int = 7 * 24 * 3600) -> None:
+    def __init__(self, url: str, ttl_s: int = 7 * 24 * 3600, **connection: Any) -> None:
+        """``connection``: more redis-py options (for ``rediss://``, the verified TLS of
+        :func:`styleprobe.tls.redis_ssl`)."""
         self.redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10,
-                                          socket_connect_timeout=5, health_check_interval=30)
+                                          socket_connect_timeout=5, health_check_interval=30,
+                                          **connection)
         self.ttl_s = ttl_s
         self._transition = self.redis.register_script(_TRANSITION)
         self._count_image = self.redis.register_script(_COUNT_IMAGE)
@@ -251,7 +256,8 @@ class JobStore:
                    error: str | None = None, keys: Mapping[str, ResultKeys] | None = None,
                    stage_seconds: dict[str, float] | None = None,
                    counts: dict[str, int] | None = None, worker: str | None = None,
-                   remove: Iterable[str] = (), pause_reason: str | None = None) -> bool:
+                   remove: Iterable[str] = (), pause_reason: str | None = None,
+                   run: int | None = None) -> bool:
         """Apply a change if the job is in one of ``allowed`` states; whether it was applied.
 
         ``state`` None keeps the state (a progress update); a job leaving ``paused`` loses
@@ -274,6 +280,8 @@ class JobStore:
                 removed += PAUSE_FIELDS
         if pause_reason is not None:
             updates["pause_reason"] = pause_reason
+        if run is not None:
+            updates["run"] = str(run)
         if stage is not None:
             updates["stage"] = stage
         if progress is not None:
@@ -313,9 +321,11 @@ class JobStore:
 
     def reopen(self, job_id: str, allowed: Iterable[str], message: str,
                keys: Iterable[str] = ()) -> bool:
-        """Queue an ended job again under its id (a resumed cohort): ``queued``, without its
-        error, end time and the result ``keys`` named; whether its state allowed it."""
+        """Queue an ended job again under its id (a resumed cohort): ``queued``, its run
+        counted one up, without its error, end time and the result ``keys`` named; whether
+        its state allowed it (only one of concurrent calls does)."""
         return self.transition(job_id, allowed, state=QUEUED, message=message, error="",
+                               run=self.get(job_id).run + 1,
                                remove=["finished_at", *(f"key.{name}" for name in keys)])
 
     def count_image(self, job_id: str, image: str, outcome: str, message: str) -> bool:

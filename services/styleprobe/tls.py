@@ -12,7 +12,8 @@
   certificate (:class:`ClientTLS`).
 - Redis over ``rediss://``, S3 over HTTPS and Triton over TLS verify the server's
   certificate against ``STYLEPROBE_TLS_CA_BUNDLE`` (a hospital's private CA) or, when it is
-  empty, the system's roots: :func:`redis_ssl`, :func:`s3_tls`, :func:`triton_tls`.
+  empty, the system's roots: :func:`redis_ssl`, :func:`triton_tls`, and the S3 store's
+  own HTTP client (:class:`styleprobe.storage.s3.S3Store`).
 """
 
 from __future__ import annotations
@@ -116,14 +117,6 @@ def redis_ssl(settings: Settings) -> dict[str, Any]:
         return {}
     return {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_check_hostname": True,
             "ssl_ca_certs": _bundle(settings)}
-
-
-def s3_tls(settings: Settings) -> dict[str, Any]:
-    """``urllib3.PoolManager`` arguments verifying S3's certificate (HTTPS only)."""
-    if not settings.s3_secure:
-        return {}
-    bundle = _bundle(settings)
-    return {"cert_reqs": "CERT_REQUIRED", **({"ca_certs": bundle} if bundle else {})}
 
 
 def triton_tls(settings: Settings) -> dict[str, Any]:

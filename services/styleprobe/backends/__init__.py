@@ -20,10 +20,12 @@ def open_backend(settings: Settings, model_set_name: str) -> ModelBackend:
     if settings.backend == "triton":
         from styleprobe.backends.triton import TritonBackend
         from styleprobe.modelset import load_model_set
+        from styleprobe.tls import triton_tls
 
         return TritonBackend(load_model_set(Path(settings.model_repository), model_set_name),
                              settings.triton_url, timeout_s=settings.triton_timeout_s,
                              retry_s=settings.triton_retry_s,
-                             concurrency=settings.triton_concurrency)
+                             concurrency=settings.triton_concurrency,
+                             tls=triton_tls(settings))
     raise BackendError(f"unknown model backend {settings.backend!r} (STYLEPROBE_BACKEND); "
                        "this build supports: local, triton")

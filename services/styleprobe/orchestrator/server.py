@@ -42,7 +42,7 @@ from styleprobe.orchestrator.service import StyleProbeService
 from styleprobe.reaper import Reaper, reap_periodically
 from styleprobe.serving.loader import ModelSetLoader
 from styleprobe.storage import open_store
-from styleprobe.tls import server_credentials, tokens_need_tls
+from styleprobe.tls import redis_ssl, server_credentials, tokens_need_tls, triton_tls
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Orchestrator:
         # S3 may come up after the orchestrator: the health checker creates the bucket and
         # reports NOT_SERVING until it can.
         self.store = open_store(settings, check=False)
-        self.jobs = JobStore(settings.redis_url, settings.job_ttl_s)
+        self.jobs = JobStore(settings.redis_url, settings.job_ttl_s, **redis_ssl(settings))
         size = settings.grpc_max_message_bytes
         self.server = grpc.aio.server(
             interceptors=[RequestInterceptor(), auth],
@@ -95,7 +95,8 @@ class Orchestrator:
                                      service_checks(settings, self.jobs, self.store),
                                      settings.health_interval_s)
         service.checker = self.checker  # Explain and SubmitCohort refused while it fails
-        self.loader = (ModelSetLoader(Path(settings.model_repository), settings.triton_url)
+        self.loader = (ModelSetLoader(Path(settings.model_repository), settings.triton_url,
+                                      triton_tls(settings))
                        if settings.backend == "triton" else None)
         self.reaper = (Reaper.from_settings(settings, self.store, self.jobs)
                        if settings.reaper_interval_s > 0 else None)

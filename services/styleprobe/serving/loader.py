@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
@@ -37,7 +38,9 @@ def triton_models(model_set: ModelSet) -> list[Model]:
 class ModelSetLoader:
     """Loads the model sets of ``repository`` onto the Triton at ``url`` (gRPC)."""
 
-    def __init__(self, repository: Path, url: str) -> None:
+    def __init__(self, repository: Path, url: str, tls: dict[str, Any] | None = None) -> None:
+        """``tls``: TLS options of the Triton client (:func:`styleprobe.tls.triton_tls`)."""
+        self.tls = tls or {}
         self.repository, self.url = Path(repository), url
         self._client: grpcclient.InferenceServerClient | None = None
         self._failed: dict[str, str] = {}  # set -> why its last load failed (logged once)
@@ -45,7 +48,7 @@ class ModelSetLoader:
     @property
     def client(self) -> grpcclient.InferenceServerClient:
         if self._client is None:
-            self._client = triton_client(self.url)
+            self._client = triton_client(self.url, **self.tls)
         return self._client
 
     def sync(self) -> dict[str, list[str]]:

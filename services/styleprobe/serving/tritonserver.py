@@ -17,6 +17,7 @@ restart.
 
 It listens on loopback (``127.0.0.1``: HTTP, gRPC and metrics) unless given another
 ``address`` (``0.0.0.0``: every interface): Triton has no authentication of its own.
+With ``grpc_tls`` its gRPC port speaks TLS only.
 """
 
 from __future__ import annotations
@@ -121,16 +122,19 @@ class TritonProcess:
     Its output goes to ``log_path`` (``None``: this process's stdout and stderr). With
     ``source``, the model repository that the CPU ``repository`` was built from, new sets
     of ``source`` are added and loaded while it runs (``torch_threads`` per instance).
-    It listens on ``address`` (loopback by default). Use it as a context manager, or
-    :meth:`start` and :meth:`stop` (by process id, SIGTERM first).
+    It listens on ``address`` (loopback by default); ``grpc_tls``: (certificate, key, CA
+    bundle) PEM files, its gRPC port then speaks TLS (the CA verifies it for the model-set
+    watcher). Use it as a context manager, or :meth:`start` and :meth:`stop` (by process
+    id, SIGTERM first).
     """
 
     def __init__(self, repository: Path, http_port: int, grpc_port: int, metrics_port: int,
                  log_path: Path | None = None, source: Path | None = None,
                  torch_threads: int = 1, poll_s: float = POLL_S,
-                 address: str = LOOPBACK) -> None:
+                 address: str = LOOPBACK,
+                 grpc_tls: tuple[Path, Path, Path] | None = None) -> None:
         self.repository = Path(repository)
-        self.address = address
+        self.address, self.grpc_tls = address, grpc_tls
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
         self.log_path = log_path
         self.source, self.torch_threads, self.poll_s = source, torch_threads, poll_s
@@ -175,7 +179,15 @@ class TritonProcess:
             "--model-control-mode=explicit", "--load-model=*", "--strict-readiness=false",
             "--disable-auto-complete-config", "--exit-on-error=true",
             f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+            *self._tls_args(),
         ]
+
+    def _tls_args(self) -> list[str]:
+        if self.grpc_tls is None:
+            return []
+        cert, key, _ = self.grpc_tls
+        return ["--grpc-use-ssl=true", f"--grpc-server-cert={cert}",
+                f"--grpc-server-key={key}"]
 
     def start(self, timeout_s: float = 300.0) -> TritonProcess:
         """Start the server and return once ``/v2/health/ready`` says so."""
@@ -205,7 +217,9 @@ class TritonProcess:
 
     def _watch(self, source: Path) -> None:
         """Until :meth:`stop`: add new sets of ``source`` to the repository, load them."""
-        loader = ModelSetLoader(self.repository, self.grpc_url)
+        tls = ({"ssl": True, "root_certificates": str(self.grpc_tls[2])}
+               if self.grpc_tls else None)
+        loader = ModelSetLoader(self.repository, self.grpc_url, tls)
         try:
             while not self._stop_watching.wait(self.poll_s):
                 add_new_cpu_model_sets(source, self.repository, self.torch_threads)

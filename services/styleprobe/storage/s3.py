@@ -74,7 +74,7 @@ class S3Store:
     def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str,
                  secure: bool = False, region: str = "us-east-1",
                  presign_expiry_s: int = 3600, public_endpoint: str = "",
-                 check: bool = True) -> None:
+                 check: bool = True, ca_bundle: str = "") -> None:
         if not access_key or not secret_key:
             raise StoreError("the S3 store needs an access key and a secret key "
                              "(STYLEPROBE_S3_ACCESS_KEY, STYLEPROBE_S3_SECRET_KEY or their "
@@ -84,10 +84,13 @@ class S3Store:
         self.bucket = bucket
         self.endpoint = endpoint
         self.presign_expiry = timedelta(seconds=presign_expiry_s)
+        # HTTPS verifies the server's certificate: against ca_bundle (a PEM file) if given,
+        # else the system's roots
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=TIMEOUT_S, read=TIMEOUT_S), maxsize=16,
             retries=urllib3.Retry(total=RETRIES, backoff_factor=0.2,
-                                  status_forcelist=[500, 502, 503, 504]))
+                                  status_forcelist=[500, 502, 503, 504]),
+            cert_reqs="CERT_REQUIRED", ca_certs=ca_bundle or None)
         self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key,
                             secure=secure, region=region, http_client=http)
         # Signing is local: a client for the public host only computes URLs.
@@ -115,7 +118,8 @@ class S3Store:
         return cls(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key,
                    settings.s3_bucket, secure=settings.s3_secure, region=settings.s3_region,
                    presign_expiry_s=settings.presign_expiry_s,
-                   public_endpoint=settings.s3_public_endpoint, check=check)
+                   public_endpoint=settings.s3_public_endpoint, check=check,
+                   ca_bundle=settings.tls_ca_bundle)
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (several processes may race to); a

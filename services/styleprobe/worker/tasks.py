@@ -57,6 +57,7 @@ from styleprobe.jobs import (
 from styleprobe.metrics import count_job
 from styleprobe.storage import ArtifactStore, ObjectNotFound, StoreError, open_store
 from styleprobe.storage.s3 import S3Store
+from styleprobe.tls import redis_ssl
 from styleprobe.worker import cleanup
 from styleprobe.worker.app import task_name
 from styleprobe.worker.pausing import JobPauser
@@ -96,7 +97,8 @@ class _Process:
     @property
     def jobs(self) -> JobStore:
         if self._jobs is None:
-            self._jobs = JobStore(self.settings.redis_url, self.settings.job_ttl_s)
+            self._jobs = JobStore(self.settings.redis_url, self.settings.job_ttl_s,
+                                  **redis_ssl(self.settings))
         return self._jobs
 
     def backend(self, model_set: str) -> ModelBackend:
