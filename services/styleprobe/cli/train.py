@@ -53,6 +53,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                          help=f"{GAN_HELP.get(name, '')} (default: {default}; on resume, "
                               "the checkpoint's)".lstrip())
     gan.add_argument("--iterations", type=int, default=2000, help="total, including resumed")
+    gan.add_argument("--lr", type=float, default=None,
+                     help="learning rate (default: 0.0025 x sqrt(batch / 32), at most 0.005)")
+    gan.add_argument("--ada", choices=["auto", "on", "off"], default="auto",
+                     help="adaptive discriminator augmentation (auto: on below "
+                          "50 000 images)")
+    gan.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                     help="auto: bf16 autocast on CUDA, fp32 on the CPU")
+    gan.add_argument("--compile", default="", metavar="MODE",
+                     help="torch.compile mode (e.g. reduce-overhead: CUDA graphs; "
+                          "default: not compiled)")
     _run_args(gan, checkpoint_every=100)
     gan.set_defaults(func=_gan)
 
@@ -217,12 +227,16 @@ def _refuse_other_settings(ckpt: Path, differences: dict[str, tuple[Any, Any]]) 
 
 
 def _gan_trainer(args: argparse.Namespace, ckpt: Path) -> Any:
-    """A GanTrainer resumed from ``ckpt`` (refused if the options differ) or a new one."""
+    """A GanTrainer resumed from ``ckpt`` (refused if the options differ) or a new one;
+    one of several processes when torchrun started this one."""
     from styleprobe.models.stylegan2 import GeneratorConfig
+    from styleprobe.training.distributed import join, world_from_env
     from styleprobe.training.gan import GanTrainConfig, GanTrainer
 
+    world = world_from_env()
+    device = join(world, args.device)
     if ckpt.exists() and not args.restart:
-        trainer = GanTrainer.resume(ckpt, device=args.device)
+        trainer = GanTrainer.resume(ckpt, device=device, world=world)
         saved = {**trainer.gen_cfg.to_dict(), "batch": trainer.cfg.batch}
         given = {k: getattr(args, k) for k in GAN_ARCHITECTURE}
         if args.channels is not None or args.data in PHANTOM_CHANNELS:
@@ -238,8 +252,14 @@ def _gan_trainer(args: argparse.Namespace, ckpt: Path) -> Any:
                           z_dim=arch["w_dim"], w_dim=arch["w_dim"],
                           mapping_layers=arch["mapping_layers"],
                           channel_base=arch["channel_base"], channel_max=arch["channel_max"])
-    return GanTrainer(cfg, GanTrainConfig(batch=arch["batch"], seed=args.seed),
-                      device=args.device)
+    ada = {"auto": None, "on": True, "off": False}[args.ada]
+    try:
+        return GanTrainer(cfg, GanTrainConfig(batch=arch["batch"], seed=args.seed, lr=args.lr,
+                                              ada=ada, precision=args.precision,
+                                              compile=args.compile),
+                          device=device, world=world)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
 
 
 def _gan(args: argparse.Namespace) -> None:
@@ -254,7 +274,8 @@ def _gan(args: argparse.Namespace) -> None:
                                   checked=checked)
         train_gan(trainer, data, out, iterations=args.iterations, minutes=args.minutes,
                   checkpoint_every=args.checkpoint_every,
-                  record=session.start(args, "gan", checked, trainer.step))
+                  record=(session.start(args, "gan", checked, trainer.step)
+                          if trainer.world.main else None))
     print(f"gan checkpoint at step {trainer.step}: {ckpt}")
 
 
