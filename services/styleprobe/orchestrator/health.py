@@ -46,10 +46,11 @@ def service_checks(settings: Settings, jobs: JobStore, store: ArtifactStore) -> 
         checks[store.dependency] = store.check
     if settings.backend == "triton":
         from styleprobe.backends.triton import triton_client
+        from styleprobe.tls import triton_tls
 
         # bounded reconnect backoff: with gRPC's default (growing to two minutes) the check
         # reported a restarted Triton down for 11-17 s after it was ready
-        client = triton_client(settings.triton_url)
+        client = triton_client(settings.triton_url, **triton_tls(settings))
 
         def triton_ready() -> None:
             if not client.is_server_ready(client_timeout=CHECK_TIMEOUT_S):

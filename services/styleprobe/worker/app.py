@@ -6,6 +6,8 @@ Settings for long GPU tasks: a task is acknowledged only when it has finished
 the broker redelivers a task nobody acknowledged after ``visibility_timeout_s``, which
 must exceed the hard time limit, so a slow task is never run twice while it is alive.
 There is no result backend: job state lives in Redis through :mod:`styleprobe.jobs`.
+A ``rediss://`` broker is reached over TLS that verifies Redis's certificate (against
+``STYLEPROBE_TLS_CA_BUNDLE`` or the system's roots, :func:`styleprobe.tls.redis_ssl`).
 
 Queues: ``gpu`` for the stages that call models, ``cpu`` for the rest (rendering and the
 manifest), so each kind of worker scales on its own. An explain job is a chain of one task
@@ -25,6 +27,7 @@ from celery.canvas import Signature
 
 from styleprobe.config import Settings
 from styleprobe.explain.engine import STAGES, Stage
+from styleprobe.tls import redis_ssl
 
 GPU_QUEUE, CPU_QUEUE = "gpu", "cpu"
 QUEUES = (GPU_QUEUE, CPU_QUEUE)
@@ -84,6 +87,9 @@ def make_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
+    tls = redis_ssl(settings)
+    if tls:  # kombu's own default for rediss:// does not verify the certificate
+        app.conf.broker_use_ssl = tls
     return app
 
 
