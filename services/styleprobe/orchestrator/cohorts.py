@@ -19,11 +19,26 @@ import grpc
 from celery import Celery
 
 from styleprobe.api import pb
-from styleprobe.cohort.ledger import DEFAULT_CHUNK_SIZE, CohortLedger, CohortSpec, cohort_key
+from styleprobe.cohort.ledger import (
+    DEFAULT_CHUNK_SIZE,
+    CohortError,
+    CohortLedger,
+    CohortSpec,
+    cohort_key,
+)
 from styleprobe.config import Settings
 from styleprobe.explain.artifacts import put_json
 from styleprobe.explain.spec import JobSpec
-from styleprobe.jobs import QUEUED, JobRecord, JobRequest, JobStore, new_job_id
+from styleprobe.jobs import (
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    JobNotFoundError,
+    JobRecord,
+    JobRequest,
+    JobStore,
+    new_job_id,
+)
 from styleprobe.metrics import count_job
 from styleprobe.orchestrator.requests import RequestError, invalid, job_spec, model_set_named
 from styleprobe.storage import ArtifactStore, StoreError, validate_key
@@ -179,3 +194,55 @@ def submit_cohort(request: pb.SubmitCohortRequest, settings: Settings, store: Ar
                                      "model_set": checked.spec.model_set,
                                      "target": checked.spec.target})
     return record
+
+
+RESUMABLE = (FAILED, CANCELLED)
+SUMMARY_KEYS = ("csv", "parquet", "report")  # a cancelled cohort's summary, rewritten
+
+
+def resume_cohort(job_id: str, store: ArtifactStore, jobs: JobStore, celery: Celery
+                  ) -> JobRecord:
+    """Queue a cohort that failed or was cancelled again under its id; its job record
+    (QUEUED). Its finished images keep their rows and counts and are skipped; the others
+    are explained again; the summary is written anew at the end. NOT_FOUND for an unknown
+    job, FAILED_PRECONDITION for one that is not a failed or cancelled cohort."""
+    if not job_id:
+        raise invalid("job_id is required")
+    try:
+        record = jobs.get(job_id)
+    except JobNotFoundError:
+        raise RequestError(grpc.StatusCode.NOT_FOUND, f"no job {job_id!r}") from None
+    if record.kind != "cohort":
+        raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                           f"job {job_id} is an {record.kind} job: only a cohort can be "
+                           "resumed (submit the image again)")
+    if record.state not in RESUMABLE:
+        raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                           f"cohort {job_id} is {record.state}: only a failed or cancelled "
+                           "cohort can be resumed")
+    ledger = CohortLedger(store, job_id)
+    try:
+        ledger.spec()
+        finished = ledger.finished_count()
+    except CohortError:
+        raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                           f"cohort {job_id} has no record in the store any more (removed "
+                           "after the retention period?): submit it again") from None
+    total = record.counts.get("total", 0)
+    if not jobs.reopen(job_id, RESUMABLE, keys=SUMMARY_KEYS,
+                       message=f"cohort resumed: {finished} of {total} images finished "
+                               "before are kept"):
+        raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                           f"cohort {job_id} changed meanwhile (resumed twice at once?)")
+    run = jobs.get(job_id).run
+    try:
+        cohort_task(celery, "prepare", job_id,
+                    task_id=f"{job_id}-prepare-run{run}").apply_async()
+    except BaseException:
+        jobs.transition(job_id, [QUEUED], state=record.state, error=record.error,
+                        message="the resumed cohort could not be queued")
+        raise
+    count_job("cohort", QUEUED)
+    log.info("cohort resumed", extra={"job_id": job_id, "run": run, "finished": finished,
+                                      "total": total})
+    return jobs.get(job_id)

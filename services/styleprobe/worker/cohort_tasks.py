@@ -17,6 +17,12 @@
 - ``summary`` (cpu queue) writes ``summary.csv``, ``summary.parquet`` and ``report.html``
   from the rows and ends the job; after a cancel it writes the summary of what finished.
 
+A cohort that failed or was cancelled can be resumed under its id
+(:func:`styleprobe.orchestrator.cohorts.resume_cohort`): the job is queued again with its
+run counted up, ``prepare`` runs again and queues the chunks with that run, and a chunk
+task of an earlier run is skipped. A task's job is ``paused`` while the store or Triton is
+waited for (:mod:`~styleprobe.worker.pausing`); paused is a working state here.
+
 Every task may run twice (its worker died before acknowledging it: ``acks_late``): the
 ledger skips finished images, rows are keyed by image, counts are per image, the chunk
 set is a set, the summary is the same when written twice and the job ends once.
@@ -37,9 +43,19 @@ from styleprobe.cohort.runner import CohortRunner
 from styleprobe.cohort.summary import write_summary
 from styleprobe.explain.artifacts import get_json
 from styleprobe.explain.engine import JobKeys
-from styleprobe.jobs import ACTIVE, CANCELLED, FAILED, PREFIX, QUEUED, RUNNING, SUCCEEDED
+from styleprobe.jobs import (
+    ACTIVE,
+    CANCELLED,
+    FAILED,
+    PREFIX,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    WORKING,
+)
 from styleprobe.logs import log_context
 from styleprobe.metrics import count_job
+from styleprobe.worker import cleanup
 from styleprobe.worker.app import COHORT_TASKS, cohort_task
 from styleprobe.worker.tasks import (
     TRANSIENT,
@@ -73,6 +89,8 @@ class CohortTask(Task):
         log.error("cohort failed", extra={"job_id": job_id, "stage": step, "error": reason})
         if process.jobs.transition(job_id, ACTIVE, state=FAILED, error=reason, message=reason):
             count_job("cohort", FAILED)
+        if process.jobs.get(job_id).state in (FAILED, CANCELLED):
+            cleanup.discard(process.store, process.jobs, "cohort", job_id)
 
 
 def _task(name: str) -> Any:
@@ -106,9 +124,10 @@ def prepare(self: Task, job_id: str) -> None:
         request = record.request
         started = time.perf_counter()
         try:
-            runner = _runner(job_id)
-            key, probed = runner.prepare(runner.spec)
-            images = get_json(store, request.images_key)["images"]
+            with process.pauser.working_on(job_id):
+                runner = _runner(job_id)
+                key, probed = runner.prepare(runner.spec)
+                images = get_json(store, request.images_key)["images"]
         except TRANSIENT as exc:
             retry(self, exc, job_id=job_id)
         chunks = list(chunked(images, request.chunk_size))
@@ -117,10 +136,10 @@ def prepare(self: Task, job_id: str) -> None:
             pipe.expire(chunks_key(job_id), jobs.ttl_s)
             pipe.execute()
         for index, images_of_chunk in enumerate(chunks):
-            cohort_task(self.app, "chunk", job_id, index, images_of_chunk,
-                        task_id=f"{job_id}-chunk-{index}").apply_async()
+            cohort_task(self.app, "chunk", job_id, index, images_of_chunk, record.run,
+                        task_id=_task_id(job_id, "chunk", index, record.run)).apply_async()
         seconds = time.perf_counter() - started
-        jobs.transition(job_id, [RUNNING], stage="images", keys={"direction": key},
+        jobs.transition(job_id, WORKING, stage="images", keys={"direction": key},
                         stage_seconds={"prepare": seconds},
                         message=f"direction {'probed' if probed else 'found stored'}; "
                                 f"{len(chunks)} chunk(s) of {len(images)} images queued")
@@ -128,11 +147,12 @@ def prepare(self: Task, job_id: str) -> None:
 
 
 @_task("chunk")
-def chunk(self: Task, job_id: str, index: int, images: list[str]) -> None:
+def chunk(self: Task, job_id: str, index: int, images: list[str], run: int = 0) -> None:
     """Run the model stages of the chunk's unfinished images, then queue their outputs."""
-    jobs = worker_process().jobs
-    with log_context(job_id=job_id):
-        _running(job_id, index)
+    process = worker_process()
+    jobs = process.jobs
+    with log_context(job_id=job_id), process.pauser.working_on(job_id):
+        _running(job_id, index, run)
         runner = _runner(job_id)
         ready: list[tuple[str, dict[str, Any]]] = []
         try:
@@ -147,20 +167,21 @@ def chunk(self: Task, job_id: str, index: int, images: list[str]) -> None:
         except TRANSIENT as exc:
             retry(self, exc, job_id=job_id)
         if ready:
-            cohort_task(self.app, "outputs", job_id, index, ready,
-                        task_id=f"{job_id}-outputs-{index}").apply_async()
+            cohort_task(self.app, "outputs", job_id, index, ready, run,
+                        task_id=_task_id(job_id, "outputs", index, run)).apply_async()
         else:
             _chunk_done(self, job_id, index)
 
 
 @_task("outputs")
-def outputs(self: Task, job_id: str, index: int, ready: list[tuple[str, dict[str, Any]]]
-            ) -> None:
+def outputs(self: Task, job_id: str, index: int, ready: list[tuple[str, dict[str, Any]]],
+            run: int = 0) -> None:
     """Render the chunk's explained images and record their rows; queue the summary after
     the cohort's last chunk."""
-    jobs = worker_process().jobs
-    with log_context(job_id=job_id):
-        _running(job_id, index)
+    process = worker_process()
+    jobs = process.jobs
+    with log_context(job_id=job_id), process.pauser.working_on(job_id):
+        _running(job_id, index, run)
         runner = _runner(job_id)
         try:
             for image, keys in ready:
@@ -175,11 +196,18 @@ def outputs(self: Task, job_id: str, index: int, ready: list[tuple[str, dict[str
         _chunk_done(self, job_id, index)
 
 
-def _running(job_id: str, index: int) -> None:
-    """Go on only while the cohort runs (Ignore otherwise)."""
-    state = worker_process().jobs.get(job_id).state
-    if state != RUNNING:
-        log.info("chunk skipped", extra={"chunk": index, "state": state})
+def _task_id(job_id: str, step: str, index: int, run: int) -> str:
+    """A chunk task's id: ``<job>-<step>-<index>``, with ``-run<n>`` in a resumed run."""
+    return f"{job_id}-{step}-{index}" + (f"-run{run}" if run else "")
+
+
+def _running(job_id: str, index: int, run: int) -> None:
+    """Go on only while the cohort runs or is paused, in the run that queued the task (a
+    task left from before a resume is skipped); Ignore otherwise."""
+    record = worker_process().jobs.get(job_id)
+    if record.state not in WORKING or record.run != run:
+        log.info("chunk skipped", extra={"chunk": index, "state": record.state,
+                                         "run": run, "job_run": record.run})
         raise Ignore()
 
 
@@ -211,21 +239,22 @@ def summary(self: Task, job_id: str) -> None:
     record = jobs.get(job_id)
     with log_context(job_id=job_id):
         pending_chunks = jobs.redis.scard(chunks_key(job_id))
-        if record.state not in (RUNNING, CANCELLED) or (record.state == RUNNING
-                                                        and pending_chunks):
+        if record.state not in (*WORKING, CANCELLED) or (record.state in WORKING
+                                                          and pending_chunks):
             log.info("summary not due", extra={"state": record.state,
                                                "chunks_left": pending_chunks})
             raise Ignore()
         started = time.perf_counter()
         try:
-            written = write_summary(CohortLedger(store, job_id),
-                                    get_json(store, record.request.images_key)["images"])
+            with process.pauser.working_on(job_id):
+                written = write_summary(CohortLedger(store, job_id),
+                                        get_json(store, record.request.images_key)["images"])
         except TRANSIENT as exc:
             retry(self, exc, job_id=job_id)
         counts = {"done": written.done, "failed": written.failed,
                   "unreliable": written.unreliable, "flipped": written.flipped}
         seconds = {"summary": time.perf_counter() - started}
-        if jobs.transition(job_id, [RUNNING], state=SUCCEEDED, stage="summary", progress=1.0,
+        if jobs.transition(job_id, WORKING, state=SUCCEEDED, stage="summary", progress=1.0,
                            keys=written.outputs, counts=counts, stage_seconds=seconds,
                            message=f"cohort succeeded: {written.done} explained, "
                                    f"{written.failed} failed"):

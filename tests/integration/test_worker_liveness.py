@@ -1,0 +1,62 @@
+"""Workers' liveness beats on a real Redis broker: an unacknowledged task of a worker that
+no longer beats goes back to its queue at the next beat of another, once; a living
+worker's stays where it is (issue 17; the e2e test kills both workers of a cohort)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import required
+from styleprobe.config import Settings
+from styleprobe.testing.redis import redis_server
+from styleprobe.worker.app import GPU_QUEUE, make_app
+from styleprobe.worker.liveness import RECEIVED, Liveness
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Iterator[Settings]:
+    required.program("redis-server")
+    server, url = redis_server(tmp_path)
+    server.start()
+    yield Settings(redis_url=url, worker_heartbeat_s=0.5)
+    server.stop()
+
+
+def taken_without_ack(channel: Any) -> str:
+    """A message taken from the gpu queue by a consumer that then dies: its delivery tag."""
+    message = channel.basic_get(GPU_QUEUE, no_ack=False)
+    assert message is not None
+    channel.qos._delivered.clear()  # a dead consumer gives nothing back on its way out
+    return str(message.delivery_tag)
+
+
+def test_tasks_of_a_worker_that_stopped_beating_are_handed_out_again(
+        settings: Settings) -> None:
+    app = make_app(settings)
+    for number in range(2):
+        app.signature("styleprobe.cohort.chunk", args=("job", number, [])).apply_async()
+    watcher = Liveness(settings, app, "watcher")
+    alive, dead = Liveness(settings, app, "alive"), Liveness(settings, app, "dead")
+    alive.beat()
+    with app.connection_for_write() as connection:
+        channel = connection.channel()
+        kept, lost = taken_without_ack(channel), taken_without_ack(channel)
+        alive.received(kept)
+        dead.received(lost)
+        client = watcher.jobs.redis
+        assert client.llen(GPU_QUEUE) == 0
+        assert client.hlen(channel.unacked_key) == 2
+
+        assert watcher.revive() == 1
+        assert watcher.revive() == 0  # once
+        assert client.llen(GPU_QUEUE) == 1
+        assert set(client.hkeys(channel.unacked_key)) == {kept}
+        assert client.hgetall(RECEIVED) == {kept: "alive"}
+        again = channel.basic_get(GPU_QUEUE, no_ack=True)
+        assert again is not None and again.headers["id"]
+        channel.qos._delivered.clear()
+    watcher.jobs.close()
