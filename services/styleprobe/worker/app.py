@@ -10,10 +10,15 @@ A ``rediss://`` broker is reached over TLS that verifies Redis's certificate (ag
 ``STYLEPROBE_TLS_CA_BUNDLE`` or the system's roots, :func:`styleprobe.tls.redis_ssl`).
 
 Queues: ``gpu`` for the stages that call models, ``cpu`` for the rest (rendering and the
-manifest), so each kind of worker scales on its own. An explain job is a chain of one task
-per stage of :data:`styleprobe.explain.engine.STAGES`, named ``styleprobe.<stage>``. A
-cohort (:mod:`~styleprobe.worker.cohort_tasks`) runs a prepare task and its chunks' model
-stages on ``gpu``, and its chunks' outputs and its summary on ``cpu``.
+manifest), so each kind of worker scales on its own. Within the queues, a job's later
+stages come before new jobs' first ones (:func:`priority_of`: Redis priorities, 0 served
+first across both queues), so jobs finish roughly in the order they came instead of all
+advancing one stage at a time; cohorts' chunks come after explanations. Each priority is
+its own Redis list, ``<queue>`` for 0 and ``<queue>:<n>`` for n = 1..9 (what a queue-depth
+autoscaler sums). An explain job is a chain of one task per stage of
+:data:`styleprobe.explain.engine.STAGES`, named ``styleprobe.<stage>``. A cohort
+(:mod:`~styleprobe.worker.cohort_tasks`) runs a prepare task and its chunks' model stages
+on ``gpu``, and its chunks' outputs and its summary on ``cpu``.
 
 Nothing is built at import: the orchestrator and ``styleprobe serve worker`` each make
 their app from their settings (:func:`make_app`); the tasks are Celery shared tasks,
@@ -39,7 +44,9 @@ COHORT_TASKS = {
     "summary": ("styleprobe.cohort.summary", CPU_QUEUE),
 }
 RESTORE_SWEEPS = 4  # unacknowledged tasks are looked for this often per visibility timeout
-TASK_MODULES = ["styleprobe.worker.tasks", "styleprobe.worker.cohort_tasks"]
+# the tasks, and the workers' liveness beats (styleprobe.worker.liveness: signal handlers)
+TASK_MODULES = ["styleprobe.worker.tasks", "styleprobe.worker.cohort_tasks",
+                "styleprobe.worker.liveness"]
 
 
 def task_name(stage: Stage) -> str:
@@ -52,6 +59,25 @@ def queue_of(stage: Stage) -> str:
     return GPU_QUEUE if stage.uses_models else CPU_QUEUE
 
 
+def priority_of(stage: Stage) -> int:
+    """A stage's message priority on Redis (0 is served first): the later the stage, the
+    sooner, so a job under way finishes before new jobs start."""
+    return len(STAGES) - 1 - STAGES.index(stage)
+
+
+# A cohort's tasks after every explanation stage (bulk work yields to interactive calls);
+# its summary, which ends a job, first.
+COHORT_PRIORITIES = {"prepare": 9, "chunk": 9, "outputs": 8, "summary": 0}
+PRIORITY_STEPS = list(range(10))
+PRIORITY_SEPARATOR = ":"  # the list of priority n of queue q is "q:n" (kombu's default: \x06\x16)
+
+
+def priority_lists(queue: str) -> list[str]:
+    """The Redis lists that hold ``queue``'s waiting tasks, one per priority."""
+    return [queue if step == 0 else f"{queue}{PRIORITY_SEPARATOR}{step}"
+            for step in PRIORITY_STEPS]
+
+
 def make_app(settings: Settings) -> Celery:
     """A Celery app for ``settings``; ValueError if its time limits are inconsistent."""
     if not (0 < settings.task_soft_time_limit_s < settings.task_time_limit_s
@@ -62,8 +88,10 @@ def make_app(settings: Settings) -> Celery:
             f"{settings.task_time_limit_s}, {settings.visibility_timeout_s}")
     app = Celery("styleprobe", broker=settings.redis_url, include=TASK_MODULES,
                  set_as_current=False)
-    routes = {task_name(stage): {"queue": queue_of(stage)} for stage in STAGES}
-    routes.update({name: {"queue": queue} for name, queue in COHORT_TASKS.values()})
+    routes = {task_name(stage): {"queue": queue_of(stage), "priority": priority_of(stage)}
+              for stage in STAGES}
+    routes.update({name: {"queue": queue, "priority": COHORT_PRIORITIES[short]}
+                   for short, (name, queue) in COHORT_TASKS.items()})
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -74,7 +102,10 @@ def make_app(settings: Settings) -> Celery:
             "visibility_timeout": settings.visibility_timeout_s,
             "unacked_restore_interval": max(1, settings.visibility_timeout_s // RESTORE_SWEEPS),
             "unacked_restore_throttle": 1,
+            "priority_steps": PRIORITY_STEPS,  # one Redis list per priority, 0 served first
+            "sep": PRIORITY_SEPARATOR,
         },
+        task_default_priority=len(STAGES),  # any other task: after a job's stages
         broker_connection_retry_on_startup=True,
         # A task running when the broker connection drops finishes (tested: a cohort
         # survives a Redis restart); Celery 6 will cancel and redeliver it by default.
