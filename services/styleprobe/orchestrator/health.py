@@ -26,7 +26,7 @@ from styleprobe.jobs import JobStore
 from styleprobe.metrics import set_dependency_ready, set_queue_depth
 from styleprobe.serving.loader import ModelSetLoader
 from styleprobe.storage import ArtifactStore
-from styleprobe.worker.app import QUEUES
+from styleprobe.worker.app import QUEUES, priority_lists
 
 log = logging.getLogger(__name__)
 CHECK_TIMEOUT_S = 5.0
@@ -38,8 +38,11 @@ def service_checks(settings: Settings, jobs: JobStore, store: ArtifactStore) -> 
 
     def redis_and_queues() -> None:
         jobs.ping()
-        for queue in QUEUES:  # Celery's Redis transport keeps a queue as a list of that name
-            set_queue_depth(queue, int(jobs.redis.llen(queue)))
+        for queue in QUEUES:  # a Redis list per priority (styleprobe.worker.app)
+            with jobs.redis.pipeline(transaction=False) as pipe:
+                for name in priority_lists(queue):
+                    pipe.llen(name)
+                set_queue_depth(queue, sum(int(n) for n in pipe.execute()))
 
     checks: dict[str, Check] = {"redis": redis_and_queues}
     if store.dependency:
