@@ -13,7 +13,7 @@ import pytest
 import required
 from styleprobe.config import Settings
 from styleprobe.testing.redis import redis_server
-from styleprobe.worker.app import GPU_QUEUE, make_app
+from styleprobe.worker.app import GPU_QUEUE, make_app, priority_lists
 from styleprobe.worker.liveness import RECEIVED, Liveness
 
 
@@ -34,6 +34,11 @@ def taken_without_ack(channel: Any) -> str:
     return str(message.delivery_tag)
 
 
+def waiting(client: Any) -> int:
+    """Messages waiting in the gpu queue, at any priority."""
+    return sum(client.llen(name) for name in priority_lists(GPU_QUEUE))
+
+
 def test_tasks_of_a_worker_that_stopped_beating_are_handed_out_again(
         settings: Settings) -> None:
     app = make_app(settings)
@@ -48,12 +53,12 @@ def test_tasks_of_a_worker_that_stopped_beating_are_handed_out_again(
         alive.received(kept)
         dead.received(lost)
         client = watcher.jobs.redis
-        assert client.llen(GPU_QUEUE) == 0
+        assert waiting(client) == 0
         assert client.hlen(channel.unacked_key) == 2
 
         assert watcher.revive() == 1
         assert watcher.revive() == 0  # once
-        assert client.llen(GPU_QUEUE) == 1
+        assert waiting(client) == 1
         assert set(client.hkeys(channel.unacked_key)) == {kept}
         assert client.hgetall(RECEIVED) == {kept: "alive"}
         again = channel.basic_get(GPU_QUEUE, no_ack=True)
