@@ -1,0 +1,168 @@
+"""GetArtifact end to end: every artifact of an explanation and of a cohort streamed through
+the API equals the stored object, chunked, with its size and content type first; and
+``styleprobe client fetch`` (real Redis, S3, Triton, orchestrator and workers: see
+conftest.py)."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from styleprobe.api import pb, rpc
+from styleprobe.data.knee import KneePhantoms
+from styleprobe.storage import ArtifactStore, open_store
+from styleprobe.storage.base import CHUNK_BYTES
+from styleprobe.testing.process import venv_program
+from styleprobe.testing.stack import ServiceStack
+
+TINY = "tiny"
+LAMBDAS = "-2:2:5"
+PROBE = pb.ProbeOptions(samples=400, seed=41)
+WAIT_S = 300.0
+# Every kind of output an explanation renders (frames and differences numbered), and the
+# manifest; "flip_frame" as well when the search found a flip.
+EXPLANATION_KINDS = {"input", "reconstruction", "animation", "strip", "plot", "differences",
+                     "report", "manifest", "frame", "difference"}
+COHORT_KINDS = {"csv", "parquet", "report"}
+
+
+def auth(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def knee_pngs(count: int, seed: int) -> list[bytes]:
+    phantoms = KneePhantoms(seed=seed, size=16)
+    images = []
+    for index in range(count):
+        buffer = io.BytesIO()
+        pixels = np.round(phantoms.sample(index).image[..., 0] * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        images.append(buffer.getvalue())
+    return images
+
+
+def finished(stub: rpc.StyleProbeStub, token: str, job: pb.Job) -> pb.Job:
+    """The job once it has ended (it must have succeeded)."""
+    for _ in stub.WatchJob(pb.WatchJobRequest(job_id=job.job_id), metadata=auth(token),
+                           timeout=WAIT_S):
+        pass
+    final = stub.GetJob(pb.GetJobRequest(job_id=job.job_id), metadata=auth(token), timeout=30)
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final.error
+    return final
+
+
+def fetch(stub: rpc.StyleProbeStub, token: str, job_id: str, name: str
+          ) -> list[pb.ArtifactChunk]:
+    return list(stub.GetArtifact(pb.GetArtifactRequest(job_id=job_id, name=name),
+                                 metadata=auth(token), timeout=60))
+
+
+def check_streamed(chunks: list[pb.ArtifactChunk], store: ArtifactStore, key: str) -> None:
+    """The chunks are the stored object: size and content type first, then 1 MiB pieces."""
+    stored = store.get(key)
+    assert b"".join(c.data for c in chunks) == stored, key
+    assert chunks[0].size == len(stored) and chunks[0].content_type == store.content_type(key)
+    assert all(not c.size and not c.content_type for c in chunks[1:])
+    assert all(len(c.data) <= CHUNK_BYTES for c in chunks)
+    assert len(chunks) == max(1, -(-len(stored) // CHUNK_BYTES))
+
+
+def kind(name: str) -> str:
+    """"frame_003" -> "frame"; other names are their kind."""
+    head, _, number = name.rpartition("_")
+    return head if number.isdigit() else name
+
+
+@pytest.fixture(scope="module")
+def stub(channel: grpc.Channel) -> rpc.StyleProbeStub:
+    return rpc.StyleProbeStub(channel)
+
+
+@pytest.fixture(scope="module")
+def explanation(stack: ServiceStack, stub: rpc.StyleProbeStub) -> pb.Job:
+    """A succeeded explain job of a knee phantom."""
+    job = stub.Explain(pb.ExplainRequest(
+        image_bytes=knee_pngs(1, seed=5)[0], filename="knee.png", model_set=TINY,
+        lambdas=LAMBDAS, options=pb.ExplainOptions(probe=PROBE)),
+        metadata=auth(stack.token), timeout=30)
+    return finished(stub, stack.token, job)
+
+
+def test_every_artifact_of_an_explanation_streams_as_stored(
+        stack: ServiceStack, stub: rpc.StyleProbeStub, explanation: pb.Job) -> None:
+    store = open_store(stack.settings())
+    artifacts = explanation.explanation.artifacts
+    kinds = {kind(a.name) for a in artifacts}
+    expected = EXPLANATION_KINDS | ({"flip_frame"} if explanation.explanation.flip.found
+                                    else set())
+    assert kinds == expected
+    for artifact in artifacts:
+        check_streamed(fetch(stub, stack.token, explanation.job_id, artifact.name), store,
+                       artifact.key)
+    # by its file in the job's folder, too
+    strip = {a.name: a.key for a in artifacts}["strip"]
+    assert fetch(stub, stack.token, explanation.job_id, "strip.png")[0].data == store.get(strip)
+
+
+def test_every_artifact_of_a_cohort_streams_as_stored(
+        stack: ServiceStack, stub: rpc.StyleProbeStub) -> None:
+    images = pb.InlineImages(images=[pb.InlineImage(data=data, filename=f"knee-{i}.png")
+                                     for i, data in enumerate(knee_pngs(3, seed=9))])
+    job = stub.SubmitCohort(pb.SubmitCohortRequest(
+        inline=images, model_set=TINY, lambdas=LAMBDAS, options=pb.ExplainOptions(probe=PROBE)),
+        metadata=auth(stack.token), timeout=30)
+    final = finished(stub, stack.token, job)
+    store = open_store(stack.settings())
+    assert {a.name for a in final.cohort.artifacts} == COHORT_KINDS
+    for artifact in final.cohort.artifacts:
+        check_streamed(fetch(stub, stack.token, final.job_id, artifact.name), store,
+                       artifact.key)
+
+
+def test_a_large_artifact_comes_in_one_mebibyte_chunks(
+        stack: ServiceStack, stub: rpc.StyleProbeStub, explanation: pb.Job) -> None:
+    store = open_store(stack.settings())
+    report = {a.name: a.key for a in explanation.explanation.artifacts}["report"]
+    big = os.urandom(2 * CHUNK_BYTES + 12345)  # as a report with many frames may be
+    store.put(report, big, "text/html")
+    chunks = fetch(stub, stack.token, explanation.job_id, "report")
+    assert [len(c.data) for c in chunks] == [CHUNK_BYTES, CHUNK_BYTES, 12345]
+    check_streamed(chunks, store, report)
+
+
+def test_unknown_names_jobs_and_callers_are_refused(
+        stack: ServiceStack, stub: rpc.StyleProbeStub, explanation: pb.Job) -> None:
+    cases = [(explanation.job_id, "nope", auth(stack.token), grpc.StatusCode.NOT_FOUND),
+             (explanation.job_id, "input.json", auth(stack.token), grpc.StatusCode.NOT_FOUND),
+             ("0" * 32, "strip", auth(stack.token), grpc.StatusCode.NOT_FOUND),
+             (explanation.job_id, "", auth(stack.token), grpc.StatusCode.INVALID_ARGUMENT),
+             (explanation.job_id, "strip", auth("wrong"), grpc.StatusCode.UNAUTHENTICATED)]
+    for job_id, name, metadata, code in cases:
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.GetArtifact(pb.GetArtifactRequest(job_id=job_id, name=name),
+                                  metadata=metadata, timeout=30))
+        assert caught.value.code() == code, (job_id, name)
+
+
+def test_cli_fetch_saves_an_artifact(stack: ServiceStack, explanation: pb.Job,
+                                     tmp_path: Path) -> None:
+    base = [venv_program("styleprobe"), "client", "fetch", "--server", stack.grpc_address,
+            "--token", stack.token, explanation.job_id]
+    out = tmp_path / "strip.png"
+    done = subprocess.run([*base, "strip", "-o", str(out)], capture_output=True, text=True,
+                          timeout=120, check=True)
+    key = {a.name: a.key for a in explanation.explanation.artifacts}["strip"]
+    assert out.read_bytes() == open_store(stack.settings()).get(key)
+    assert f"saved {out}" in done.stdout and "image/png" in done.stdout
+    missing = tmp_path / "nope.bin"
+    refused = subprocess.run([*base, "nope", "-o", str(missing)], capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 2 and "NOT_FOUND" in refused.stderr
+    assert not missing.exists() and not list(tmp_path.glob(".*.part"))
