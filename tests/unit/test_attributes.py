@@ -27,6 +27,7 @@ from styleprobe.explain.attributes import (
 from styleprobe.explain.engine import Explainer
 from styleprobe.explain.result import ExplanationResult
 from styleprobe.explain.spec import AttributeSettings, JobSpec, JobSpecError, ProbeSettings
+from styleprobe.models.stylegan2 import Generator, GeneratorConfig
 from styleprobe.modelset import (
     STYLESPACE_KINDS,
     ModelSet,
@@ -35,7 +36,6 @@ from styleprobe.modelset import (
     manifest_path,
     sha256_file,
 )
-from styleprobe.models.stylegan2 import Generator, GeneratorConfig
 from styleprobe.storage.local import LocalStore
 from styleprobe.training.export import add_stylespace
 
@@ -143,7 +143,7 @@ class StyleBackend:
     scaled per channel, the image carries them, and the target's logit is
     ``weights · styles``."""
 
-    LAYERS = [StyleLayer("b4.conv1", 4), StyleLayer("b4.torgb", 2), StyleLayer("b8.conv0", 4)]
+    LAYERS = (StyleLayer("b4.conv1", 4), StyleLayer("b4.torgb", 2), StyleLayer("b8.conv0", 4))
 
     def __init__(self, model_set: ModelSet, weights: np.ndarray, scales: np.ndarray) -> None:
         self.model_set = replace(model_set, style_layers=list(self.LAYERS))
@@ -274,3 +274,33 @@ def test_explanation_carries_one_traversal_and_strip_per_attribute(tmp_path: Pat
     assert report.count('alt="attribute ') == 2 and result.attributes[0].name in report
     again = ExplanationResult.from_json(store.get(result.outputs["manifest"]))
     assert again.attributes == result.attributes
+
+
+# --- the gRPC request's options ----------------------------------------------------------------
+
+def test_request_options_default_and_name_the_field_at_fault() -> None:
+    from styleprobe.api import pb
+    from styleprobe.orchestrator.attributes import attribute_settings
+    from styleprobe.orchestrator.requests import RequestError
+
+    assert attribute_settings(pb.AttributeOptions()) == AttributeSettings()
+    assert attribute_settings(pb.AttributeOptions(top=2, seed=7)) == AttributeSettings(
+        top=2, seed=7)
+    with pytest.raises(RequestError, match=r"^attributes\.samples:") as refused:
+        attribute_settings(pb.AttributeOptions(samples=300))
+    assert refused.value.code.name == "INVALID_ARGUMENT"
+
+
+def test_a_set_without_stylespace_is_a_failed_precondition(tmp_path: Path) -> None:
+    from styleprobe.orchestrator.attributes import with_attributes
+    from styleprobe.orchestrator.requests import RequestError
+
+    raw = json.loads(manifest_path(REPOSITORY, "knee-oa").read_text())
+    raw.pop("style_layers")
+    manifest_path(tmp_path, "knee-oa").write_text(json.dumps(raw))
+    spec = JobSpec.create(load_model_set(tmp_path, "knee-oa"))
+    with pytest.raises(RequestError, match="exports no StyleSpace") as refused:
+        with_attributes(spec, tmp_path, AttributeSettings())
+    assert refused.value.code.name == "FAILED_PRECONDITION"
+    asked = with_attributes(spec, REPOSITORY, AttributeSettings(top=2))
+    assert asked.attributes == AttributeSettings(top=2)

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from styleprobe.cli import (
+    attributes,
     client,
     cohort,
     data,
@@ -26,8 +27,8 @@ from styleprobe.cli import (
 from styleprobe.cli.common import EXIT_USAGE, USER_ERRORS, attach_values
 from styleprobe.logs import configure_logging
 
-COMMAND_GROUPS = [data, train, export, modelset, explain, evaluate, cohort, triton, serve,
-                  client]
+COMMAND_GROUPS = [data, train, export, modelset, explain, attributes, evaluate, cohort, triton,
+                  serve, client]
 
 
 def build_parser() -> argparse.ArgumentParser:

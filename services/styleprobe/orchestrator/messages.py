@@ -14,6 +14,7 @@ from styleprobe.explain.direction import Direction
 from styleprobe.explain.result import ExplanationResult
 from styleprobe.jobs import JobEvent, JobRecord
 from styleprobe.modelset import ModelSet
+from styleprobe.orchestrator.attributes import attribute_messages
 
 STATES = {"queued": pb.JOB_STATE_QUEUED, "running": pb.JOB_STATE_RUNNING,
           "succeeded": pb.JOB_STATE_SUCCEEDED, "failed": pb.JOB_STATE_FAILED,
@@ -111,7 +112,8 @@ def explanation_message(result: ExplanationResult, url: Callable[[str], str]) ->
                                       accuracy=direction.accuracy, samples=direction.samples),
         models=result.models, input_sha256=result.input.sha256,
         artifacts=[pb.Artifact(name=name, key=key, url=url(key))
-                   for name, key in sorted(result.outputs.items())])
+                   for name, key in sorted(result.outputs.items())],
+        attributes=attribute_messages(result))
 
 
 def model_set_message(model_set: ModelSet) -> pb.ModelSetInfo:
