@@ -37,16 +37,20 @@ test: $(STAMP) typecheck redis ## mypy, then the whole test suite (installs and 
 typecheck: $(STAMP) ## mypy over services/ (CI runs it through make test)
 	$(VENV)/bin/mypy
 
-# System programs the tests run, as program:Debian package: promtool and prometheus, and
-# Redis (a fresh redis-server per test module, and the one on 127.0.0.1:6379). Installed
-# with apt-get, which needs root, as on the development and CI machines; the S3 server,
-# grpcurl and tritonserver come with $(STAMP).
+# System programs the tests run, as program:Debian package (or file:package): promtool and
+# prometheus, Redis (a fresh redis-server per test module, and the one on 127.0.0.1:6379),
+# and for the PACS tests Orthanc with its DICOMweb plugin and dcmtk's storescu/findscu.
+# Installed with apt-get, which needs root, as on the development and CI machines; the S3
+# server, grpcurl and tritonserver come with $(STAMP).
 APT_TOOLS := promtool:prometheus prometheus:prometheus redis-server:redis-server \
-	redis-cli:redis-tools
+	redis-cli:redis-tools Orthanc:orthanc \
+	/usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb storescu:dcmtk \
+	findscu:dcmtk
 
-tools: ## install the system packages the tests use (prometheus, redis), those missing
+tools: ## install the system packages the tests use (prometheus, redis, orthanc, dcmtk)
 	@missing=$$(for tool in $(APT_TOOLS); do \
-		command -v $${tool%%:*} >/dev/null || echo $${tool#*:}; done | sort -u); \
+		command -v $${tool%%:*} >/dev/null || [ -e $${tool%%:*} ] || echo $${tool#*:}; \
+		done | sort -u); \
 	if [ -n "$$missing" ]; then apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 

@@ -1,5 +1,5 @@
-"""``styleprobe serve orchestrator|worker``: run the service's processes (the client that
-calls them is :mod:`styleprobe.cli.client`).
+"""``styleprobe serve orchestrator|worker|dicom-gateway``: run the service's processes
+(the client that calls them is :mod:`styleprobe.cli.client`).
 
 Every setting comes from ``STYLEPROBE_*`` (see :mod:`styleprobe.config`): Redis, the S3
 store, the backend, tokens, limits. The gRPC and Celery libraries are imported only when
@@ -23,7 +23,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client at its i
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    serve = sub.add_parser("serve", help="run a service process (orchestrator or worker)")
+    serve = sub.add_parser("serve", help="run a service process (orchestrator, worker or "
+                                         "DICOM gateway)")
     which = serve.add_subparsers(dest="process", required=True)
     orchestrator = which.add_parser("orchestrator", help="the gRPC API server")
     orchestrator.add_argument("--listen", default=None,
@@ -36,6 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="worker processes (one model backend each)")
     worker.add_argument("--name", default=None, help="worker node name (default: host name)")
     worker.set_defaults(func=_worker)
+    gateway = which.add_parser(
+        "dicom-gateway", help="the DICOM gateway: C-STORE in, explanations back as DICOM")
+    gateway.add_argument("--listen", default=None,
+                         help="host:port of its C-STORE SCP (default STYLEPROBE_GATEWAY_LISTEN)")
+    gateway.add_argument("--ae-title", default=None,
+                         help="its AE title (default STYLEPROBE_GATEWAY_AE_TITLE)")
+    gateway.set_defaults(func=_dicom_gateway)
 
 
 def _orchestrator(args: argparse.Namespace) -> None:
@@ -73,6 +81,22 @@ def _worker(args: argparse.Namespace) -> None:
     if args.name:
         argv += ["--hostname", args.name]
     app.worker_main(argv)
+
+
+def _dicom_gateway(args: argparse.Namespace) -> None:
+    from styleprobe.gateway.routing import RoutingError
+    from styleprobe.gateway.server import Gateway
+
+    settings = Settings.from_env()
+    if args.listen:
+        settings = replace(settings, gateway_listen=args.listen)
+    if args.ae_title:
+        settings = replace(settings, gateway_ae_title=args.ae_title)
+    try:
+        gateway = Gateway(settings)
+    except (RoutingError, ValueError) as exc:
+        raise UserError(str(exc)) from exc
+    gateway.serve()
 
 
 def prepare_metrics_folder(fresh: bool) -> None:
