@@ -20,15 +20,17 @@ from styleprobe.testing.redis import redis_server
 from styleprobe.testing.s3 import S3_ACCESS_KEY, s3_server
 
 
-def worker_answers(broker_url: str, node: str) -> bool:
-    """Whether Celery worker ``node`` answers a ping through the broker now. Each ping opens
-    a connection of its own: kombu's pooled ones outlive a Redis restart, and a ping over
-    one failed with "Connection closed by server" (issue 17)."""
-    from celery import Celery
+def worker_answers(settings: Settings, node: str) -> bool:
+    """Whether Celery worker ``node`` answers a ping through the broker now, asked by the
+    service's own Celery app (the same transport options: key separator, TLS). Each ping
+    opens a connection of its own: kombu's pooled ones outlive a Redis restart, and a ping
+    over one failed with "Connection closed by server" (issue 17)."""
     from kombu.exceptions import OperationalError
     from redis.exceptions import RedisError
 
-    control = Celery(broker=broker_url, set_as_current=False)
+    from styleprobe.worker.app import make_app
+
+    control = make_app(settings)
     try:
         with control.connection_for_write() as connection:
             return bool(control.control.ping(destination=[node], timeout=0.5,
@@ -123,12 +125,12 @@ class ServiceStack:
         node = f"{name}@styleprobe"
         command = [venv_program("styleprobe"), "--log-level", "INFO", "serve",
                    "worker", "--queues", queues, "--name", node]
-        broker = self.env["STYLEPROBE_REDIS_URL"]
 
         port = free_port()  # each worker its own metrics port and samples folder
         env = {**self.env, "STYLEPROBE_WORKER_METRICS_PORT": str(port),
                "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / f"{name}-metrics")}
-        worker = ServerProcess(name, command, lambda: worker_answers(broker, node),
+        settings = self.settings()
+        worker = ServerProcess(name, command, lambda: worker_answers(settings, node),
                                self.workdir / f"{name}.log", env)
         self.workers[node] = worker.launch()
         self.metrics_urls[node] = f"http://127.0.0.1:{port}/metrics"
