@@ -97,6 +97,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     _server_args(watch)
     watch.set_defaults(func=_watch)
 
+    resume = actions.add_parser(
+        "resume", help="resume a cohort that failed or was cancelled, under its id (the "
+                       "images that finished are kept and skipped)")
+    resume.add_argument("job_id")
+    resume.add_argument("--watch", action="store_true",
+                        help="then show its progress until it ends (as cohort watch)")
+    _server_args(resume)
+    resume.set_defaults(func=_resume)
+
     download = actions.add_parser(
         "download", help="save a cohort's summary (CSV, Parquet) and report once it has ended")
     download.add_argument("job_id")
@@ -251,6 +260,20 @@ def _submit(args: argparse.Namespace) -> None:
     print(job.job_id)
     if args.watch:
         args.job_id = job.job_id
+        _watch(args)
+
+
+def _resume(args: argparse.Namespace) -> None:
+    from styleprobe.api import pb
+
+    with service(args) as (stub, metadata):
+        job = stub.ResumeCohort(pb.ResumeCohortRequest(job_id=args.job_id),
+                                metadata=metadata, timeout=args.timeout or CALL_TIMEOUT_S)
+    counts = job.counts
+    print(f"cohort {job.job_id} resumed: {counts.done + counts.failed} of {counts.total} "
+          "images finished before are kept", file=sys.stderr)
+    print(job.job_id)
+    if args.watch:
         _watch(args)
 
 
