@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import grpc
 import redis
+import redis.asyncio
 
 from styleprobe.api import pb, rpc
 from styleprobe.config import Settings
@@ -31,7 +32,6 @@ from styleprobe.explain.result import ExplanationResult
 from styleprobe.jobs import (
     ACTIVE,
     CANCELLED,
-    ENDED,
     QUEUED,
     JobNotFoundError,
     JobRecord,
@@ -47,6 +47,7 @@ from styleprobe.orchestrator.deletion import delete_job
 from styleprobe.orchestrator.health import HealthChecker
 from styleprobe.orchestrator.idempotency import submit_once
 from styleprobe.orchestrator.listing import list_jobs
+from styleprobe.orchestrator.replies import JobFeed, ReplyCache
 from styleprobe.orchestrator.requests import (
     RequestError,
     check_explain,
@@ -55,6 +56,7 @@ from styleprobe.orchestrator.requests import (
     spec_of,
 )
 from styleprobe.storage import ArtifactStore, ObjectNotFound, StoreError, validate_key
+from styleprobe.tls import redis_ssl
 from styleprobe.worker.app import cohort_task, explain_chain, make_app
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,10 @@ class StyleProbeService(rpc.StyleProbeServicer):
         self.repository = Path(settings.model_repository)
         self.celery = make_app(settings)
         self.checker: HealthChecker | None = None  # set by the orchestrator: new jobs wait for it
+        self.replies = ReplyCache(settings.presign_expiry_s)  # ended jobs' replies, built once
+        self.feed = JobFeed(redis.asyncio.Redis.from_url(
+            settings.redis_url, decode_responses=True, socket_connect_timeout=5,
+            **redis_ssl(settings)), settings.watch_outage_s)  # one reader per watched job
 
     # --- RPCs -------------------------------------------------------------------------------
 
@@ -123,23 +129,21 @@ class StyleProbeService(rpc.StyleProbeServicer):
         after, record = await self._serve(context, self._watch_start, job_id)
         yield pb.JobEvent(job=await self._serve(context, self._job, record),
                           message=f"job {record.state}")
-        ended = record.ended
-        while not ended:
-            events = await self._serve(context, self.jobs.events, job_id, after,
-                                       redis_outage_s=self.settings.watch_outage_s)
-            if not events:
-                await asyncio.sleep(WATCH_POLL_S)
-                continue
-            after = events[-1].event_id
-            ended = any(event.state in ENDED for event in events)
-            record = await self._serve(context, self._record, job_id,
-                                       redis_outage_s=self.settings.watch_outage_s)
-            job = messages.job_message(record)
-            for event in events[:-1]:
-                yield messages.event_message(job, event)
-            # the last with the job now: its explanation once it has succeeded
-            job = await self._serve(context, self._job, record)
-            yield messages.event_message(job, events[-1])
+        if record.ended:
+            return
+        try:
+            async for events, record in self.feed.follow(job_id, after):  # shared reads
+                job = messages.job_message(record)
+                for event in events[:-1]:
+                    yield messages.event_message(job, event)
+                # the last with the job now: its explanation once it has succeeded
+                job = await self._serve(context, self._job, record)
+                yield messages.event_message(job, events[-1])
+        except redis.RedisError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"a backing service is unavailable, retry later: {exc}")
+        except JobNotFoundError:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"job {job_id!r} is gone (deleted)")
 
     # --- the work, in threads -----------------------------------------------------------------
 
@@ -193,7 +197,11 @@ class StyleProbeService(rpc.StyleProbeServicer):
                                f"{self.settings.job_ttl_s // 3600} h)") from None
 
     def _job(self, record: JobRecord) -> pb.Job:
-        """The job message, with the explanation (or the cohort's summary) once written."""
+        """The job message, with the explanation (or the cohort's summary) once written;
+        an ended job's from :attr:`replies` (built once)."""
+        return self.replies.reply(record, self._build_job)
+
+    def _build_job(self, record: JobRecord) -> pb.Job:
         if record.kind == "cohort":
             url = self.store.presigned_url
             return messages.job_message(record, cohort=messages.cohort_message(record, url))
