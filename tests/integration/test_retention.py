@@ -153,6 +153,16 @@ def test_listings_carry_sizes_and_times_and_reads_stream(store: ArtifactStore) -
         next(store.read_chunks("jobs/a/missing.png"))
 
 
+def test_many_objects_are_deleted_at_once_missing_ones_no_error(store: ArtifactStore) -> None:
+    keys = [f"jobs/j/frames/frame_{i:03d}.png" for i in range(5)]
+    for key in keys:
+        store.put(key, b"x")
+    store.put("jobs/j/manifest.json", b"{}")
+    store.delete_many([*keys, "jobs/j/never-written.png"])
+    assert store.list() == ["jobs/j/manifest.json"]
+    store.delete_many([])
+
+
 # --- retention ---------------------------------------------------------------------------------
 
 def test_objects_older_than_the_period_are_removed_newer_ones_kept(

@@ -10,7 +10,7 @@ object without holding it whole.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -96,6 +96,11 @@ class ArtifactStore(Protocol):
     def content_type(self, key: str) -> str: ...
 
     def delete(self, key: str) -> None: ...
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Delete every key of ``keys`` in as few requests as the store allows; a key
+        that is not there is no error."""
+        ...
 
     def presigned_url(self, key: str) -> str:
         """A URL that fetches ``key`` without credentials for a while; "" where the store

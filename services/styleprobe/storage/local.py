@@ -8,10 +8,11 @@ of last write is its file's modification time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from styleprobe.storage.base import (
@@ -124,6 +125,11 @@ class LocalStore:
         target.unlink()
         _meta_path(target).unlink(missing_ok=True)
         _remove_empty_parents(target.parent, self.root)
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            with contextlib.suppress(ObjectNotFound):
+                self.delete(key)
 
 
 def _info(key: str, path: Path) -> ObjectInfo:

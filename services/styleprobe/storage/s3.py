@@ -28,12 +28,13 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import TypeVar
 
 import urllib3
 from minio import Minio
+from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error, ServerError
 
 from styleprobe.config import Settings
@@ -203,6 +204,19 @@ class S3Store:
     def delete(self, key: str) -> None:
         self.content_type(key)  # ObjectNotFound if absent, like the local store
         self._call("delete", key, lambda: self.client.remove_object(self.bucket, key))
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Delete ``keys`` with DeleteObjects, 1000 a request; a missing key is no error."""
+        for key in keys:
+            validate_key(key)
+        if not keys:
+            return
+        errors = self._call("delete", keys[0], lambda: list(self.client.remove_objects(
+            self.bucket, [DeleteObject(key) for key in keys])))
+        if errors:
+            raise StoreError(f"S3 delete of {len(errors)} of {len(keys)} objects in bucket "
+                             f"{self.bucket!r} on {self.endpoint} failed, e.g. "
+                             f"{errors[0].name!r}: {errors[0].code}: {errors[0].message}")
 
     def presigned_url(self, key: str) -> str:
         """A GET URL of ``key`` that works without credentials until the expiry."""
