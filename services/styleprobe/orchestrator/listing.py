@@ -4,7 +4,8 @@ Every job's id is scored by its creation time in the sorted set :data:`~stylepro
 (written with the job record, :meth:`~styleprobe.jobs.JobStore.create`). A page walks
 the index from its cursor down, reads the records in batches and keeps those that match;
 an id whose record has expired is dropped from the index as it is met, so the index
-follows the records' expiry. A page may hold fewer than ``page_size`` jobs with a next
+follows the records' expiry. Only the state and kind of each id are read to filter; the
+whole records only of the jobs returned. A page may hold fewer than ``page_size`` jobs with a next
 page token when few jobs match: at most :data:`MAX_SCANNED` ids are read per call. The
 page token is opaque to clients: the creation time and id of the last job read.
 """
@@ -64,9 +65,13 @@ class Filters:
     page_size: int
     cursor: Cursor | None
 
-    def match(self, record: JobRecord) -> bool:
-        return ((not self.states or record.state in self.states)
-                and (not self.kind or record.kind == self.kind)
+    def match(self, state: str, kind: str) -> bool:
+        """Whether a job of ``state`` and ``kind`` passes the state and kind filters (the
+        index's range has applied the time filters)."""
+        return (not self.states or state in self.states) and (not self.kind or kind == self.kind)
+
+    def match_record(self, record: JobRecord) -> bool:
+        return (self.match(record.state, record.kind)
                 and (not self.key or record.idempotency_key == self.key)
                 and record.created_at >= self.after
                 and (not self.before or record.created_at < self.before))
@@ -103,35 +108,47 @@ def list_jobs(jobs: JobStore, request: pb.ListJobsRequest) -> pb.ListJobsRespons
     filters = check_list(request)
     if filters.key:  # one job at most: found through its key's claim
         record = job_of_key(jobs, filters.key)
-        found = [record] if record is not None and filters.match(record) else []
+        found = [record] if record is not None and filters.match_record(record) else []
         return pb.ListJobsResponse(jobs=[messages.job_message(r) for r in found])
-    page: list[JobRecord] = []
+    page: list[str] = []
     last: Cursor | None = None
     scanned = 0
-    for record, cursor in _walk(jobs, filters):
+    for job_id, matches, cursor in _walk(jobs, filters):
         scanned, last = scanned + 1, cursor
-        if record is not None and filters.match(record):
-            page.append(record)
+        if matches:
+            page.append(job_id)
             if len(page) == filters.page_size:
                 break
         if scanned >= MAX_SCANNED:
             break
     more = last is not None and _has_older(jobs, filters, last)
-    return pb.ListJobsResponse(jobs=[messages.job_message(r) for r in page],
+    return pb.ListJobsResponse(jobs=[messages.job_message(r) for r in _records(jobs, page)],
                                next_page_token=last.token() if more and last else "")
 
 
-def _walk(jobs: JobStore, filters: Filters) -> Iterator[tuple[JobRecord | None, Cursor]]:
-    """The index from the filters' cursor (or newest) down to ``after``: each id's record
-    (None for one that expired, which is then dropped from the index) and its cursor."""
+def _records(jobs: JobStore, job_ids: list[str]) -> list[JobRecord]:
+    """The records of ``job_ids``, in order (one that expired meanwhile left out)."""
+    with jobs.redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hgetall(PREFIX + job_id)
+        hashes = cast(list[Hash], pipe.execute())
+    return [JobRecord.from_hash(raw) for raw in hashes if raw]
+
+
+def _walk(jobs: JobStore, filters: Filters) -> Iterator[tuple[str, bool, Cursor]]:
+    """The index from the filters' cursor (or newest) down to ``after``: each id, whether
+    its job passes the filters (not one that expired: its id is dropped from the index),
+    and its cursor."""
     cursor = filters.cursor
     top: str = f"({filters.before!r}" if filters.before else "+inf"
+    # unfiltered, a page needs its size, and one more: the cursor's own id comes first
+    batch = BATCH if filters.states or filters.kind else filters.page_size + 1
     while True:
         if cursor is not None:
             top = repr(cursor.created)
         entries = cast(list[tuple[str, float]], jobs.redis.zrevrangebyscore(
             INDEX, top, repr(filters.after) if filters.after else "-inf", start=0,
-            num=BATCH, withscores=True))
+            num=batch, withscores=True))
         if cursor is not None:  # ties: ids at the cursor's time come in descending order
             entries = [(job_id, score) for job_id, score in entries
                        if score < cursor.created or job_id < cursor.job_id]
@@ -139,14 +156,15 @@ def _walk(jobs: JobStore, filters: Filters) -> Iterator[tuple[JobRecord | None, 
             return
         with jobs.redis.pipeline(transaction=False) as pipe:
             for job_id, _ in entries:
-                pipe.hgetall(PREFIX + job_id)
-            hashes = cast(list[Hash], pipe.execute())
-        expired = [job_id for (job_id, _), raw in zip(entries, hashes, strict=True) if not raw]
+                pipe.hmget(PREFIX + job_id, ["state", "kind"])
+            fields = cast(list[list[str | None]], pipe.execute())
+        expired = [job_id for (job_id, _), (state, _) in zip(entries, fields, strict=True)
+                   if state is None]
         if expired:
             jobs.redis.zrem(INDEX, *expired)
-        for (job_id, score), raw in zip(entries, hashes, strict=True):
+        for (job_id, score), (state, kind) in zip(entries, fields, strict=True):
             cursor = Cursor(score, job_id)
-            yield (JobRecord.from_hash(raw) if raw else None), cursor
+            yield job_id, state is not None and filters.match(state, kind or ""), cursor
 
 
 def _has_older(jobs: JobStore, filters: Filters, last: Cursor) -> bool:
