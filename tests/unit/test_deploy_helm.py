@@ -9,6 +9,7 @@ schemas do not hold: its fields are checked here).
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 from pathlib import Path
@@ -153,7 +154,10 @@ def test_secrets_reach_the_processes_as_files_only(case: tuple[dict, Objects]) -
 def test_orchestrator_probes_are_native_grpc(case: tuple[dict, Objects]) -> None:
     _, objects = case
     container = containers(one(objects, "Deployment", "orchestrator"))[0]
-    port = {p["name"]: p["containerPort"] for p in container["ports"]}["grpc"]
+    # the plaintext health-only listener (Kubernetes' gRPC probes speak no TLS)
+    port = {p["name"]: p["containerPort"] for p in container["ports"]}["health"]
+    listen = {v["name"]: v.get("value") for v in container["env"]}
+    assert host_port(listen["STYLEPROBE_GRPC_HEALTH_LISTEN"])[1] == port
     assert container["readinessProbe"]["grpc"] == {"port": port, "service": api_service_name()}
     assert container["livenessProbe"]["tcpSocket"]["port"] == "grpc"
     assert "startupProbe" in container
@@ -295,8 +299,12 @@ def test_settings_and_addresses_agree_with_the_code(case: tuple[dict, Objects]) 
         return named[port]
 
     assert service_port(*host_port(config["STYLEPROBE_TRITON_URL"])) == "grpc"
-    if merged["redis"]["enabled"]:
-        assert service_port(*host_port(config["STYLEPROBE_REDIS_URL"])) == "redis"
+    if merged["redis"]["enabled"]:  # its URL, with its password, only in the Secret
+        assert "STYLEPROBE_REDIS_URL" not in config
+        for secret in of_kind(objects, "Secret").values():
+            if "redis-url" in secret["data"]:
+                url = base64.b64decode(secret["data"]["redis-url"]).decode()
+                assert service_port(*host_port(url)) == "redis"
     if merged["minio"]["enabled"]:
         assert service_port(*host_port(config["STYLEPROBE_S3_ENDPOINT"])) == "s3"
     orchestrator = containers(one(objects, "Deployment", "orchestrator"))[0]
@@ -315,10 +323,11 @@ def test_settings_and_addresses_agree_with_the_code(case: tuple[dict, Objects]) 
 
 def test_existing_secret_replaces_the_charts_own() -> None:
     objects = render({"secrets": {"existingSecret": "mine"}})
-    assert not of_kind(objects, "Secret")
+    assert [s["type"] for s in of_kind(objects, "Secret").values()] == [
+        "kubernetes.io/tls"]  # only the orchestrator's generated certificate
     for workload in (o for o in objects if o["kind"] in WORKLOAD_KINDS):
         for volume in workload["spec"]["template"]["spec"].get("volumes", []):
-            if "secret" in volume:
+            if "secret" in volume and volume["name"] != "tls":
                 assert volume["secret"]["secretName"] == "mine"
 
 

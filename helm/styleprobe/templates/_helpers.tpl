@@ -64,6 +64,17 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* Whether the services read Redis's URL from the Secret's redis-url: the in-cluster
+Redis's (it holds the password) or redis.urlFromSecret. */}}
+{{- define "styleprobe.redisUrlInSecret" -}}
+{{- if or .Values.redis.enabled .Values.redis.urlFromSecret }}true{{ end }}
+{{- end }}
+
+{{/* The orchestrator's TLS Secret: orchestrator.tls.existingSecret or the chart's. */}}
+{{- define "styleprobe.tlsSecretName" -}}
+{{- default (include "styleprobe.component" (dict "root" . "component" "tls")) .Values.orchestrator.tls.existingSecret }}
+{{- end }}
+
 {{- define "styleprobe.s3Endpoint" -}}
 {{- if .Values.minio.enabled }}
 {{- printf "%s:9000" (include "styleprobe.component" (dict "root" . "component" "minio")) }}
@@ -109,7 +120,7 @@ env:
     value: /run/secrets/styleprobe/s3-access-key
   - name: STYLEPROBE_S3_SECRET_KEY_FILE
     value: /run/secrets/styleprobe/s3-secret-key
-  {{- if .root.Values.redis.urlFromSecret }}
+  {{- if include "styleprobe.redisUrlInSecret" .root }}
   - name: STYLEPROBE_REDIS_URL_FILE
     value: /run/secrets/styleprobe/redis-url
   {{- end }}
@@ -127,7 +138,7 @@ env:
       {{- end }}
       - {key: s3-access-key, path: s3-access-key}
       - {key: s3-secret-key, path: s3-secret-key}
-      {{- if .root.Values.redis.urlFromSecret }}
+      {{- if include "styleprobe.redisUrlInSecret" .root }}
       - {key: redis-url, path: redis-url}
       {{- end }}
 {{- end }}
@@ -175,5 +186,15 @@ spec:
 {{- with .Values.modelRepository.existingClaim }}
 - name: model-repository
   persistentVolumeClaim: {claimName: {{ . }}}
+{{- end }}
+{{- end }}
+
+{{/* A workload's runtime and priority classes (extension points; . is its values). */}}
+{{- define "styleprobe.podClasses" -}}
+{{- with .runtimeClassName }}
+runtimeClassName: {{ . }}
+{{- end }}
+{{- with .priorityClassName }}
+priorityClassName: {{ . }}
 {{- end }}
 {{- end }}
