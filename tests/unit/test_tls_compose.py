@@ -88,3 +88,7 @@ def test_the_tls_override_is_valid_and_wires_the_certificate() -> None:
                                   if k.startswith("STYLEPROBE_") and not k.endswith("_FILE")})
     assert not settings.grpc_plaintext_tokens
     assert settings.grpc_health_listen.startswith("127.0.0.1:")  # the healthcheck's port
+    gateway = override["services"]["dicom-gateway"]
+    assert gateway["environment"]["STYLEPROBE_GATEWAY_TLS_CA"] == SECRETS_DIR + "grpc_tls_ca"
+    assert "grpc_tls_ca" in gateway["secrets"] and "grpc_tls_ca" in override["secrets"]
+    assert "dicom-gateway" in load(COMPOSE)["services"]
