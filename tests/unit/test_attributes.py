@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_runner import Cli
 
 from styleprobe.backends.local import LocalBackend
 from styleprobe.explain.attributes import (
@@ -304,3 +305,61 @@ def test_a_set_without_stylespace_is_a_failed_precondition(tmp_path: Path) -> No
     assert refused.value.code.name == "FAILED_PRECONDITION"
     asked = with_attributes(spec, REPOSITORY, AttributeSettings(top=2))
     assert asked.attributes == AttributeSettings(top=2)
+
+
+# --- the command line: attributes of one image, attribute columns of a cohort -------------------
+
+@pytest.fixture
+def tiny_env(tiny_repository: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("STYLEPROBE_MODEL_REPOSITORY", str(tiny_repository))
+    monkeypatch.setenv("STYLEPROBE_PROBE_SAMPLES", "200")
+    return tiny_repository
+
+
+def _grey_png(path: Path, seed: int) -> Path:
+    from PIL import Image
+
+    pixels = (np.random.default_rng(seed).random((16, 16)) * 255).astype(np.uint8)
+    Image.fromarray(pixels, "L").save(path)
+    return path
+
+
+def test_cli_prints_each_attribute_and_refuses_bad_options(tiny_env: Path, tmp_path: Path,
+                                                           cli: Cli) -> None:
+    image = _grey_png(tmp_path / "scan.png", 0)
+    out = tmp_path / "out"
+    code, stdout, stderr = cli("attributes", image, "--model-set", "tiny", "--top", "3",
+                               "--attribute-samples", "2", "--lambdas", "-2:2:5",
+                               "--out", out)
+    assert code == 0, stderr
+    lines = [line for line in stdout.splitlines() if line.startswith("  ")]
+    assert [line.split(".")[0].strip() for line in lines] == ["1", "2", "3"]
+    assert all("effect" in line and ("flips at" in line or "no flip" in line)
+               for line in lines)
+    report = Path(stdout.split("report: ")[1].split()[0])
+    assert report.is_file() and (report.parent / "attribute_03.png").is_file()
+
+    code, _, stderr = cli("attributes", image, "--model-set", "tiny", "--top", "0",
+                          "--out", out)
+    assert code == 2 and "attributes must lie in 1..20" in stderr
+
+
+def test_cohort_summary_has_attribute_columns(tiny_env: Path, tmp_path: Path,
+                                              cli: Cli) -> None:
+    import csv
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for i in range(2):
+        _grey_png(folder / f"scan{i}.png", i)
+    code, stdout, stderr = cli("cohort", "run", folder, "--model-set", "tiny", "--lambdas",
+                               "-2:2:3", "--attributes", "2", "--out", tmp_path / "out")
+    assert code == 0, stderr
+    table = Path(stdout.split("csv: ")[1].split()[0])
+    with table.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2
+    for row in rows:
+        for rank in (1, 2):
+            assert -1.0 <= float(row[f"attribute_{rank}_effect"]) <= 1.0
+            assert f"attribute_{rank}_flip_lambda" in row

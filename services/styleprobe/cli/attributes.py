@@ -24,6 +24,8 @@ from styleprobe.storage.local import LocalStore
 
 if TYPE_CHECKING:
     from styleprobe.explain.result import ExplanationResult
+    from styleprobe.explain.spec import JobSpec
+    from styleprobe.modelset import ModelSet
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,7 +52,7 @@ def _attributes(args: argparse.Namespace) -> None:
     from styleprobe.backends import open_backend
     from styleprobe.cli.explain import _print_summary, _progress_bar, _remove_if_left_empty
     from styleprobe.explain.engine import Explainer
-    from styleprobe.explain.spec import JobSpec, JobSpecError
+    from styleprobe.explain.spec import JobSpecError
 
     image = Path(args.image)
     if not image.is_file():
@@ -65,9 +67,8 @@ def _attributes(args: argparse.Namespace) -> None:
             raise UserError(str(exc)) from exc
         backend = open_backend(settings, args.model_set)
         try:
-            base = job_spec_from_args(args, backend.model_set, settings)
-            spec = JobSpec.create(backend.model_set, base.target, base.lambdas, base.probe,
-                                  base.search, base.orthogonalize, attributes=wanted)
+            spec = spec_with_attributes(job_spec_from_args(args, backend.model_set, settings),
+                                        backend.model_set, wanted)
             with _progress_bar() as progress, _remove_if_left_empty(out):
                 result = Explainer(backend, LocalStore(out), progress).explain(
                     image, spec, filename=image.name)
@@ -76,6 +77,15 @@ def _attributes(args: argparse.Namespace) -> None:
     _print_summary(result, LocalStore(out))
     for line in attribute_lines(result):
         print(line)
+
+
+def spec_with_attributes(spec: JobSpec, model_set: ModelSet,
+                         settings: AttributeSettings) -> JobSpec:
+    """``spec`` asking for attributes, checked against ``model_set`` (JobSpecError)."""
+    from styleprobe.explain.spec import JobSpec
+
+    return JobSpec.create(model_set, spec.target, spec.lambdas, spec.probe, spec.search,
+                          spec.orthogonalize, attributes=settings)
 
 
 def attribute_lines(result: ExplanationResult) -> list[str]:

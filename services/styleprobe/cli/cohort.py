@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from styleprobe.cli.attributes import spec_with_attributes
 from styleprobe.cli.common import (
     UserError,
     add_common_args,
@@ -38,6 +39,7 @@ from styleprobe.cli.common import (
 from styleprobe.cli.explain import DEFAULT_MODEL_SET
 from styleprobe.cli.remote import add_server_arguments, service, watch_job
 from styleprobe.cohort.ledger import DEFAULT_CHUNK_SIZE
+from styleprobe.explain.spec import AttributeSettings
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -61,6 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common_args(run)
     run.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
                      help=f"images per chunk (default {DEFAULT_CHUNK_SIZE})")
+    run.add_argument("--attributes", type=int, default=0,
+                     help="also find this many StyleSpace attributes and traverse each on "
+                          "every image (summary columns attribute_<rank>_effect and "
+                          "_flip_lambda; default 0: none)")
     run.add_argument("--cohort-id", default=None,
                      help="name of the cohort (default: derived from the folder and settings)")
     run.set_defaults(func=_run)
@@ -139,6 +145,8 @@ def _run(args: argparse.Namespace) -> None:
             model_set = backend.model_set
             check_folder(folder, len(model_set.classifier.class_names))  # its factors.csv
             job = job_spec_from_args(args, model_set, settings)
+            if args.attributes:
+                job = spec_with_attributes(job, model_set, AttributeSettings(args.attributes))
             identity = {"folder": str(folder.resolve()), **job.to_dict()}
             spec = CohortSpec(cohort_id=args.cohort_id or _cohort_id(identity), job=job,
                               threshold=model_set.classifier.threshold)

@@ -31,6 +31,10 @@ class ImageRow:
     quality_reasons: str = ""
     manifest: str = ""
     probabilities: list[float] = field(default_factory=list)
+    # per attribute (by rank), when the cohort asks for attributes: the change of P(target)
+    # over its traversal, and the λ where the image flips (None: no flip)
+    attribute_effects: list[float] = field(default_factory=list)
+    attribute_flips: list[float | None] = field(default_factory=list)
 
     @property
     def sensitivity(self) -> float:
@@ -56,7 +60,9 @@ def done_row(image: str, result: ExplanationResult) -> ImageRow:
         flip_found=result.flip.found, flip_lambda=result.flip.at_lambda,
         flip_side=result.flip.side, unreliable=result.unreliable,
         pixel_mse=result.quality.pixel_mse, quality_reasons="; ".join(result.quality.reasons),
-        manifest=result.outputs.get("manifest", ""), probabilities=list(result.probabilities))
+        manifest=result.outputs.get("manifest", ""), probabilities=list(result.probabilities),
+        attribute_effects=[a.effect for a in result.attributes],
+        attribute_flips=[a.flip_lambda for a in result.attributes])
 
 
 def failed_row(image: str, job_id: str, reason: str) -> ImageRow:
@@ -74,19 +80,34 @@ def lambda_column(value: float) -> str:
     return f"p_lambda_{value:+g}"
 
 
-def table_columns(lambdas: list[float]) -> list[str]:
-    """The summary table's columns, in order."""
-    fixed = [name for name in ImageRow.__dataclass_fields__ if name != "probabilities"]
-    return fixed + [lambda_column(v) for v in lambdas]
+LISTS = ("probabilities", "attribute_effects", "attribute_flips")  # spread over columns
 
 
-def table_record(row: ImageRow, lambdas: list[float]) -> dict[str, Any]:
+def attribute_columns(attributes: int) -> list[str]:
+    """The columns of the attributes of rank 1..``attributes``: each one's effect (change
+    of P(target) over its traversal) and flip λ."""
+    return [f"attribute_{rank}_{what}" for rank in range(1, attributes + 1)
+            for what in ("effect", "flip_lambda")]
+
+
+def table_columns(lambdas: list[float], attributes: int = 0) -> list[str]:
+    """The summary table's columns, in order (``attributes``: how many the cohort finds)."""
+    fixed = [name for name in ImageRow.__dataclass_fields__ if name not in LISTS]
+    return fixed + [lambda_column(v) for v in lambdas] + attribute_columns(attributes)
+
+
+def table_record(row: ImageRow, lambdas: list[float], attributes: int = 0) -> dict[str, Any]:
     """``row`` as one flat record of :func:`table_columns` (missing values are None)."""
     record = row.to_dict()
     probabilities = record.pop("probabilities")
+    effects, flips = record.pop("attribute_effects"), record.pop("attribute_flips")
     if probabilities and len(probabilities) != len(lambdas):
         raise ValueError(f"row {row.image!r} has {len(probabilities)} probabilities for a "
                          f"grid of {len(lambdas)} λ values")
     for i, value in enumerate(lambdas):
         record[lambda_column(value)] = probabilities[i] if probabilities else None
+    for rank in range(1, attributes + 1):
+        found = rank <= len(effects)
+        record[f"attribute_{rank}_effect"] = effects[rank - 1] if found else None
+        record[f"attribute_{rank}_flip_lambda"] = flips[rank - 1] if found else None
     return record

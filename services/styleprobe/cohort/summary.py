@@ -38,11 +38,11 @@ class CohortSummary:
     outputs: dict[str, str] = field(default_factory=dict)
 
 
-def table_schema(lambdas: list[float]) -> pa.Schema:
+def table_schema(lambdas: list[float], attributes: int = 0) -> pa.Schema:
     """The Parquet schema of the summary table (every column nullable)."""
     kinds = {name: str(f.type) for name, f in ImageRow.__dataclass_fields__.items()}
     columns = []
-    for name in table_columns(lambdas):
+    for name in table_columns(lambdas, attributes):
         kind = kinds.get(name, "float")
         arrow = pa.bool_() if "bool" in kind else pa.float64() if "float" in kind else pa.string()
         columns.append(pa.field(name, arrow))
@@ -53,7 +53,9 @@ def write_summary(ledger: CohortLedger, images: Iterable[str]) -> CohortSummary:
     """Write the summary of ``images`` (the cohort's inputs, in order) from their rows."""
     spec = ledger.spec()
     lambdas = [float(v) for v in spec.job.lambdas.values()]
-    columns, schema = table_columns(lambdas), table_schema(lambdas)
+    attributes = spec.job.attributes.top if spec.job.attributes else 0
+    columns = table_columns(lambdas, attributes)
+    schema = table_schema(lambdas, attributes)
     report = CohortReport(spec)
     with tempfile.TemporaryDirectory(prefix="styleprobe-cohort-") as tmp:
         csv_path, parquet_path = Path(tmp) / "summary.csv", Path(tmp) / "summary.parquet"
@@ -63,7 +65,7 @@ def write_summary(ledger: CohortLedger, images: Iterable[str]) -> CohortSummary:
             table.writeheader()
             group: list[dict[str, Any]] = []
             for row in ledger.rows(images):
-                record = table_record(row, lambdas)
+                record = table_record(row, lambdas, attributes)
                 table.writerow(record)
                 group.append(record)
                 report.add(row)
