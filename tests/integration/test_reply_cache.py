@@ -21,7 +21,8 @@ from styleprobe.explain.engine import Explainer
 from styleprobe.explain.spec import JobSpec, ProbeSettings
 from styleprobe.jobs import ACTIVE, RUNNING, SUCCEEDED, JobRecord, JobRequest, JobStore
 from styleprobe.modelset import load_model_set
-from styleprobe.orchestrator.replies import JobFeed, ReplyCache
+from styleprobe.orchestrator.replies import JobFeed, ReplyCache, record_version
+from styleprobe.orchestrator.requests import RequestError
 from styleprobe.orchestrator.service import StyleProbeService
 from styleprobe.storage.local import LocalStore
 from styleprobe.testing.redis import redis_server
@@ -79,6 +80,16 @@ def test_get_job_on_a_finished_job_reads_and_signs_once(
     assert all(reply == replies[0] for reply in replies)
     assert replies[0].state == pb.JOB_STATE_SUCCEEDED
     assert "strip" in {artifact.name for artifact in replies[0].explanation.artifacts}
+
+    service.jobs.transition(job_id, [SUCCEEDED], message="a new version, the same record")
+    assert service._get_job(job_id) == replies[0] and service.replies.builds == 1
+    assert service.replies.lookup(job_id, record_version(service.jobs, job_id)) is not None
+    service.jobs.transition(job_id, [SUCCEEDED], error="a changed record")
+    assert service._get_job(job_id).error == "a changed record"
+    assert service.replies.builds == 2 and store.gets == reads + 2
+    service.jobs.delete(job_id)
+    with pytest.raises(RequestError, match="no job"):
+        service._get_job(job_id)
 
 
 def test_a_reply_is_rebuilt_when_the_record_changes_or_urls_age() -> None:

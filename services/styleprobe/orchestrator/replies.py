@@ -4,8 +4,9 @@ events per watched job.
 :class:`ReplyCache`: an ended job's reply (its explanation or cohort summary, with signed
 artifact URLs) is built once — the manifest read from the store, every URL signed — and
 served from memory until its URLs reach half their validity (then signed again), or the
-job's record changes (a cancelled cohort's late summary, a deleted job). Concurrent
-requests for a reply being built wait for that one build (single flight per job).
+job's record changes (a cancelled cohort's late summary, a deleted job): a GetJob reads
+only the record's version (:func:`record_version`) to know. Concurrent requests for a
+reply being built wait for that one build (single flight per job).
 
 :class:`JobFeed`: every ``WatchJob`` stream of one job reads the same feed: one task per
 watched job blocks on the job's Redis event stream (``XREAD BLOCK``, on an asyncio
@@ -37,6 +38,7 @@ from styleprobe.jobs import (
     JobEvent,
     JobNotFoundError,
     JobRecord,
+    JobStore,
     StreamEntry,
 )
 
@@ -50,6 +52,13 @@ class _Reply:
     record: JobRecord
     reply: pb.Job
     fresh_until: float
+    version: str  # the record's updated_at when it was read ("" unknown)
+
+
+def record_version(jobs: JobStore, job_id: str) -> str:
+    """The job record's version: its ``updated_at``, which every change of the record
+    sets (its state, keys, counts); "" for no such job (or one never changed)."""
+    return cast(str | None, jobs.redis.hget(PREFIX + job_id, "updated_at")) or ""
 
 
 class ReplyCache:
@@ -64,32 +73,48 @@ class ReplyCache:
         self._building: dict[str, threading.Lock] = {}
         self.builds = 0  # replies built (not served from memory), for tests and benchmarks
 
-    def reply(self, record: JobRecord, build: Callable[[JobRecord], pb.Job]) -> pb.Job:
+    def lookup(self, job_id: str, version: str) -> pb.Job | None:
+        """The reply of an ended job if it was built from the record of ``version`` (see
+        :func:`record_version`) and its URLs are still fresh; None otherwise. A GetJob
+        answered this way reads one field of the record, not all of it."""
+        with self._lock:
+            cached = self._replies.get(job_id)
+            if (cached is None or cached.version != version
+                    or time.monotonic() >= cached.fresh_until):
+                return None
+            self._replies.move_to_end(job_id)
+            return cached.reply
+
+    def reply(self, record: JobRecord, build: Callable[[JobRecord], pb.Job],
+              version: str = "") -> pb.Job:
         """``build(record)``, from memory when ``record`` has ended and its reply was built
-        from the same record with URLs still fresh. The reply is shared: do not modify it."""
+        from the same record with URLs still fresh; ``version``: that of ``record`` (read
+        before it), for :meth:`lookup`. The reply is shared: do not modify it."""
         if not record.ended:
             return build(record)
-        cached = self._fresh(record)
+        cached = self._fresh(record, version)
         if cached is not None:
             return cached
         with self._lock:
             building = self._building.setdefault(record.job_id, threading.Lock())
         with building:  # one build per job; the others wait for it and take its reply
-            cached = self._fresh(record)
+            cached = self._fresh(record, version)
             if cached is not None:
                 return cached
             reply = build(record)
             self.builds += 1
             with self._lock:
                 self._replies[record.job_id] = _Reply(record, reply,
-                                                      time.monotonic() + self.refresh_s)
+                                                      time.monotonic() + self.refresh_s,
+                                                      version)
                 self._replies.move_to_end(record.job_id)
                 while len(self._replies) > self.max_replies:
                     self._replies.popitem(last=False)
                 self._building.pop(record.job_id, None)
             return reply
 
-    def _fresh(self, record: JobRecord) -> pb.Job | None:
+    def _fresh(self, record: JobRecord, version: str) -> pb.Job | None:
+        """The reply built from a record equal to ``record`` (now of ``version``)."""
         with self._lock:
             cached = self._replies.get(record.job_id)
             if cached is None:
@@ -97,6 +122,7 @@ class ReplyCache:
             if cached.record != record or time.monotonic() >= cached.fresh_until:
                 del self._replies[record.job_id]
                 return None
+            cached.version = version or cached.version
             self._replies.move_to_end(record.job_id)
             return cached.reply
 

@@ -47,7 +47,7 @@ from styleprobe.orchestrator.deletion import delete_job
 from styleprobe.orchestrator.health import HealthChecker
 from styleprobe.orchestrator.idempotency import submit_once
 from styleprobe.orchestrator.listing import list_jobs
-from styleprobe.orchestrator.replies import JobFeed, ReplyCache
+from styleprobe.orchestrator.replies import JobFeed, ReplyCache, record_version
 from styleprobe.orchestrator.requests import (
     RequestError,
     check_explain,
@@ -213,7 +213,12 @@ class StyleProbeService(rpc.StyleProbeServicer):
             record, messages.explanation_message(result, self.store.presigned_url))
 
     def _get_job(self, job_id: str) -> pb.Job:
-        return self._job(self._record(job_id))
+        version = record_version(self.jobs, job_id) if job_id else ""
+        cached = self.replies.lookup(job_id, version) if version else None
+        if cached is not None:
+            return cached
+        record = self._record(job_id)
+        return self.replies.reply(record, self._build_job, version)
 
     def _watch_start(self, job_id: str) -> tuple[str, JobRecord]:
         self._record(job_id)  # NOT_FOUND before anything else
