@@ -33,7 +33,7 @@ build() {  # name data resolution gan_iterations gan_batch encoder_iterations n_
   $SP export --name "$name" --data "$data" --n 2000 --gan "$run/gan/checkpoint.pt" \
       --encoder "$run/encoder/encoder.pt" --classifier "$run/classifier/classifier.pt" \
       --description "$description" --training-record "docs/model-cards/records/$name.json" --force \
-      --repository model_repository --card-dir docs/model-cards
+      --repository model_repository --card-dir docs/model-cards --coverage
 }
 
 if [[ "$WHICH" == knee || "$WHICH" == all ]]; then

@@ -2,15 +2,19 @@
 measures ``styleprobe evaluate`` reports, without the rest of the evaluation).
 
     .venv/bin/python scripts/measure_generators.py knee-oa histology-tumour [--samples 2000]
+        [--card-dir docs/model-cards]
 
 Prints one JSON object per model set: identity on the first 100 held-out test phantoms of
 ``styleprobe evaluate`` (its seed), coverage and precision/recall on ``--samples`` real
-phantoms (the realism set's seed) against as many generated images (truncation 1).
+phantoms (the realism set's seed) against as many generated images (truncation 1). With
+``--card-dir``, rewrites each set's model card with these numbers added to its manifest's
+(the manifest itself is left as exported).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -21,11 +25,13 @@ import torch
 from styleprobe.backends import open_backend
 from styleprobe.config import Settings
 from styleprobe.data.datasets import PHANTOMS, render
-from styleprobe.evaluation.coverage import measure_coverage
+from styleprobe.evaluation.coverage import card_metrics, measure_coverage
 from styleprobe.evaluation.evaluate import EVALUATION_SEED
 from styleprobe.evaluation.identity import GALLERY, identity
 from styleprobe.evaluation.oracle import load_or_train_oracle
 from styleprobe.explain.inputs import to_model_layout
+from styleprobe.modelset import load_model_set
+from styleprobe.training.modelcard import write_model_card
 
 
 def measure(name: str, samples: int, seed: int) -> dict:
@@ -57,11 +63,25 @@ def main() -> None:
     parser.add_argument("model_sets", nargs="+")
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--card-dir", default=None, help="rewrite the model cards here")
     args = parser.parse_args()
     torch.set_num_threads(1)
     for name in args.model_sets:
-        json.dump(measure(name, args.samples, args.seed), sys.stdout, indent=1)
+        measured = measure(name, args.samples, args.seed)
+        json.dump(measured, sys.stdout, indent=1)
         print()
+        if args.card_dir is not None:
+            write_card(measured, Path(args.card_dir))
+
+
+def write_card(measured: dict, card_dir: Path) -> None:
+    """The set's card with the measured identity and coverage among its numbers."""
+    model_set = load_model_set(Path(Settings().model_repository), measured["model_set"])
+    metrics = {**model_set.metrics, "identity_top1": measured["identity"]["top1"],
+               "identity_spread_ratio": measured["identity"]["spread_ratio"],
+               **card_metrics(measured["coverage"])}
+    write_model_card(dataclasses.replace(model_set, metrics=metrics), card_dir,
+                     f"{model_set.name}-samples.png")
 
 
 if __name__ == "__main__":

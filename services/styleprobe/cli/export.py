@@ -51,6 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="replace the set's models of this --version if they exist")
     p.add_argument("--repository", default="model_repository")
     p.add_argument("--card-dir", default="docs/model-cards")
+    p.add_argument("--coverage", action="store_true",
+                   help="measure the generator's coverage of every oracle factor and its "
+                        "precision/recall for the card (phantoms only; trains the "
+                        "evaluation's oracle into STYLEPROBE_EVALUATION_DIR if not cached)")
     p.add_argument("--training-record", default=None,
                    help="optional JSON file of extra facts for the card (a JSON object, "
                         "e.g. the machine), shown as training.record; the run.json beside "
@@ -119,7 +123,9 @@ def _export(args: argparse.Namespace) -> None:
         description=args.description, version=args.version,
         max_pixel_mse=measured["metrics"]["quality_gate_max_pixel_mse"],
         training=training,
-        metrics={**measured["metrics"], **_class_balance(G, C, class_names, test)},
+        metrics={**measured["metrics"], **_class_balance(G, C, class_names, test),
+                 **(_factor_coverage(G, test, args.data)
+                    if args.coverage and args.data in PHANTOM_CHANNELS else {})},
         nuisance_directions=measured["nuisance_directions"],
     )
     model_set = result.model_set
@@ -179,6 +185,26 @@ def _training(args: argparse.Namespace, generator: dict[str, Any], test: ImageSe
     if extra is not None:
         training["record"] = extra
     return training
+
+
+def _factor_coverage(G: Generator, test: ImageSet, phantoms: str) -> dict[str, Any]:
+    """The generator's coverage of every oracle factor and its precision/recall against
+    the held-out phantoms (the evaluation's oracle, trained and cached if absent)."""
+    import torch
+
+    from styleprobe.config import Settings
+    from styleprobe.evaluation.coverage import card_metrics, measure_coverage
+    from styleprobe.evaluation.oracle import load_or_train_oracle
+    from styleprobe.models.stylegan2 import seeded_z
+    from styleprobe.training.checkpoint import to_tensor
+
+    oracle = load_or_train_oracle(Path(Settings.from_env().evaluation_dir), phantoms,
+                                  G.cfg.resolution)
+    with torch.no_grad():
+        fake = torch.cat([G(z, noise_mode="const").clamp(-1.0, 1.0) for z in
+                          seeded_z(len(test), G.cfg.z_dim, seed=2025).split(256)])
+    return card_metrics(measure_coverage(oracle, to_tensor(test.images).numpy(),
+                                         fake.numpy(), test.factors))
 
 
 def _class_balance(G: Generator, classifier: nn.Module, class_names: list[str],

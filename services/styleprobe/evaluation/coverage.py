@@ -139,3 +139,24 @@ def measure_coverage(oracle: Oracle, real: np.ndarray, generated: np.ndarray,
         "marker_rate_within_tolerance": marker_ok,
         **precision_recall(oracle_features(oracle, real), oracle_features(oracle, generated)),
     }
+
+
+def card_metrics(coverage: dict[str, Any]) -> dict[str, Any]:
+    """The model card's numbers of a :func:`measure_coverage` result: precision, recall,
+    and per factor its coverage with a short description of each side."""
+    return {
+        "generator_precision": coverage["precision"],
+        "generator_recall": coverage["recall"],
+        "coverage_samples": coverage["generated_images"],
+        "factor_coverage": {name: {"coverage": f["coverage"], "real": _describe(f, "real"),
+                                   "generated": _describe(f, "generated")}
+                            for name, f in coverage["factors"].items()},
+    }
+
+
+def _describe(factor: dict[str, Any], side: str) -> str:
+    if factor["kind"] == "two-valued":
+        return f"rate {factor[f'{side}_rate']:.3f}"
+    if factor["kind"] == "grade":
+        return "grades " + " / ".join(f"{v:.2f}" for v in factor[f"{side}_histogram"])
+    return f"{factor[f'{side}_mean']:.3g} ± {factor[f'{side}_std']:.3g}"

@@ -6,6 +6,8 @@
 - realism: held-out accuracy of a small classifier trained to tell real images from
   generated ones (the analogue of the paper's radiologist test; 50% is perfect);
 - the quality gate: the reconstruction error beyond which an explanation is unreliable;
+- inversion identity: top-1 retrieval of each of 100 held-out images from its
+  reconstruction, and the spread ratio (:mod:`styleprobe.evaluation.identity`);
 - nuisance directions: for each labelled nuisance factor, the unit direction in W along
   which it grows (linear regression of the factor on encoded real images), used to
   orthogonalise target directions (InterFaceGAN's conditional manipulation).
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 from sklearn.linear_model import RidgeCV
 
 from styleprobe.data.datasets import ImageSet
+from styleprobe.evaluation.identity import identity
 from styleprobe.models.classifier import Classifier
 from styleprobe.models.encoder import Encoder
 from styleprobe.models.stylegan2 import Generator, seeded_z
@@ -103,11 +106,14 @@ def assess(G: Generator, E: Encoder, C: torch.nn.Module, test: ImageSet, target_
     mse = ((rec - x) ** 2).mean(dim=(1, 2, 3)).numpy() / 4  # on the [0, 1] scale
     agree = (p_real >= threshold) == (p_rec >= threshold)
     directions, r2 = nuisance_directions(w.numpy(), test.factors, nuisance)
+    kept = identity(x.numpy(), rec.numpy())
     metrics = {
         "test_images": len(test),
         "encoder_pixel_mse": float(mse.mean()),
         "encoder_pixel_mse_p95": float(np.quantile(mse, 0.95)),
         "encoder_agreement": float(agree.mean()),
+        "identity_top1": kept["top1"],
+        "identity_spread_ratio": kept["spread_ratio"],
         "realism_accuracy": realism_accuracy(G, test.subset(slice(0, min(len(test), 2000))),
                                              seed),
         "nuisance_direction_r2": r2,

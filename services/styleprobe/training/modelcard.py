@@ -14,6 +14,8 @@ RUN_PARTS = ("generator", "encoder", "classifier")  # in the order they are trai
 TARGETS = {
     "classifier_test_auc": (">=", 0.95),
     "encoder_agreement": (">=", 0.90),
+    "identity_top1": (">=", 0.90),
+    "realism_accuracy": ("<=", 0.80),
 }
 PAPER = {
     "classifier_test_auc": "0.89 (knee KL) / 0.92 (histology)",
@@ -26,7 +28,13 @@ LABELS = {
     "encoder_agreement": "Encoder agreement: f(x) and f(G(E(x))) on the same side",
     "encoder_pixel_mse": "Encoder pixel MSE of G(E(x)) (images in [0, 1])",
     "encoder_pixel_mse_p95": "Encoder pixel MSE, 95th percentile",
+    "identity_top1": "Inversion identity: top-1 retrieval of x from G(E(x)) among 100 "
+                     "held-out images (chance 0.01)",
+    "identity_spread_ratio": "Inversion spread: pairwise distance of reconstructions over "
+                             "that of their inputs",
     "realism_accuracy": "Realism: real-vs-generated classifier accuracy (0.5 is perfect)",
+    "generator_precision": "Generator precision (k-NN manifolds, oracle features)",
+    "generator_recall": "Generator recall (k-NN manifolds, oracle features)",
     "quality_gate_max_pixel_mse": "Quality gate: max pixel MSE before 'unreliable'",
     "test_images": "Held-out real images measured",
     "classifier_auc": "Classifier AUC on the held-out images (default target)",
@@ -97,6 +105,51 @@ def _data(t: dict[str, Any]) -> str:
     return text + "\n\n"
 
 
+def _trained(t: dict[str, Any]) -> str:
+    """How, where and how long each network was trained, from the training record."""
+    record = t.get("record")
+    if not isinstance(record, dict):
+        return ""
+    rows = []
+    for part in ("gan", "classifier", "encoder"):
+        run = record.get(part)
+        if not isinstance(run, dict):
+            continue
+        steps = run.get("iterations", run.get("epochs"))
+        unit = "iterations" if "iterations" in run else "epochs"
+        command = f"`{run['command']}`" if "command" in run else "—"
+        rows.append(f"| {part} | {steps} {unit} | {run.get('batch', '—')} | "
+                    f"{run.get('minutes', '—')} | {command} |")
+        tune = run.get("fine_tune")
+        if isinstance(tune, dict):
+            rows.append(f"| {part}, fine-tuned ({tune.get('machine', '')}) | "
+                        f"{tune.get('steps')} iterations | — | {tune.get('minutes', '—')} | "
+                        f"`{tune.get('command', '—')}` |")
+    return (f"Where: {record.get('machine', 'not recorded')}.\n\n"
+            "| network | how long | batch | minutes | how (command) |\n"
+            "| --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n")
+
+
+def _factor_coverage(m: dict[str, Any]) -> str:
+    """The generator's coverage of every oracle factor, when measured."""
+    factors = m.get("factor_coverage")
+    if not factors:
+        return ""
+    rows = [f"| {name} | {f['coverage']:.3f} | {f['real']} | {f['generated']} |"
+            for name, f in factors.items()]
+    return (f"""
+
+## Generator coverage of the oracle factors
+
+{m.get("coverage_samples")} generated samples against as many held-out real images, both read
+by the evaluation's oracle; coverage is the overlap of the two histograms (1: drawn as often,
+at every level, as the real images show it; see `styleprobe.evaluation.coverage`).
+
+| factor | coverage | real | generated |
+| --- | --- | --- | --- |
+""" + "\n".join(rows))
+
+
 def write_model_card(model_set: ModelSet, out_dir: Path, samples_png: str) -> Path:
     """Write ``<out_dir>/<name>.md`` from the manifest's training record and metrics."""
     m, t = model_set.metrics, model_set.training
@@ -137,7 +190,7 @@ Latent space: z {model_set.z_dim}-d, w {model_set.w_dim}-d.
 
 ## Data and training
 
-""" + _data(t) + _runs(t) + f"""```json
+""" + _data(t) + _trained(t) + _runs(t) + f"""```json
 {json.dumps(t, indent=2)}
 ```
 
@@ -145,7 +198,7 @@ Latent space: z {model_set.z_dim}-d, w {model_set.w_dim}-d.
 
 | measure | value | target | paper |
 | --- | --- | --- | --- |
-""" + "\n".join(rows) + (f"""
+""" + "\n".join(rows) + _factor_coverage(m) + (f"""
 
 ## Generator coverage of the classes
 
