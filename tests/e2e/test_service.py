@@ -119,8 +119,8 @@ def test_explain_through_the_service_equals_the_embedded_pipeline(
         assert stage in stages
     progress = [e.job.progress for e in events]
     assert progress == sorted(progress) and progress[-1] == 1.0
-    assert set(final.stage_seconds) == {"encode", "direction", "traverse", "render",
-                                        "manifest"}
+    assert set(final.stage_seconds) == {"encode", "direction", "traverse", "attributes",
+                                        "render", "manifest"}
 
     urls = {a.name: a.url for a in final.explanation.artifacts}
     with urllib.request.urlopen(urls["animation"], timeout=30) as response:

@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +30,7 @@ from styleprobe.data.codecs import dicom_reference
 from styleprobe.explain import engine
 from styleprobe.explain.direction import Direction, direction_key
 from styleprobe.explain.result import ExplanationResult
+from styleprobe.explain.spec import AttributeSettings
 from styleprobe.jobs import (
     ACTIVE,
     CANCELLED,
@@ -42,7 +44,8 @@ from styleprobe.metrics import count_job
 from styleprobe.modelset import ModelSetError, list_model_sets, load_model_set
 from styleprobe.orchestrator import messages
 from styleprobe.orchestrator.artifacts import open_artifact
-from styleprobe.orchestrator.cohorts import submit_cohort
+from styleprobe.orchestrator.attributes import attribute_settings, with_attributes
+from styleprobe.orchestrator.cohorts import resume_cohort, submit_cohort
 from styleprobe.orchestrator.deletion import delete_job
 from styleprobe.orchestrator.health import HealthChecker
 from styleprobe.orchestrator.idempotency import submit_once
@@ -86,10 +89,21 @@ class StyleProbeService(rpc.StyleProbeServicer):
         await self._refuse_unless_ready(context)
         return await self._serve(context, self._explain, request, context)
 
+    async def FindAttributes(self, request: pb.FindAttributesRequest,  # noqa: N802
+                             context: grpc.aio.ServicerContext) -> pb.Job:
+        await self._refuse_unless_ready(context)
+        return await self._serve(context, self._find_attributes, request, context)
+
     async def SubmitCohort(self, request: pb.SubmitCohortRequest,  # noqa: N802
                            context: grpc.aio.ServicerContext) -> pb.Job:
         await self._refuse_unless_ready(context)
         return await self._serve(context, self._submit_cohort, request)
+
+    async def ResumeCohort(self, request: pb.ResumeCohortRequest,  # noqa: N802
+                           context: grpc.aio.ServicerContext) -> pb.Job:
+        await self._refuse_unless_ready(context)
+        return await self._serve(context, lambda: messages.job_message(resume_cohort(
+            request.job_id, self.store, self.jobs, self.celery)))
 
     async def GetJob(self, request: pb.GetJobRequest,  # noqa: N802
                      context: grpc.aio.ServicerContext) -> pb.Job:
@@ -153,10 +167,22 @@ class StyleProbeService(rpc.StyleProbeServicer):
             self.jobs, request.idempotency_key, "explain",
             lambda job_id: self._queue_explain(job_id, request, context)))
 
+    def _find_attributes(self, request: pb.FindAttributesRequest,
+                         context: grpc.aio.ServicerContext) -> pb.Job:
+        """An explain job that also finds attributes (:mod:`.attributes`)."""
+        settings = attribute_settings(request.attributes)
+        return messages.job_message(submit_once(
+            self.jobs, request.explain.idempotency_key, "explain",
+            lambda job_id: self._queue_explain(job_id, request.explain, context, settings)))
+
     def _queue_explain(self, job_id: str, request: pb.ExplainRequest,
-                       context: grpc.aio.ServicerContext) -> JobRecord:
+                       context: grpc.aio.ServicerContext,
+                       attributes: AttributeSettings | None = None) -> JobRecord:
         checked = check_explain(request, self.repository, self.store,
                                 self.settings.probe_samples)
+        if attributes is not None:
+            checked = replace(checked, spec=with_attributes(checked.spec, self.repository,
+                                                            attributes))
         remaining = context.time_remaining()
         if remaining is not None and remaining < MIN_DEADLINE_S:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -208,7 +234,11 @@ class StyleProbeService(rpc.StyleProbeServicer):
         manifest = record.object_key("manifest")
         if record.state != "succeeded" or not manifest:
             return messages.job_message(record)
-        result = ExplanationResult.from_json(self.store.get(manifest))
+        try:
+            result = ExplanationResult.from_json(self.store.get(manifest))
+        except ObjectNotFound:  # removed by retention (the bucket's rules) or by hand
+            raise RequestError(grpc.StatusCode.NOT_FOUND,
+                               f"job {record.job_id}'s results are no longer stored") from None
         return messages.job_message(
             record, messages.explanation_message(result, self.store.presigned_url))
 
