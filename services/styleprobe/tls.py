@@ -2,7 +2,8 @@
 
 - The orchestrator serves TLS from ``STYLEPROBE_GRPC_TLS_CERT`` and ``_KEY`` (PEM files),
   and with ``STYLEPROBE_GRPC_TLS_CLIENT_CA`` asks every client for a certificate that CA
-  signed (mTLS): :func:`server_credentials`.
+  signed (mTLS): :func:`server_credentials`. Files that change (a renewed certificate) are
+  read again at the next handshake: new connections get the new certificate, no restart.
 - Bearer tokens travel only over TLS: a plaintext call with a token is refused, unless the
   orchestrator listens on a loopback address (the embedded and development default, where
   nothing leaves the machine) or ``STYLEPROBE_GRPC_PLAINTEXT_TOKENS`` says so
@@ -19,6 +20,8 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
+import os
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ import grpc
 
 from styleprobe.config import Settings
 
+log = logging.getLogger(__name__)
 LOOPBACK_NAMES = ("localhost", "ip6-localhost")
 
 
@@ -99,10 +103,51 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
         return None
     if not cert or not key:
         raise TLSConfigError("STYLEPROBE_GRPC_TLS_CERT and STYLEPROBE_GRPC_TLS_KEY go together")
-    pair = (read_pem(key, "STYLEPROBE_GRPC_TLS_KEY"), read_pem(cert, "STYLEPROBE_GRPC_TLS_CERT"))
-    roots = read_pem(client_ca, "STYLEPROBE_GRPC_TLS_CLIENT_CA") if client_ca else None
-    return grpc.ssl_server_credentials([pair], root_certificates=roots,
-                                       require_client_auth=roots is not None)
+    files = CertificateFiles(cert, key, client_ca)
+    # grpc's stubs leave out the None (no change) that a fetcher may answer
+    return grpc.dynamic_ssl_server_credentials(
+        files.configuration(), files.fetch,  # type: ignore[arg-type]
+        require_client_authentication=bool(client_ca))
+
+
+class CertificateFiles:
+    """The orchestrator's certificate, key and client CA files, read again when one of them
+    changes (a Kubernetes Secret volume swaps them all at once)."""
+
+    def __init__(self, cert: str, key: str, client_ca: str = "") -> None:
+        self.cert, self.key, self.client_ca = cert, key, client_ca
+        self._stamp = self._stamps()
+
+    def _stamps(self) -> tuple[tuple[int, int], ...] | None:
+        try:
+            return tuple((s.st_mtime_ns, s.st_size) for s in
+                         (os.stat(p) for p in (self.cert, self.key, self.client_ca) if p))
+        except OSError:
+            return None  # being replaced: keep serving the files read last
+
+    def configuration(self) -> grpc.ServerCertificateConfiguration:
+        """The files as a gRPC certificate configuration (read now)."""
+        pair = (read_pem(self.key, "STYLEPROBE_GRPC_TLS_KEY"),
+                read_pem(self.cert, "STYLEPROBE_GRPC_TLS_CERT"))
+        roots = (read_pem(self.client_ca, "STYLEPROBE_GRPC_TLS_CLIENT_CA")
+                 if self.client_ca else None)
+        return grpc.ssl_server_certificate_configuration([pair], root_certificates=roots)
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """A new configuration if the files changed since last read, else ``None`` (gRPC
+        calls this before each handshake)."""
+        stamp = self._stamps()
+        if stamp is None or stamp == self._stamp:
+            return None
+        try:
+            configuration = self.configuration()
+        except TLSConfigError as exc:
+            log.warning("TLS files unreadable; serving the previous ones",
+                        extra={"error": str(exc)})
+            return None
+        self._stamp = stamp
+        log.info("TLS certificate reloaded", extra={"cert": self.cert})
+        return configuration
 
 
 def tokens_need_tls(settings: Settings) -> bool:

@@ -92,8 +92,9 @@ def serving(settings: Settings) -> Iterator[str]:
 
 
 def get_job(address: str, tls: ClientTLS | None, token: str = TOKEN) -> grpc.StatusCode:
-    """The status of GetJob for an unknown job: NOT_FOUND once authenticated."""
-    with open_channel(address, tls) as channel:
+    """The status of GetJob for an unknown job: NOT_FOUND once authenticated. Each call
+    opens a connection of its own (no subchannel shared with an earlier call)."""
+    with open_channel(address, tls, [("grpc.use_local_subchannel_pool", 1)]) as channel:
         try:
             rpc.StyleProbeStub(channel).GetJob(
                 pb.GetJobRequest(job_id=uuid.uuid4().hex),
@@ -120,6 +121,24 @@ def test_tls_serves_clients_that_trust_its_ca(base_settings: Settings,
         # refused at the handshake: no call reaches the service
         assert get_job(address, None) == grpc.StatusCode.UNAVAILABLE
         assert get_job(address, ClientTLS(ca=str(other.cert))) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(
+        base_settings: Settings, cas: dict[str, TestCA], tmp_path: Path) -> None:
+    hospital, other = cas["hospital"], cas["other"]
+    settings = tls_settings(base_settings, hospital)
+    with serving(settings) as address:
+        assert get_job(address, ClientTLS(ca=str(hospital.cert))) == grpc.StatusCode.NOT_FOUND
+        renewed = other.issue("orchestrator-renewed")
+        for source, target in ((renewed.key, settings.grpc_tls_key),
+                               (renewed.cert, settings.grpc_tls_cert)):
+            staged = tmp_path / "staged.pem"
+            staged.write_bytes(source.read_bytes())
+            staged.replace(target)  # as a Secret volume swaps its files
+        # new connections get the new certificate (each call here opens its own channel)
+        assert get_job(address, ClientTLS(ca=str(other.cert))) == grpc.StatusCode.NOT_FOUND
+        assert get_job(address, ClientTLS(ca=str(hospital.cert))) \
+            == grpc.StatusCode.UNAVAILABLE
 
 
 def test_mtls_needs_a_client_certificate_its_ca_signed(base_settings: Settings,
