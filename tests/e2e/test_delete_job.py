@@ -20,7 +20,6 @@ from styleprobe.api import pb, rpc
 from styleprobe.data.knee import KneePhantoms
 from styleprobe.jobs import PREFIX as JOB_PREFIX
 from styleprobe.jobs import JobStore
-from styleprobe.reaper import Reaper
 from styleprobe.storage import ArtifactStore, open_store
 from styleprobe.testing.process import venv_program
 from styleprobe.testing.stack import ServiceStack
@@ -76,17 +75,6 @@ def redis_keys(stack: ServiceStack, job_id: str) -> list[str]:
         jobs.close()
 
 
-def settled(count: Callable[[], int], quiet_s: float = 5.0) -> int:
-    """``count()`` once it has not changed for ``quiet_s``."""
-    last, since = count(), time.monotonic()
-    while time.monotonic() - since < quiet_s:
-        time.sleep(0.2)
-        now = count()
-        if now != last:
-            last, since = now, time.monotonic()
-    return last
-
-
 def status(call: Callable[[], object]) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as caught:
         call()
@@ -136,19 +124,18 @@ def test_a_running_job_is_cancelled_then_deleted(
     assert redis_keys(stack, job.job_id) == []
     assert status(lambda: stub.GetJob(pb.GetJobRequest(job_id=job.job_id), metadata=token,
                                       timeout=10)) == grpc.StatusCode.NOT_FOUND
-    # the stage that was running stops; whatever it still wrote is a folder without a
-    # record, which the reaper's next round removes
-    store = open_store(stack.settings())
-    settled(lambda: len(job_objects(store, job.job_id)))
-    assert f"jobs/{job.job_id}/manifest.json" not in store.list(f"jobs/{job.job_id}/")
-    jobs = JobStore(stack.settings().redis_url)
-    try:
-        settings = stack.settings()
-        Reaper.from_settings(settings, store, jobs).run_once(
-            now=time.time() + settings.task_time_limit_s + 1)
-    finally:
-        jobs.close()
-    assert job_objects(store, job.job_id) == []
+    # the stage that was running stops at its next step and removes what it wrote
+    def stopped() -> bool:
+        return any("task of a deleted job stopped" in line and job.job_id in line
+                   for worker in stack.workers.values()
+                   for line in worker.log_path.read_text(errors="replace").splitlines())
+
+    deadline = time.monotonic() + WAIT_S
+    while not stopped():
+        assert time.monotonic() < deadline, "the running stage never stopped"
+        time.sleep(0.2)
+    assert job_objects(open_store(stack.settings()), job.job_id) == []
+    assert redis_keys(stack, job.job_id) == []
 
 
 def test_a_cohort_is_deleted_with_its_images_folders(
@@ -167,6 +154,45 @@ def test_a_cohort_is_deleted_with_its_images_folders(
                             timeout=60)
     assert answer.objects_deleted == len(stored)
     assert job_objects(store, job.job_id) == [] and redis_keys(stack, job.job_id) == []
+
+
+def test_a_deleted_jobs_idempotency_key_makes_a_new_job(
+        stack: ServiceStack, stub: rpc.StyleProbeStub) -> None:
+    token = auth(stack.token)
+    request = pb.ExplainRequest(image_bytes=knee_pngs(1, seed=6)[0], model_set=TINY,
+                                lambdas=LAMBDAS, options=pb.ExplainOptions(probe=PROBE),
+                                idempotency_key="sop-1.2.3.4-delete-test")
+    first = stub.Explain(request, metadata=token, timeout=30)
+    assert stub.Explain(request, metadata=token, timeout=30).job_id == first.job_id
+    stub.DeleteJob(pb.DeleteJobRequest(job_id=first.job_id), metadata=token, timeout=60)
+    second = stub.Explain(request, metadata=token, timeout=10)  # at once, not after a wait
+    assert second.job_id != first.job_id
+    stub.DeleteJob(pb.DeleteJobRequest(job_id=second.job_id), metadata=token, timeout=60)
+
+
+def test_a_job_whose_results_are_gone_is_not_found(
+        stack: ServiceStack, stub: rpc.StyleProbeStub) -> None:
+    """Results removed under a record that remains (the bucket's lifecycle rule, or by
+    hand): NOT_FOUND, not UNAVAILABLE."""
+    token = auth(stack.token)
+    job = explain(stack, stub, seed=7)
+    jobs = JobStore(stack.settings().redis_url)
+    try:  # watched in Redis: a reply the service built would be kept in its memory
+        deadline = time.monotonic() + WAIT_S
+        while not jobs.get(job.job_id).ended:
+            assert time.monotonic() < deadline, "the job never ended"
+            time.sleep(0.2)
+        assert jobs.get(job.job_id).state == "succeeded"
+    finally:
+        jobs.close()
+    store = open_store(stack.settings())
+    store.delete(f"jobs/{job.job_id}/strip.png")
+    assert status(lambda: list(stub.GetArtifact(
+        pb.GetArtifactRequest(job_id=job.job_id, name="strip"), metadata=token,
+        timeout=30))) == grpc.StatusCode.NOT_FOUND
+    store.delete(f"jobs/{job.job_id}/manifest.json")
+    assert status(lambda: stub.GetJob(pb.GetJobRequest(job_id=job.job_id), metadata=token,
+                                      timeout=10)) == grpc.StatusCode.NOT_FOUND
 
 
 @pytest.mark.parametrize("job_id", ["", "../jobs", "a/b", "x" * 200])

@@ -7,7 +7,8 @@ objects are the job's own: a probed direction (shared, no patient data) and an u
 job named by key (``inputs/...``: the client's, removed by retention) are kept. Objects a
 stage was writing at that moment form a folder without a record, which the reaper's next
 round removes. A job whose record has expired but whose objects remain is deleted all the
-same; an id with neither is NOT_FOUND.
+same; an id with neither is NOT_FOUND. The job's idempotency key is forgotten with it: a
+request that sends it again creates a new job.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from styleprobe.explain.engine import check_job_id
 from styleprobe.explain.spec import JobSpecError
 from styleprobe.jobs import ACTIVE, CANCELLED, JobNotFoundError, JobStore
 from styleprobe.metrics import count_job
+from styleprobe.orchestrator.idempotency import release_job
 from styleprobe.orchestrator.requests import RequestError, invalid
 from styleprobe.reaper import remove_job_objects
 from styleprobe.storage import ArtifactStore
@@ -48,6 +50,8 @@ def delete_job(store: ArtifactStore, jobs: JobStore, job_id: str) -> pb.DeleteJo
         raise RequestError(grpc.StatusCode.NOT_FOUND,
                            f"no job {job_id!r}: no record and no stored object")
     jobs.delete(job_id)
+    if record is not None and record.idempotency_key:
+        release_job(jobs, record.idempotency_key, job_id)
     log.info("job deleted", extra={"job_id": job_id, "objects": removed,
                                    "was": record.state if record else "expired"})
     return pb.DeleteJobResponse(job_id=job_id, objects_deleted=removed)

@@ -93,6 +93,15 @@ def submit_once(jobs: JobStore, key: str, kind: str, submit: Callable[[str], Job
         time.sleep(POLL_S)
 
 
+def release_job(jobs: JobStore, key: str, job_id: str) -> None:
+    """Forget ``key`` if its claim names ``job_id`` (the job was deleted): the next request
+    with that key creates a new job at once."""
+    name = claim_name(key)
+    value = jobs.redis.get(name)
+    if value and str(value).partition(" ")[0] == job_id:
+        jobs.redis.eval(_RELEASE, 1, name, str(value))
+
+
 def _claimed_job(jobs: JobStore, name: str) -> JobRecord | None:
     """The job of a claim; None while it is being created (or the claim went away). A
     claim whose job is gone long after it was made is released."""

@@ -47,6 +47,19 @@ def discard(store: ArtifactStore, jobs: JobStore, kind: str, job_id: str) -> int
         return 0
 
 
+def forget_deleted(store: ArtifactStore, job_id: str) -> None:
+    """Remove every object of a job deleted (DeleteJob) while one of its tasks ran: what
+    the task wrote after the deletion. If the store is down, the reaper's rounds take them
+    (a folder without a record)."""
+    try:
+        removed = remove_job_objects(store, job_id)
+    except StoreError as exc:
+        log.warning("deleted job's objects left to the reaper", extra={
+            "job_id": job_id, "error": type(exc).__name__})
+        return
+    log.info("task of a deleted job stopped", extra={"job_id": job_id, "objects": removed})
+
+
 def sweep_pending(store: ArtifactStore, jobs: JobStore) -> int:
     """Remove the objects of the jobs noted while the store was down (those that are still
     failed or cancelled: a cohort resumed meanwhile keeps its work); the number of objects

@@ -52,6 +52,7 @@ from styleprobe.jobs import (
     RUNNING,
     SUCCEEDED,
     WORKING,
+    JobNotFoundError,
 )
 from styleprobe.logs import log_context
 from styleprobe.metrics import count_job
@@ -81,6 +82,9 @@ class CohortTask(Task):
                    kwargs: dict[str, Any], einfo: Any) -> None:
         job_id, step = args[0], self.name.rsplit(".", 1)[-1]
         process = worker_process()
+        if isinstance(exc, JobNotFoundError):  # deleted (DeleteJob) while the task ran
+            cleanup.forget_deleted(process.store, job_id)
+            return
         if isinstance(exc, SoftTimeLimitExceeded):
             reason = (f"cohort {step} took longer than its time limit of "
                       f"{process.settings.task_soft_time_limit_s} s")

@@ -52,6 +52,7 @@ from styleprobe.jobs import (
     RUNNING,
     SUCCEEDED,
     WORKING,
+    JobNotFoundError,
     JobStore,
 )
 from styleprobe.metrics import count_job
@@ -131,6 +132,9 @@ class StageTask(Task):
     def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...],
                    kwargs: dict[str, Any], einfo: Any) -> None:
         job_id, stage = args[-1], self.name.rsplit(".", 1)[-1]
+        if isinstance(exc, JobNotFoundError):  # deleted (DeleteJob) while the stage ran
+            cleanup.forget_deleted(_process.store, job_id)
+            return
         if isinstance(exc, SoftTimeLimitExceeded):
             limit = _process.settings.task_soft_time_limit_s
             reason = f"stage {stage} took longer than its time limit of {limit} s"
