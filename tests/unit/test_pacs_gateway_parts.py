@@ -142,3 +142,17 @@ def _bytes(ds: Dataset) -> bytes:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def test_the_frame_explained_of_a_multi_frame_source_is_referenced() -> None:
+    original = source()
+    original.NumberOfFrames = 10  # only its header is read
+    explained = job()
+    explained.dicom.frame = 5  # the middle frame, 0-based, as the service reports it
+    traversal, _, report = build_results(
+        original, explained, [np.zeros((8, 8), np.uint8)] * 5,
+        [np.zeros((8, 8, 3), np.uint8)] * 5)
+    assert traversal.SourceImageSequence[0].ReferencedFrameNumber == 6
+    sr = hd.sr.srread(io.BytesIO(_bytes(report)))
+    group = sr.content.get_image_measurement_groups()[0]
+    assert group.source_images[0].referenced_frame_numbers == [6]

@@ -117,8 +117,19 @@ def _multiframe(source: Dataset, job: pb.Job, frames: list[np.ndarray], series_u
     reference = Dataset()
     reference.ReferencedSOPClassUID = source.SOPClassUID
     reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    frames_used = source_frames(source, job)
+    if frames_used:
+        reference.ReferencedFrameNumber = frames_used[0]
     image.SourceImageSequence = [reference]
     return image
+
+
+def source_frames(source: Dataset, job: pb.Job) -> list[int] | None:
+    """The frame of a multi-frame source that was explained (1-based, as DICOM numbers
+    frames); None for a single-frame source."""
+    if int(source.get("NumberOfFrames", 1) or 1) <= 1:
+        return None
+    return [job.dicom.frame + 1]
 
 
 def traversal_series(source: Dataset, job: pb.Job, frames: list[np.ndarray],
@@ -177,7 +188,10 @@ def report_series(source: Dataset, job: pb.Job) -> Dataset:
         algorithm_id=hd.sr.AlgorithmIdentification(
             name=f"StyleProbe {job.model_set}", version=model_versions(job)[:64] or "1"),
         measurements=_measurements(job), qualitative_evaluations=_evaluations(job),
-        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)])
+        source_images=[hd.sr.SourceImageForMeasurementGroup(
+            referenced_sop_class_uid=source.SOPClassUID,
+            referenced_sop_instance_uid=source.SOPInstanceUID,
+            referenced_frame_numbers=source_frames(source, job))])
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=concept("SP000", "StyleProbe counterfactual explanation"),
