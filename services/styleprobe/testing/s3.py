@@ -12,8 +12,10 @@ from styleprobe.testing.process import ServerProcess, venv_program
 S3_ACCESS_KEY = "styleprobe"
 
 
-def s3_server(workdir: Path, secret_key: str) -> tuple[ServerProcess, str]:
-    """SeaweedFS with its S3 gateway (access key ``styleprobe``) and its endpoint host:port."""
+def s3_server(workdir: Path, secret_key: str,
+              tls: tuple[Path, Path, Path] | None = None) -> tuple[ServerProcess, str]:
+    """SeaweedFS with its S3 gateway (access key ``styleprobe``) and its endpoint host:port;
+    ``tls``: (certificate, key, CA bundle) PEM files, the gateway then speaks HTTPS only."""
     config = workdir / "s3.json"
     config.write_text(json.dumps({"identities": [{
         "name": "styleprobe",
@@ -27,18 +29,23 @@ def s3_server(workdir: Path, secret_key: str) -> tuple[ServerProcess, str]:
                "-ip.bind=127.0.0.1", "-s3", f"-s3.config={config}", "-s3.port.iceberg=0",
                "-s3.port.lance=0", "-master.telemetry=false", "-master.volumeSizeLimitMB=64",
                "-volume.max=0", *(f"-{name}={port}" for name, port in ports.items())]
+    if tls:
+        command += [f"-s3.cert.file={tls[0]}", f"-s3.key.file={tls[1]}"]
     endpoint = f"127.0.0.1:{ports['s3.port']}"
 
     def ready() -> bool:
+        import urllib3
         from minio import Minio
         from minio.error import MinioException
 
         if not port_open(ports["s3.port"]):
             return False
         try:
-            Minio(endpoint, S3_ACCESS_KEY, secret_key, secure=False,
-                  region="us-east-1").list_buckets()
-        except (MinioException, OSError, ValueError):
+            http = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=str(tls[2]),
+                                       retries=False) if tls else None
+            Minio(endpoint, S3_ACCESS_KEY, secret_key, secure=tls is not None,
+                  region="us-east-1", http_client=http).list_buckets()
+        except (MinioException, OSError, ValueError, urllib3.exceptions.HTTPError):
             return False
         return True
 
