@@ -1,5 +1,6 @@
 """The gateway's calls to the orchestrator: Explain with an idempotency key, WatchJob until
-the job ends, and its frames and difference maps read from their URLs.
+the job ends, and its frames and difference maps read through GetArtifact (the API
+itself: the gateway needs no route to the bucket's presigned URLs).
 
 The channel comes from :func:`styleprobe.tls.open_channel`, as every client's does. A call
 that finds the orchestrator UNAVAILABLE (a restart, a rolling update) is retried with
@@ -12,7 +13,6 @@ from __future__ import annotations
 import io
 import logging
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -75,11 +75,22 @@ class Engine:
             timeout=CALL_TIMEOUT_S))
         if job.state != pb.JOB_STATE_SUCCEEDED:
             raise EngineError(f"job {job.job_id} {pb.JobState.Name(job.state)}: {job.error}")
-        urls = {artifact.name: artifact.url for artifact in job.explanation.artifacts}
         count = len(job.explanation.lambdas)
-        return Outcome(job=job,
-                       frames=[_png(urls[f"frame_{i:03d}"]) for i in range(count)],
-                       differences=[_png(urls[f"difference_{i:03d}"]) for i in range(count)])
+        return Outcome(
+            job=job,
+            frames=[self._png(job.job_id, f"frame_{i:03d}", deadline) for i in range(count)],
+            differences=[self._png(job.job_id, f"difference_{i:03d}", deadline)
+                         for i in range(count)])
+
+    def _png(self, job_id: str, name: str, deadline: float) -> np.ndarray:
+        """The job's PNG artifact ``name`` as an array."""
+        data = self._retried(deadline, lambda: b"".join(
+            chunk.data for chunk in self.stub.GetArtifact(
+                pb.GetArtifactRequest(job_id=job_id, name=name), metadata=self.metadata,
+                timeout=CALL_TIMEOUT_S)))
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return np.asarray(image)
 
     def _wait(self, job_id: str, deadline: float) -> None:
         """Until the job has ended (the stream is reopened if it drops)."""
@@ -117,11 +128,3 @@ class Engine:
 
     def close(self) -> None:
         self.channel.close()
-
-
-def _png(url: str) -> np.ndarray:
-    with urllib.request.urlopen(url, timeout=CALL_TIMEOUT_S) as response:
-        image = Image.open(io.BytesIO(response.read()))
-        image.load()
-    array = np.asarray(image)
-    return array[..., 0] if array.ndim == 3 and image.mode == "LA" else array
