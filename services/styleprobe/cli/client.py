@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import urllib.request
 from pathlib import Path
 
 from styleprobe.cli import job_data
 from styleprobe.cli.common import UserError
-from styleprobe.cli.remote import add_server_arguments
+from styleprobe.cli.remote import add_server_arguments, download
 
 DOWNLOADS = ("manifest", "animation", "strip", "report")  # what the client saves
 
@@ -54,6 +53,5 @@ def _explain(args: argparse.Namespace) -> None:
     for artifact in job.explanation.artifacts:
         if artifact.name in DOWNLOADS and artifact.url:
             target = args.out / Path(artifact.key).name
-            with urllib.request.urlopen(artifact.url, timeout=60) as response:
-                target.write_bytes(response.read())
+            target.write_bytes(download(artifact.url, args, 60.0))
             print(f"saved {target}")

@@ -21,7 +21,6 @@ import hashlib
 import json
 import sys
 import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,7 +36,7 @@ from styleprobe.cli.common import (
     user_errors,
 )
 from styleprobe.cli.explain import DEFAULT_MODEL_SET
-from styleprobe.cli.remote import add_server_arguments, service, watch_job
+from styleprobe.cli.remote import add_server_arguments, download, service, watch_job
 from styleprobe.cohort.ledger import DEFAULT_CHUNK_SIZE
 from styleprobe.explain.spec import AttributeSettings
 
@@ -341,8 +340,7 @@ def _download(args: argparse.Namespace) -> None:
             raise UserError(f"the service gave no URL for {artifact.key} (its store is not S3)")
         target = args.out / Path(artifact.key).name
         try:
-            with urllib.request.urlopen(artifact.url, timeout=CALL_TIMEOUT_S) as response:
-                target.write_bytes(response.read())
+            target.write_bytes(download(artifact.url, args, CALL_TIMEOUT_S))
         except (urllib.error.URLError, OSError) as exc:
             raise UserError(f"cannot download {artifact.key}: {exc}") from exc
         print(f"{artifact.name}: {target}")

@@ -1,5 +1,6 @@
 """The command line's client of the orchestrator: its server options (address, token,
-TLS), a channel and a stub, and job watching that rides out a dropped stream."""
+TLS), a channel and a stub, job watching that rides out a dropped stream, and downloads
+of presigned URLs."""
 
 from __future__ import annotations
 
@@ -69,6 +70,21 @@ def service(args: argparse.Namespace) -> Iterator[tuple[rpc.StyleProbeStub, tupl
             yield rpc.StyleProbeStub(channel), metadata
         except grpc.RpcError as exc:
             raise UserError(f"{exc.code().name}: {exc.details()}") from exc
+
+
+def download(url: str, args: argparse.Namespace, timeout_s: float) -> bytes:
+    """The bytes at a presigned ``url``. Over HTTPS the server's certificate is checked
+    against the system's roots and, with ``--ca``, that CA too (a hospital's CA that signed
+    S3's certificate as well as the orchestrator's)."""
+    import ssl
+    import urllib.request
+
+    context = ssl.create_default_context()
+    if args.ca:
+        context.load_verify_locations(args.ca)
+    with urllib.request.urlopen(url, timeout=timeout_s, context=context) as response:
+        data: bytes = response.read()
+    return data
 
 
 def watch_job(stub: rpc.StyleProbeStub, metadata: tuple, job_id: str,

@@ -58,7 +58,11 @@ class TestCA:
 
     def issue(self, name: str, client: bool = False,
               hosts: tuple[str, ...] = ("localhost", "127.0.0.1")) -> Issued:
-        """A certificate for ``hosts`` (a server's) or, with ``client``, a client's."""
+        """A certificate for ``hosts`` (a server's) or, with ``client``, a client's; its
+        ``name`` differs from the CA's (a certificate named like its issuer reads as
+        self-signed)."""
+        if name == self.name:
+            raise ValueError(f"a certificate of CA {self.name!r} needs another name")
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
