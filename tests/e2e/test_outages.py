@@ -232,7 +232,7 @@ def test_both_workers_killed_mid_cohort(stack: ServiceStack, stub: rpc.StyleProb
                                         jobs: JobStore) -> None:
     keys = upload(stack, "inputs/workers-killed/", 12, seed=12)
     cohort = submit(stack, stub, keys)
-    wait_for(lambda: jobs.get(cohort.job_id).state == "running", "the cohort running")
+    wait_for(lambda: jobs.get(cohort.job_id).counts.get("done", 0) >= 1, "an image done")
     killed_at = time.monotonic()
     before = jobs.get(cohort.job_id).counts
     for worker in list(stack.workers.values()):
@@ -288,7 +288,10 @@ def test_a_cancelled_cohort_is_resumed_under_its_id(stack: ServiceStack,
         env={**os.environ, "STYLEPROBE_TOKEN": stack.token})
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.splitlines()[0] == cohort.job_id
-    assert f"{len(kept)} of {len(keys)} images finished before are kept" in resumed.stderr
+    assert "resumed: 12 images, those finished before are kept" in resumed.stderr
+    messages = [e.message for e in jobs.events(cohort.job_id, "0-0")]
+    assert f"cohort resumed: {len(kept)} of {len(keys)} images finished before are kept" \
+        in messages
     final = stub.GetJob(pb.GetJobRequest(job_id=cohort.job_id), metadata=token, timeout=30)
     check_cohort(stack, jobs, final, keys)
     after = {info.key: info.modified for info in store.list_info(rows)}

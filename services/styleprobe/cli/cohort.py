@@ -276,9 +276,8 @@ def _resume(args: argparse.Namespace) -> None:
     with service(args) as (stub, metadata):
         job = stub.ResumeCohort(pb.ResumeCohortRequest(job_id=args.job_id),
                                 metadata=metadata, timeout=args.timeout or CALL_TIMEOUT_S)
-    counts = job.counts
-    print(f"cohort {job.job_id} resumed: {counts.done + counts.failed} of {counts.total} "
-          "images finished before are kept", file=sys.stderr)
+    print(f"cohort {job.job_id} resumed: {job.counts.total} images, those finished before "
+          "are kept and skipped", file=sys.stderr)
     print(job.job_id)
     if args.watch:
         _watch(args)
