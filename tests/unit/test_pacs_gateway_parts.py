@@ -1,11 +1,14 @@
 """The DICOM gateway's parts without servers: routing rules, what leaves for the engine
-(no patient attribute), the idempotency key, series grouping by inactivity, and the
-result objects (same study, new UIDs, references, frames, SR content)."""
+(no patient attribute), the idempotency key, series grouping by inactivity, the result
+objects (same study, new UIDs, references, frames, SR content), and what the gateway does
+with one instance (the engine a double here; tests/e2e/test_pacs_gateway.py runs it for
+real)."""
 
 from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Iterator
 
 import highdicom as hd
 import numpy as np
@@ -15,12 +18,15 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
 from styleprobe.api import pb
+from styleprobe.config import Settings
 from styleprobe.data.codecs import decode
+from styleprobe.gateway.calls import EngineError, Outcome
 from styleprobe.gateway.deidentify import engine_copy, idempotency_key
 from styleprobe.gateway.results import build_results, frame_labels
 from styleprobe.gateway.routing import RoutingError, parse_routes, route
 from styleprobe.gateway.send import Destination
 from styleprobe.gateway.series import Series, SeriesBuffer
+from styleprobe.gateway.server import Gateway
 
 
 def source(name: str = "CT_small.dcm") -> Dataset:
@@ -156,3 +162,54 @@ def test_the_frame_explained_of_a_multi_frame_source_is_referenced() -> None:
     sr = hd.sr.srread(io.BytesIO(_bytes(report)))
     group = sr.content.get_image_measurement_groups()[0]
     assert group.source_images[0].referenced_frame_numbers == [6]
+
+
+class FakeEngine:
+    """Answers explain() with a succeeded job, or raises ``error``."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.calls: list[tuple[bytes, str, str]] = []
+
+    def explain(self, data: bytes, chosen: object, key: str) -> Outcome:
+        self.calls.append((data, getattr(chosen, "model_set", ""), key))
+        if self.error is not None:
+            raise self.error
+        return Outcome(job(), [np.zeros((8, 8), np.uint8)] * 5,
+                       [np.zeros((8, 8, 3), np.uint8)] * 5)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def gateway(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Gateway, list[list[Dataset]]]]:
+    sent: list[list[Dataset]] = []
+    monkeypatch.setattr("styleprobe.gateway.server.c_store",
+                        lambda results, destination, calling: sent.append(results))
+    settings = Settings(gateway_routes='[{"modality": "CT", "model_set": "knee-oa"}]',
+                        gateway_destination="PACS@127.0.0.1:104", gateway_listen="127.0.0.1:0")
+    instance = Gateway(settings)
+    instance.engine = FakeEngine()  # type: ignore[assignment]
+    yield instance, sent
+    instance.close()
+
+
+def test_a_routed_instance_is_explained_and_answered(
+        gateway: tuple[Gateway, list[list[Dataset]]]) -> None:
+    instance, sent = gateway
+    original = source()
+    results = instance.process(original, "ANY")
+    assert len(results) == 3 and sent == [results]
+    data, model_set, key = instance.engine.calls[0]  # type: ignore[attr-defined]
+    assert model_set == "knee-oa" and key == idempotency_key(original, "knee-oa")
+    assert str(original.PatientName).encode() not in data
+
+
+def test_unrouted_or_failed_instances_send_nothing(
+        gateway: tuple[Gateway, list[list[Dataset]]]) -> None:
+    instance, sent = gateway
+    assert instance.process(source("MR_small.dcm"), "ANY") == []  # no rule for MR
+    instance.engine = FakeEngine(EngineError("job j1 FAILED"))  # type: ignore[assignment]
+    assert instance.process(source(), "ANY") == []
+    assert sent == []
