@@ -51,6 +51,8 @@ JOB_KINDS = ("explain", "cohort")
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 COHORT_OUTCOMES = ("done", "failed", "skipped")
 DEPENDENCIES = ("redis", "s3", "triton")
+REAP_REASONS = ("expired", "partial")
+ROUND_OUTCOMES = ("ok", "failed")
 
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 MODEL_CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -82,6 +84,12 @@ COHORT_IMAGES = Counter("styleprobe_cohort_images_total",
 DEPENDENCY_READY = Gauge("styleprobe_dependency_ready",
                          "1 when the orchestrator's last health check reached the dependency",
                          ["dependency"], multiprocess_mode="livemax")
+REAPED = Counter("styleprobe_reaper_objects_removed_total",
+                 "Objects the retention reaper removed, by reason (expired: past the retention "
+                 "period; partial: a job folder nothing will finish)", ["reason"])
+REAPER_ROUNDS = Counter("styleprobe_reaper_rounds_total",
+                        "Rounds of the retention reaper this process ran, by outcome",
+                        ["outcome"])
 
 
 # Every job series exists from the start, at 0: ratios over them (the failure rate of the
@@ -89,6 +97,11 @@ DEPENDENCY_READY = Gauge("styleprobe_dependency_ready",
 for _kind in JOB_KINDS:
     for _state in JOB_STATES:
         JOBS.labels(_kind, _state)
+# and so do the reaper's: a retention that never ran successfully is visible as such
+for _reason in REAP_REASONS:
+    REAPED.labels(_reason)
+for _outcome in ROUND_OUTCOMES:
+    REAPER_ROUNDS.labels(_outcome)
 
 
 def _checked(value: str, allowed: tuple[str, ...], what: str) -> str:
@@ -129,6 +142,16 @@ def observe_backend_call(model: str, batch: int, seconds: float) -> None:
 def count_job(kind: str, state: str) -> None:
     """Count a job entering ``state`` (call once per applied transition)."""
     JOBS.labels(_checked(kind, JOB_KINDS, "job kind"), _checked(state, JOB_STATES, "state")).inc()
+
+
+def count_reaped(reason: str, objects: int) -> None:
+    """Count ``objects`` removed by the retention reaper for ``reason``."""
+    REAPED.labels(_checked(reason, REAP_REASONS, "reason")).inc(objects)
+
+
+def count_reaper_round(outcome: str) -> None:
+    """Count one round of the retention reaper that ended ``ok`` or ``failed``."""
+    REAPER_ROUNDS.labels(_checked(outcome, ROUND_OUTCOMES, "outcome")).inc()
 
 
 def count_cohort_image(outcome: str) -> None:

@@ -16,11 +16,14 @@ A round (:meth:`Reaper.run_once`) removes:
 
 The orchestrator runs a round every ``reaper_interval_s`` seconds in a thread
 (:func:`reap_periodically`): nothing else to deploy. With several orchestrator replicas,
-a Redis key (``SET NX`` with the interval as expiry) lets one of them run each round. The
-first round also sets the bucket's lifecycle rules (:func:`set_lifecycle`: S3 only, best
-effort, logged), which expire the same prefixes one day after the retention period: a
-backstop should no orchestrator run, later than the reaper so that the reaper, which also
-removes the records, normally comes first. The rounds are what the tests check: SeaweedFS
+a Redis key (``SET NX`` with the interval as expiry) lets one of them run each round. Its
+rounds and the objects they remove are counted (``styleprobe_reaper_rounds_total``,
+``styleprobe_reaper_objects_removed_total``; the alert ``StyleProbeRetentionFailing``
+fires when no round has succeeded for 3 hours). The first round also sets the bucket's
+lifecycle rules (:func:`set_lifecycle`: S3 only, best effort, logged), which expire the
+same prefixes one day after the retention period: a backstop should no orchestrator run,
+later than the reaper so that the reaper, which also removes the records, normally comes
+first. The rounds are what the tests check: SeaweedFS
 stores lifecycle rules, but its expiry is not something a test can wait for.
 
 :func:`remove_job_objects` removes every object of one job (DeleteJob, clean-ups).
@@ -44,6 +47,7 @@ from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
 from styleprobe.config import Settings
 from styleprobe.jobs import JobNotFoundError, JobRecord, JobStore
+from styleprobe.metrics import count_reaped, count_reaper_round
 from styleprobe.storage import ArtifactStore
 from styleprobe.storage.base import ObjectInfo
 
@@ -133,6 +137,8 @@ class Reaper:
                       and f"{JOBS}{folder_id}/{MANIFEST}" not in keys
                       and self._abandoned(folder_id)):
                     report.partial += remove_objects(self.store, keys)
+        count_reaped("expired", report.expired)
+        count_reaped("partial", report.partial)
         if report.expired or report.partial or report.records:
             log.info("reaper removed", extra=asdict(report))
         return report
@@ -227,7 +233,9 @@ async def reap_periodically(reaper: Reaper, interval_s: float) -> None:
     while True:
         started = time.monotonic()
         try:
-            await asyncio.to_thread(reaper.run_round, interval_s)
+            if await asyncio.to_thread(reaper.run_round, interval_s) is not None:
+                count_reaper_round("ok")
         except Exception as exc:  # an outage must not stop the rounds
+            count_reaper_round("failed")
             log.warning("reaper round failed", extra={"error": str(exc)})
         await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))

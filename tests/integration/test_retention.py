@@ -8,12 +8,15 @@ waiting: objects written before a moment are old, those written after it are new
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 import required
 from styleprobe.config import Settings
@@ -32,7 +35,9 @@ from styleprobe.jobs import (
 from styleprobe.reaper import (
     DAY_S,
     LIFECYCLE_MARGIN_DAYS,
+    ROUND_KEY,
     Reaper,
+    reap_periodically,
     remove_job_objects,
     set_lifecycle,
 )
@@ -120,6 +125,11 @@ def record_exists(jobs: JobStore, job_id: str) -> bool:
     return True
 
 
+def removed_count(reason: str) -> float:
+    return REGISTRY.get_sample_value("styleprobe_reaper_objects_removed_total",
+                                     {"reason": reason}) or 0.0
+
+
 def after_the_newest(store: ArtifactStore) -> float:
     """A moment after every object written so far (S3 keeps whole seconds), once the
     clock has passed it: objects written from now on are newer."""
@@ -183,7 +193,9 @@ def test_objects_older_than_the_period_are_removed_newer_ones_kept(
 
     reaper = Reaper(store, jobs, RETENTION_DAYS, GRACE_S)
     assert reaper.run_once(now=oldest + RETENTION_DAYS * DAY_S).expired == 0  # not yet
+    counted = removed_count("expired")
     report = reaper.run_once(now=moment + RETENTION_DAYS * DAY_S)
+    assert removed_count("expired") == counted + report.expired  # for the dashboards
     assert sorted(store.list()) == sorted(["directions/d1.json", *new])
     assert report.expired == len(old) and report.partial == 0
     # the ended jobs' records went with their objects; a running job's record stays
@@ -227,6 +239,31 @@ def test_rounds_run_once_per_interval_across_replicas(store: ArtifactStore,
     second = Reaper(store, jobs, RETENTION_DAYS, GRACE_S)
     assert first.run_round(interval_s=30) is not None
     assert second.run_round(interval_s=30) is None  # the other replica had this interval
+
+
+def rounds_counted(outcome: str) -> float:
+    return REGISTRY.get_sample_value("styleprobe_reaper_rounds_total",
+                                     {"outcome": outcome}) or 0.0
+
+
+def test_periodic_rounds_go_on_after_failed_ones_and_are_counted(jobs: JobStore,
+                                                                 tmp_path: Path) -> None:
+    async def run_for(reaper: Reaper, seconds: float) -> None:
+        task = asyncio.create_task(reap_periodically(reaper, interval_s=0.2))
+        await asyncio.sleep(seconds)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    failed, ok = rounds_counted("failed"), rounds_counted("ok")
+    down = S3Store("127.0.0.1:9", S3_ACCESS_KEY, SECRET, "nobody", check=False)
+    failing = Reaper(down, jobs, RETENTION_DAYS, GRACE_S)
+    failing.lifecycle_done = True  # each round fails on its listing alone (about 1 s)
+    asyncio.run(run_for(failing, 6.0))
+    assert rounds_counted("failed") >= failed + 2  # S3 unreachable, round after round
+    jobs.redis.delete(ROUND_KEY)
+    asyncio.run(run_for(Reaper(LocalStore(tmp_path), jobs, RETENTION_DAYS, GRACE_S), 0.5))
+    assert rounds_counted("ok") == ok + 1  # the next rounds wait for the round key's expiry
 
 
 def test_one_jobs_objects_are_removed_together(store: ArtifactStore, jobs: JobStore) -> None:
