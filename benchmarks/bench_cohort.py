@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,8 @@ from styleprobe.testing.stack import ServiceStack
 from styleprobe.testing.triton import triton_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+BEFORE_ISSUE_20 = "45ddd5b"  # the last commit before cohort chunks were batched
 STYLEPROBE = Path(sys.executable).with_name("styleprobe")
 
 
@@ -93,6 +96,19 @@ def stand_in_repository(folder: Path, name: str, kind: str) -> Path:
     return folder
 
 
+def baseline_code(work: Path, commit: str) -> dict[str, str]:
+    """The package as it was at ``commit`` (git archive into ``work``, with this checkout's
+    generated gRPC stubs): the environment that makes ``styleprobe`` run that code."""
+    folder = work / f"baseline-{commit}"
+    folder.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "services"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    shutil.copytree(REPO / "services" / "styleprobe" / "v1",
+                    folder / "services" / "styleprobe" / "v1", dirs_exist_ok=True)
+    return {"PYTHONPATH": str(folder / "services")}
+
+
 def run_cohort(images: Path, out: Path, model_set: str, env: dict[str, str],
                threads: int) -> dict[str, float]:
     """Run one cohort as a child process; its wall time and peak RSS (from wait4)."""
@@ -117,12 +133,12 @@ def upload(store: ArtifactStore, folder: Path, prefix: str) -> str:
 
 
 def service_cohort(stub: rpc.StyleProbeStub, token: str, prefix: str, model_set: str,
-                   probe_samples: int) -> dict[str, Any]:
+                   probe_samples: int, render_images: bool = True) -> dict[str, Any]:
     """Submit the objects under ``prefix`` as a cohort and watch it to its end."""
     metadata = (("authorization", f"Bearer {token}"),)
     started = time.perf_counter()
     job = stub.SubmitCohort(pb.SubmitCohortRequest(
-        prefix=prefix, model_set=model_set,
+        prefix=prefix, model_set=model_set, render_images=render_images,
         options=pb.ExplainOptions(probe=pb.ProbeOptions(samples=probe_samples))),
         metadata=metadata, timeout=120)
     for event in stub.WatchJob(pb.WatchJobRequest(job_id=job.job_id), metadata=metadata):
@@ -183,18 +199,20 @@ def through_service(args: argparse.Namespace, repository: Path, work: Path,
         probe = service_cohort(stub, stack.token, upload(store, warm, "bench/warm/"),
                                args.model_set, args.probe_samples)
         for size, folder in folders.items():
-            prefix = upload(store, folder, f"bench/cohort-{size}/")
-            before = scrape(triton.metrics_url)
-            result = service_cohort(stub, stack.token, prefix, args.model_set,
-                                    args.probe_samples)
-            batches = batch_sizes(before, scrape(triton.metrics_url))
-            peaks = worker_peaks(stack)
-            runs.append({"images": size, "seconds": round(result["seconds"], 1),
-                         "images_per_s": round(size / result["seconds"], 3),
-                         "stage_seconds": result["stage_seconds"],
-                         "worker_peak_rss_mib": peaks, "triton_batch": batches,
-                         "load_average": round(os.getloadavg()[1], 1)})
-            print(runs[-1], flush=True)
+            for render_images in (True, False) if args.rows_only else (True,):
+                prefix = upload(store, folder, f"bench/cohort-{size}-{render_images}/")
+                before = scrape(triton.metrics_url)
+                result = service_cohort(stub, stack.token, prefix, args.model_set,
+                                        args.probe_samples, render_images)
+                batches = batch_sizes(before, scrape(triton.metrics_url))
+                peaks = worker_peaks(stack)
+                runs.append({"images": size, "pictures": render_images,
+                             "seconds": round(result["seconds"], 1),
+                             "images_per_s": round(size / result["seconds"], 3),
+                             "stage_seconds": result["stage_seconds"],
+                             "worker_peak_rss_mib": peaks, "triton_batch": batches,
+                             "load_average": round(os.getloadavg()[1], 1)})
+                print(runs[-1], flush=True)
     return {"workers": args.workers, "probe_run_seconds": round(probe["seconds"], 1),
             "runs": runs}
 
@@ -215,6 +233,13 @@ def main() -> None:
                              "is missing, or with --no-bundled (default knee)")
     parser.add_argument("--no-bundled", action="store_true",
                         help="use the stand-in even if the model set is in the repository")
+    parser.add_argument("--baseline", default=BEFORE_ISSUE_20,
+                        help="also run the embedded cohorts with the code of this commit, in "
+                             f"the same run ('' to skip; default {BEFORE_ISSUE_20}, before "
+                             "chunks were batched)")
+    parser.add_argument("--rows-only", action="store_true",
+                        help="also run each service cohort without pictures "
+                             "(render_images false)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     service_sizes = [int(s) for s in args.service_sizes.split(",") if s]
@@ -237,17 +262,24 @@ def main() -> None:
         for size in sorted({*sizes, *service_sizes}):
             folders[size] = work / f"images-{size}"
             write_folder(render(phantoms, size, start=1), folders[size])
-        record = {"embedded": [], "service": None}
+        record: dict[str, Any] = {"embedded": [], "baseline": [], "service": None}
         probe = run_cohort(warm, out, args.model_set, env, args.threads)
+        runs = [("embedded", env)]
+        if args.baseline:
+            runs.append(("baseline", {**env, **baseline_code(work, args.baseline)}))
         for size in sizes:
-            result = run_cohort(folders[size], out, args.model_set, env, args.threads)
-            record["embedded"].append({
-                "images": size, "seconds": round(result["seconds"], 1),
-                "images_per_s": round(size / result["seconds"], 3),
-                "peak_rss_mib": round(result["peak_rss_mib"], 1),
-                "load_average": round(os.getloadavg()[1], 1)})
-            print(record["embedded"][-1], flush=True)
-            write_results(args, trained, resolution, probe["seconds"], record)
+            for name, run_env in runs:  # each its own artifacts, the probed direction copied
+                artifacts = work / f"out-{name}-{size}"
+                shutil.copytree(out / "directions", artifacts / "directions")
+                result = run_cohort(folders[size], artifacts, args.model_set, run_env,
+                                    args.threads)
+                record[name].append({
+                    "images": size, "seconds": round(result["seconds"], 1),
+                    "images_per_s": round(size / result["seconds"], 3),
+                    "peak_rss_mib": round(result["peak_rss_mib"], 1),
+                    "load_average": round(os.getloadavg()[1], 1)})
+                print(name, record[name][-1], flush=True)
+                write_results(args, trained, resolution, probe["seconds"], record)
         if service_sizes:
             record["service"] = through_service(
                 args, repository, work, {size: folders[size] for size in service_sizes}, warm)
@@ -258,13 +290,15 @@ def main() -> None:
 def write_results(args: argparse.Namespace, trained: bool, resolution: int,
                   probe_seconds: float, record: dict[str, Any]) -> None:
     """Write cohort.md and cohort.json from the runs so far."""
-    rows, service = record["embedded"], record["service"]
+    rows, service, baseline = record["embedded"], record["service"], record["baseline"]
     summary = {
         "model_set": args.model_set,
         "models": ("trained (bundled)" if trained else
                    f"untrained '{args.stand_in}' stand-in: {STAND_INS[args.stand_in]}"),
         "threads": args.threads, "probe_samples": args.probe_samples,
         "probe_run_seconds": round(probe_seconds, 1), "runs": rows, "service": service,
+        "baseline": {"commit": args.baseline, "runs": baseline},
+        "load_average_1_5_15": os.getloadavg(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
                    f"{platform.python_version()}, torch {torch.__version__}",
     }
@@ -279,7 +313,9 @@ def write_results(args: argparse.Namespace, trained: bool, resolution: int,
                f"--probe-samples {args.probe_samples}"
                + ("" if trained else f" --stand-in {args.stand_in}")
                + (" --no-bundled" if args.no_bundled else "")
-               + ("" if args.results == "cohort" else f" --results {args.results}"))
+               + ("" if args.results == "cohort" else f" --results {args.results}")
+               + ("" if args.baseline == BEFORE_ISSUE_20 else f" --baseline '{args.baseline}'")
+               + (" --rows-only" if args.rows_only else ""))
     lines = [
         "# Cohorts: throughput and peak memory, embedded and through the service",
         "",
@@ -302,16 +338,25 @@ def write_results(args: argparse.Namespace, trained: bool, resolution: int,
         *[f"| {r['images']} | {r['seconds']} | {r['images_per_s']} | {r['peak_rss_mib']} "
           f"| {r['load_average']} |" for r in rows],
     ]
+    if baseline:
+        lines += ["", f"The same, with the code of commit {args.baseline} (before issue 20: "
+                      "image by image, matplotlib rendering), in this run:", "",
+                  "| images | wall time (s) | images/s | peak RSS (MiB) | load average |",
+                  "| ---: | ---: | ---: | ---: | ---: |",
+                  *[f"| {r['images']} | {r['seconds']} | {r['images_per_s']} "
+                    f"| {r['peak_rss_mib']} | {r['load_average']} |" for r in baseline]]
     if len(rows) > 1:
         lines += ["", f"Peak RSS at {rows[-1]['images']} images / at {rows[0]['images']} "
                       f"images: {summary['peak_rss_ratio_largest_to_smallest']:.3f} (flat "
                       "means the cohort is streamed, not held in memory)."]
     if service:
-        lines += _service_lines(service, {r["images"]: r for r in rows})
+        lines += _service_lines(service, {r["images"]: r for r in rows},
+                                {r["images"]: r for r in baseline})
     (RESULTS / f"{args.results}.md").write_text("\n".join(lines) + "\n")
 
 
-def _service_lines(service: dict[str, Any], embedded: dict[int, dict[str, Any]]) -> list[str]:
+def _service_lines(service: dict[str, Any], embedded: dict[int, dict[str, Any]],
+                   baseline: dict[int, dict[str, Any]]) -> list[str]:
     lines = [
         "", "## Through the service: SubmitCohort", "",
         f"Orchestrator, {service['workers']} Celery workers (one process each, both queues), "
@@ -324,25 +369,35 @@ def _service_lines(service: dict[str, Any], embedded: dict[int, dict[str, Any]])
         "the images are explained) after the cohort, cumulative over the cohorts run so "
         "far on the same workers (cohort.json has the Celery parents' too).",
         "",
-        "| images | wall time (s) | images/s | service / embedded | worker peak RSS (MiB) "
-        "| load average |",
-        "| ---: | ---: | ---: | ---: | --- | ---: |",
+        "Ratio to the baseline: service images/s over the embedded run of the code before "
+        "issue 20 (same run, same size).",
+        "",
+        "| images | pictures | wall time (s) | images/s | service / embedded | service / "
+        "baseline embedded | worker peak RSS (MiB) | load average |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for run in service["runs"]:
-        local = embedded.get(run["images"])
-        ratio = f"**{run['images_per_s'] / local['images_per_s']:.2f}**" if local else "-"
-        lines.append(f"| {run['images']} | {run['seconds']} | {run['images_per_s']} | {ratio} "
+        ratios = []
+        for reference in (embedded.get(run["images"]), baseline.get(run["images"])):
+            ratios.append(f"**{run['images_per_s'] / reference['images_per_s']:.2f}**"
+                          if reference else "-")
+        lines.append(f"| {run['images']} | {'yes' if run.get('pictures', True) else 'no'} "
+                     f"| {run['seconds']} | {run['images_per_s']} | {ratios[0]} | {ratios[1]} "
                      f"| {', '.join(map(str, run['worker_peak_rss_mib']['pool']))} "
                      f"| {run['load_average']} |")
     lines += ["", "### Triton's achieved batch size during each cohort", "",
               "Inferences over executions (`nv_inference_count` / `nv_inference_exec_count`, "
               "their rise during the cohort), per model; `-decode` is the ensemble (synthesis, "
               "then classifier) that decodes and classifies the traversal frames.", "",
+              "A chunk's images go to each model together (16 per chunk; the last chunk of "
+              "100 images has 4); batches above Triton's max_batch_size (32) are cut and sent "
+              "concurrently.", "",
               "| images | model | inferences | executions | batch size |",
               "| ---: | --- | ---: | ---: | ---: |"]
     for run in service["runs"]:
         lines += [f"| {run['images']} | {model} | {b['inferences']:.0f} | {b['executions']:.0f} "
-                  f"| {b['batch']} |" for model, b in run["triton_batch"].items()]
+                  f"| {b['batch']} |" for model, b in run["triton_batch"].items()
+                  if run.get("pictures", True)]
     return lines
 
 

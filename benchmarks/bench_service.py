@@ -22,8 +22,10 @@ import io
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +74,35 @@ def through_service(stub: rpc.StyleProbeStub, token: str, request: pb.ExplainReq
         raise RuntimeError(f"job {job.job_id} {pb.JobState.Name(job.state)}: {job.error}")
     stages = {name: job.stage_seconds[name] for name in STAGES}
     return {"wall_s": wall, "submit_s": submitted, "stages_s": stages,
-            "other_s": wall - submitted - sum(stages.values())}
+            "other_s": wall - submitted - sum(stages.values()),
+            "created": job.created_at.ToDatetime().timestamp(),
+            "started": job.started_at.ToDatetime().timestamp(),
+            "finished": job.finished_at.ToDatetime().timestamp()}
+
+
+def burst_through_service(stub: rpc.StyleProbeStub, token: str,
+                          requests: list[pb.ExplainRequest]) -> dict[str, Any]:
+    """All ``requests`` submitted at once (one thread each, watching its job to the end):
+    each job's latency, in the order submitted, and the burst's total time."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(requests)) as pool:
+        runs = list(pool.map(lambda r: {**through_service(stub, token, r),
+                                        "ended": time.perf_counter()}, requests))
+    total = max(run["ended"] for run in runs) - started
+    latencies = [run["wall_s"] for run in runs]
+    median = statistics.median(latencies)
+    first_created = min(run["created"] for run in runs)
+    return {"jobs": len(runs), "total_s": round(total, 2), "median_s": round(median, 2),
+            "first_s": round(min(latencies), 2), "last_s": round(max(latencies), 2),
+            "median_over_total": round(median / total, 3),
+            "latencies_s": [round(x, 2) for x in latencies],
+            "submit_s": [round(run["submit_s"], 2) for run in runs],
+            # from the first job's creation (server clock): when each job was created,
+            # started (its first stage) and finished
+            "created_s": [round(run["created"] - first_created, 2) for run in runs],
+            "started_s": [round(run["started"] - first_created, 2) for run in runs],
+            "finished_s": [round(run["finished"] - first_created, 2) for run in runs],
+            "worker_s": [round(sum(run["stages_s"].values()), 2) for run in runs]}
 
 
 def in_process(explainer: Explainer, marks: list[tuple[str, float]], data: bytes,
@@ -123,7 +153,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         service_cold = through_service(stub, stack.token, request(0))
         service_warm = [through_service(stub, stack.token, request(i + 1))
                         for i in range(args.repeats)]
-    return {"cold": {"service": service_cold, "in_process": local_cold},
+        burst = (burst_through_service(stub, stack.token, [
+            request(100 + i) for i in range(args.burst)]) if args.burst else None)
+    return {"burst": burst, "cold": {"service": service_cold, "in_process": local_cold},
             "warm": {"service": _median_run(service_warm), "in_process": _median_run(local_warm),
                      "service_runs_s": [r["wall_s"] for r in service_warm],
                      "in_process_runs_s": [r["wall_s"] for r in local_warm]}}
@@ -145,6 +177,29 @@ def _stage_rows(service: dict[str, Any], local: dict[str, Any]) -> list[str]:
                 f"{service['other_s']:.2f} | - |")
     rows.append(f"| **total (wall)** | **{service['wall_s']:.2f}** | **{local['wall_s']:.2f}** |")
     return rows
+
+
+def _burst_lines(burst: dict[str, Any] | None) -> list[str]:
+    if not burst:
+        return []
+    return [
+        f"## A burst of {burst['jobs']} Explain calls on two workers", "",
+        "Submitted at once, each watched to its end. A job's later stages are served before "
+        "new jobs' first ones (Redis priorities per stage, services/styleprobe/worker/app.py), "
+        "so jobs finish roughly in the order they came. Before (issue 20): median 11.6 s of "
+        "13.5 s total (0.86), first job 2.0 s.", "",
+        "| jobs | total (s) | median job latency (s) | median / total | first (s) | last (s) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {burst['jobs']} | {burst['total_s']} | {burst['median_s']} "
+        f"| **{burst['median_over_total']}** | {burst['first_s']} | {burst['last_s']} |", "",
+        "Latency of each job in the order submitted (s): "
+        + ", ".join(f"{x:g}" for x in burst["latencies_s"]), "",
+        "Each job's Explain call (submission) took (s): "
+        + ", ".join(f"{x:g}" for x in burst["submit_s"]), "",
+        "Each job's end, from the first job's creation (s): "
+        + ", ".join(f"{x:g}" for x in burst["finished_s"]), "",
+        "Workers' time per job, all stages (s): "
+        + ", ".join(f"{x:g}" for x in burst["worker_s"]), ""]
 
 
 def write_report(result: dict[str, Any]) -> None:
@@ -171,6 +226,7 @@ def write_report(result: dict[str, Any]) -> None:
         f"| warm: direction stored (median of {result['repeats']}) | "
         f"{warm['service']['wall_s']:.2f} | {warm['in_process']['wall_s']:.2f} | "
         f"**{ratio_warm:.2f}** |", "",
+        *_burst_lines(result["runs"].get("burst")),
         "## Where the time goes, warm (the median run)", "",
         "Service stages are the workers' own timings (Job.stage_seconds); each stage of the "
         "service also reads its inputs from and writes its outputs to S3.", "",
@@ -190,6 +246,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--probe-samples", type=int, default=2000)
     parser.add_argument("--lambdas", default=str(LambdaGrid()))
+    parser.add_argument("--burst", type=int, default=30,
+                        help="Explain calls submitted at once after the warm runs (0: none)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(),
@@ -197,7 +255,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-service-") as folder:
         runs = run(args, Path(folder))
     command = (f"benchmarks/bench_service.py --model-set {args.model_set} --repeats "
-               f"{args.repeats} --probe-samples {args.probe_samples} --lambdas={args.lambdas}")
+               f"{args.repeats} --probe-samples {args.probe_samples} --lambdas={args.lambdas} "
+               f"--burst {args.burst}")
     write_report({"model_set": args.model_set, "command": f".venv/bin/python {command}",
                   "machine": machine, "lambdas": args.lambdas, "repeats": args.repeats,
                   "probe_samples": args.probe_samples, "runs": runs})
