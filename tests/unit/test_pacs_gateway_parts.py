@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 from styleprobe.api import pb
 from styleprobe.config import Settings
 from styleprobe.data.codecs import decode
-from styleprobe.gateway.calls import EngineError, Outcome
+from styleprobe.gateway.calls import EngineError, JobFailedError, Outcome
 from styleprobe.gateway.deidentify import engine_copy, idempotency_key
 from styleprobe.gateway.results import build_results, frame_labels
 from styleprobe.gateway.routing import RoutingError, parse_routes, route
@@ -213,3 +213,39 @@ def test_unrouted_or_failed_instances_send_nothing(
     instance.engine = FakeEngine(EngineError("job j1 FAILED"))  # type: ignore[assignment]
     assert instance.process(source(), "ANY") == []
     assert sent == []
+
+
+def test_results_built_again_for_a_job_have_the_same_uids() -> None:
+    frames, maps = [np.zeros((8, 8), np.uint8)] * 5, [np.zeros((8, 8, 3), np.uint8)] * 5
+    first = build_results(source(), job(), frames, maps)
+    again = build_results(source(), job(), frames, maps)
+    other = job()
+    other.job_id = "j2"
+    uids = [(ds.SeriesInstanceUID, ds.SOPInstanceUID) for ds in first]
+    assert uids == [(ds.SeriesInstanceUID, ds.SOPInstanceUID) for ds in again]
+    assert len({sop for _, sop in uids}) == 3 and all(len(sop) <= 64 for _, sop in uids)
+    assert not {sop for _, sop in uids} & {
+        ds.SOPInstanceUID for ds in build_results(source(), other, frames, maps)}
+
+
+class FailingOnce(FakeEngine):
+    """The first key's job failed; the next succeeds."""
+
+    def explain(self, data: bytes, chosen: object, key: str) -> Outcome:
+        self.error = JobFailedError("job j0 JOB_STATE_FAILED") if not self.calls else None
+        return super().explain(data, chosen, key)
+
+
+def test_a_failed_job_is_followed_by_one_under_a_key_of_its_own(
+        gateway: tuple[Gateway, list[list[Dataset]]]) -> None:
+    instance, sent = gateway
+    instance.engine = FailingOnce()  # type: ignore[assignment]
+    original = source()
+    assert instance.process(original, "ANY")
+    keys = [key for _, _, key in instance.engine.calls]  # type: ignore[attr-defined]
+    assert keys == [idempotency_key(original, "knee-oa"),
+                    idempotency_key(original, "knee-oa", attempt=2)]
+    assert len(sent) == 1
+    instance.engine = FakeEngine(JobFailedError("failed"))  # type: ignore[assignment]
+    assert instance.process(original, "ANY") == []
+    assert len(instance.engine.calls) == 3  # type: ignore[attr-defined]

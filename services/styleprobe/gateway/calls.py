@@ -38,6 +38,10 @@ class EngineError(RuntimeError):
     """The orchestrator refused an image, or its job did not succeed."""
 
 
+class JobFailedError(EngineError):
+    """The image's job ended FAILED or CANCELLED (another job may succeed)."""
+
+
 @dataclass
 class Outcome:
     """A succeeded job and its images: a frame per λ and a signed difference map per λ
@@ -74,7 +78,8 @@ class Engine:
             pb.GetJobRequest(job_id=job.job_id), metadata=self.metadata,
             timeout=CALL_TIMEOUT_S))
         if job.state != pb.JOB_STATE_SUCCEEDED:
-            raise EngineError(f"job {job.job_id} {pb.JobState.Name(job.state)}: {job.error}")
+            raise JobFailedError(f"job {job.job_id} {pb.JobState.Name(job.state)}: "
+                                 f"{job.error}")
         count = len(job.explanation.lambdas)
         return Outcome(
             job=job,

@@ -48,8 +48,10 @@ def engine_copy(source: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-def idempotency_key(source: Dataset, model_set: str) -> str:
+def idempotency_key(source: Dataset, model_set: str, attempt: int = 1) -> str:
     """The job's key: a hash of the SOP Instance UID and the model set, so a re-sent
-    image, or a restarted gateway, finds its job instead of making a second."""
+    image, or a restarted gateway, finds its job instead of making a second; after a job
+    that failed, the next ``attempt`` has a key of its own."""
     text = f"{source.SOPInstanceUID}|{model_set}"
-    return "dicom-gateway:" + hashlib.sha256(text.encode()).hexdigest()
+    key = "dicom-gateway:" + hashlib.sha256(text.encode()).hexdigest()
+    return key if attempt == 1 else f"{key}:{attempt}"

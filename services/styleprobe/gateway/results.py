@@ -8,8 +8,10 @@
   AUC, the reliability verdict with a coded reason per reason, the model set and the
   versions of its models.
 
-Every object has the source's Study Instance UID, a new Series and SOP Instance UID, a
-reference to the source instance, "NOT FOR DIAGNOSTIC USE" in its series description
+Every object has the source's Study Instance UID, a new Series and SOP Instance UID
+(derived from the job's id: results built again for the same job, e.g. for an instance
+sent twice, replace themselves in the PACS instead of doubling), a reference to the
+source instance, "NOT FOR DIAGNOSTIC USE" in its series description
 and comments, and a Contributing Equipment item naming StyleProbe and the model versions.
 The patient and study attributes are copied from the source the gateway kept: they were
 never sent to the engine.
@@ -51,10 +53,20 @@ def model_versions(job: pb.Job) -> str:
                      for kind, version in sorted(job.explanation.models.items()))
 
 
+def hashed_uid(text: str) -> UID:
+    """A UID derived from ``text`` (the 2.25 root, 120 bits of its SHA-256)."""
+    return UID(f"2.25.{int(hashlib.sha256(text.encode()).hexdigest()[:30], 16)}")
+
+
 def device_uid(job: pb.Job) -> UID:
     """A UID of the model set in these versions: it changes when a model is retrained."""
-    digest = hashlib.sha256(f"{job.model_set}|{model_versions(job)}".encode()).hexdigest()
-    return UID(f"2.25.{int(digest[:30], 16)}")
+    return hashed_uid(f"{job.model_set}|{model_versions(job)}")
+
+
+def result_uid(job: pb.Job, role: str) -> UID:
+    """The UID of one result object (or series) of a job: the same every time the job's
+    results are built, so results sent again replace themselves in the PACS."""
+    return hashed_uid(f"styleprobe-result|{job.job_id}|{role}")
 
 
 def equipment(job: pb.Job) -> hd.ContributingEquipment:
@@ -87,7 +99,7 @@ def frame_labels(job: pb.Job) -> list[str]:
 
 
 def _multiframe(source: Dataset, job: pb.Job, frames: list[np.ndarray], series_uid: UID,
-                number: int, what: str) -> Dataset:
+                number: int, what: str, role: str) -> Dataset:
     """A multi-frame Secondary Capture of uint8 ``frames`` ((R, R) grey or (R, R, 3))."""
     stack = np.stack(frames).astype(np.uint8)
     colour = stack.ndim == 4
@@ -95,7 +107,7 @@ def _multiframe(source: Dataset, job: pb.Job, frames: list[np.ndarray], series_u
         pixel_array=stack[0], photometric_interpretation="RGB" if colour else "MONOCHROME2",
         bits_allocated=8, coordinate_system="PATIENT",
         study_instance_uid=source.StudyInstanceUID, series_instance_uid=series_uid,
-        series_number=SERIES_NUMBERS["traversal"], sop_instance_uid=hd.UID(),
+        series_number=SERIES_NUMBERS["traversal"], sop_instance_uid=result_uid(job, role),
         instance_number=number, manufacturer=MANUFACTURER, patient_orientation=("L", "F"),
         contributing_equipment=[equipment(job)], **_patient_study(source))  # type: ignore[arg-type]
     image.PatientOrientation = source.get("PatientOrientation", "")
@@ -135,10 +147,10 @@ def source_frames(source: Dataset, job: pb.Job) -> list[int] | None:
 def traversal_series(source: Dataset, job: pb.Job, frames: list[np.ndarray],
                      differences: list[np.ndarray]) -> list[Dataset]:
     """The traversal and the difference maps: one new SC series of two instances."""
-    series_uid = hd.UID()
-    return [_multiframe(source, job, frames, series_uid, 1, "latent traversal"),
+    series_uid = result_uid(job, "traversal-series")
+    return [_multiframe(source, job, frames, series_uid, 1, "latent traversal", "traversal"),
             _multiframe(source, job, differences, series_uid, 2,
-                        "signed difference maps against the reconstruction")]
+                        "signed difference maps against the reconstruction", "differences")]
 
 
 def _measurements(job: pb.Job) -> list[hd.sr.Measurement]:
@@ -184,7 +196,8 @@ def report_series(source: Dataset, job: pb.Job) -> Dataset:
             model_name=job.model_set))
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=hd.UID(), identifier=f"StyleProbe {job.model_set} {job.target}"),
+            uid=result_uid(job, "tracking"),
+            identifier=f"StyleProbe {job.model_set} {job.target}"),
         algorithm_id=hd.sr.AlgorithmIdentification(
             name=f"StyleProbe {job.model_set}", version=model_versions(job)[:64] or "1"),
         measurements=_measurements(job), qualitative_evaluations=_evaluations(job),
@@ -197,8 +210,9 @@ def report_series(source: Dataset, job: pb.Job) -> Dataset:
         procedure_reported=concept("SP000", "StyleProbe counterfactual explanation"),
         imaging_measurements=[group])
     sr = hd.sr.ComprehensiveSR(
-        evidence=[source], content=report, series_instance_uid=hd.UID(),
-        series_number=SERIES_NUMBERS["report"], sop_instance_uid=hd.UID(), instance_number=1,
+        evidence=[source], content=report, series_instance_uid=result_uid(job, "report-series"),
+        series_number=SERIES_NUMBERS["report"], sop_instance_uid=result_uid(job, "report"),
+        instance_number=1,
         manufacturer=MANUFACTURER, contributing_equipment=[equipment(job)],
         series_description=f"StyleProbe report {job.model_set} - {NOT_FOR_DIAGNOSIS}")
     return sr

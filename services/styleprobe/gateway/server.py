@@ -20,7 +20,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from styleprobe.config import Settings
-from styleprobe.gateway.calls import Engine, EngineError
+from styleprobe.gateway.calls import Engine, EngineError, JobFailedError, Outcome
 from styleprobe.gateway.deidentify import engine_copy, idempotency_key
 from styleprobe.gateway.results import build_results
 from styleprobe.gateway.routing import Route, parse_routes, route
@@ -29,6 +29,7 @@ from styleprobe.gateway.series import Received, Series, SeriesBuffer
 
 log = logging.getLogger(__name__)
 WORKERS = 4  # instances explained at once
+ATTEMPTS = 3  # jobs an instance gets when they fail (each under its own key)
 SUCCESS, CANNOT_UNDERSTAND = 0x0000, 0xC000
 
 
@@ -100,14 +101,10 @@ class Gateway:
             log.info("instance not routed", extra={"calling_ae": calling_ae,
                                                    "modality": source.get("Modality", "")})
             return []
-        key = idempotency_key(source, chosen.model_set)
-        fingerprint = key[-12:]
-        try:
-            outcome = self.engine.explain(engine_copy(source), chosen, key)
-        except EngineError as exc:
-            log.warning("instance not explained", extra={"key": fingerprint,
-                                                         "error": str(exc)})
+        outcome = self._explain(source, chosen)
+        if outcome is None:
             return []
+        fingerprint = idempotency_key(source, chosen.model_set)[-12:]
         results = build_results(source, outcome.job, outcome.frames, outcome.differences)
         try:
             if self.destination is not None:
@@ -120,3 +117,21 @@ class Gateway:
         log.info("results sent", extra={"job_id": outcome.job.job_id, "key": fingerprint,
                                         "objects": len(results)})
         return results
+
+    def _explain(self, source: Dataset, chosen: Route) -> Outcome | None:
+        """The explanation of ``source``; a job that failed is followed by another (up to
+        :data:`ATTEMPTS`, each under its own key: a re-sent instance finds the last);
+        None if none succeeded or the orchestrator refused it."""
+        data = engine_copy(source)
+        for attempt in range(1, ATTEMPTS + 1):
+            key = idempotency_key(source, chosen.model_set, attempt)
+            try:
+                return self.engine.explain(data, chosen, key)
+            except JobFailedError as exc:
+                log.warning("job failed", extra={"key": key[-12:], "attempt": attempt,
+                                                 "error": str(exc)})
+            except EngineError as exc:
+                log.warning("instance not explained", extra={"key": key[-12:],
+                                                             "error": str(exc)})
+                return None
+        return None
