@@ -10,7 +10,17 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 from cryptography import x509
-from test_deploy_helm import CHART, KUBERNETES, RELEASE, Objects, containers, of_kind, one, render
+from test_deploy_helm import (
+    CHART,
+    KUBERNETES,
+    RELEASE,
+    Objects,
+    containers,
+    of_kind,
+    one,
+    production_values,
+    render,
+)
 
 HOST = "styleprobe.hospital.example"
 ORCHESTRATOR = f"{RELEASE}-styleprobe-orchestrator"
@@ -204,3 +214,17 @@ def test_the_dicom_gateway_trusts_the_orchestrators_ca() -> None:
                     "orchestrator": {"tls": {"enabled": False, "plaintextTokens": True}}})
     assert "STYLEPROBE_GATEWAY_TLS_CA" not in env_of(
         pod(plain, "Deployment", "dicom-gateway")["containers"][0])
+
+
+def test_production_values_check_every_hop_against_the_hospital_ca() -> None:
+    objects = render(production_values())
+    assert not [s for s in of_kind(objects, "Secret").values()
+                if s["type"] == "kubernetes.io/tls"]
+    volume = next(v for v in pod(objects, "Deployment", "orchestrator")["volumes"]
+                  if v["name"] == "tls")
+    assert volume["secret"]["secretName"] == "styleprobe-api-tls"
+    for component in ("orchestrator", "worker-gpu", "worker-cpu"):
+        container = containers(one(objects, "Deployment", component))[0]
+        bundle = env_of(container)["STYLEPROBE_TLS_CA_BUNDLE"]
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "hospital-ca")
+        assert bundle.startswith(mount["mountPath"] + "/"), component
