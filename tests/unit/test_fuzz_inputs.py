@@ -60,8 +60,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
 def servicer(tiny_repository: Path, store: LocalStore) -> StyleProbeService:
     """The servicer on the tiny set, its job store a double that records what it creates."""
     jobs = mock.Mock()
-    jobs.create.side_effect = lambda job_id, kind, request, total=1: JobRecord(
-        job_id=job_id, kind=kind, state="queued", request=request, counts={"total": total})
+    jobs.create.side_effect = lambda job_id, kind, request, total=1, **fields: JobRecord(
+        job_id=job_id, kind=kind, state="queued", request=request, counts={"total": total},
+        **fields)
     return StyleProbeService(Settings(model_repository=str(tiny_repository), probe_samples=400),
                              store, jobs)
 
