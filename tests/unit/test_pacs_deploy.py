@@ -61,9 +61,13 @@ def test_the_charts_gateway_is_wired_to_the_orchestrator() -> None:
     assert port in [p["port"] for p in orchestrator["spec"]["ports"]]
     dicom = {p["name"]: p["containerPort"] for p in container["ports"]}["dicom"]
     assert host_port(settings.gateway_listen)[1] == dicom
-    volume = gateway["Deployment"]["spec"]["template"]["spec"]["volumes"][1]["secret"]
-    assert volume["items"] == [{"key": "api-tokens", "path": "gateway-token"}]
+    volumes = {v["name"]: v for v in gateway["Deployment"]["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["secrets"]["secret"]["items"] == [{"key": "api-tokens",
+                                                      "path": "gateway-token"}]
     assert env["STYLEPROBE_GATEWAY_TOKEN_FILE"].endswith("/gateway-token")
+    if "orchestrator-ca" in volumes:  # the orchestrator serves TLS: checked against its CA
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert settings.gateway_tls_ca.startswith(mounts["orchestrator-ca"])
     assert gateway["NetworkPolicy"]["spec"]["ingress"][0]["from"] == [
         {"ipBlock": {"cidr": "10.1.0.0/16"}}]
 
