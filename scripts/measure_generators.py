@@ -75,13 +75,17 @@ def main() -> None:
 
 
 def write_card(measured: dict, card_dir: Path) -> None:
-    """The set's card with the measured identity and coverage among its numbers."""
+    """The set's card with the measured identity and coverage among its numbers, and the
+    training record of ``<card_dir>/records/<set>.json`` where there is one."""
     model_set = load_model_set(Path(Settings().model_repository), measured["model_set"])
     metrics = {**model_set.metrics, "identity_top1": measured["identity"]["top1"],
                "identity_spread_ratio": measured["identity"]["spread_ratio"],
                **card_metrics(measured["coverage"])}
-    write_model_card(dataclasses.replace(model_set, metrics=metrics), card_dir,
-                     f"{model_set.name}-samples.png")
+    record = card_dir / "records" / f"{model_set.name}.json"
+    training = ({**model_set.training, "record": json.loads(record.read_text())}
+                if record.is_file() else model_set.training)
+    write_model_card(dataclasses.replace(model_set, metrics=metrics, training=training),
+                     card_dir, f"{model_set.name}-samples.png")
 
 
 if __name__ == "__main__":

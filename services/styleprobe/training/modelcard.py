@@ -63,6 +63,13 @@ def _reproduce(model_set: ModelSet) -> str:
     commands = [t[part]["run"]["command"] for part in RUN_PARTS
                 if "command" in t.get(part, {}).get("run", {})]
     missing = [part for part in RUN_PARTS if "run" not in t.get(part, {})]
+    recorded = (t.get("record") or {}).get("reproduce")
+    if missing and recorded:  # trained before run records: the record says how
+        text = f"Reproduce: {recorded}.\n"
+        if model_set.name in BUNDLED:
+            text += ("\n`make models` (scripts/build_model_sets.sh) retrains and re-exports "
+                     "both bundled\nsets and rewrites this card.\n")
+        return text
     text = ("Reproduce: the recorded commands of the training runs and the export, in order "
             "(a run resumes from its checkpoint when run again):\n\n```sh\n"
             + "\n".join([*commands, t.get("export_command", "styleprobe export ...")])
@@ -125,7 +132,8 @@ def _trained(t: dict[str, Any]) -> str:
             rows.append(f"| {part}, fine-tuned ({tune.get('machine', '')}) | "
                         f"{tune.get('steps')} iterations | — | {tune.get('minutes', '—')} | "
                         f"`{tune.get('command', '—')}` |")
-    return (f"Where: {record.get('machine', 'not recorded')}.\n\n"
+    note = f"Recipe: {record['recipe_note']}.\n\n" if "recipe_note" in record else ""
+    return (f"Where: {record.get('machine', 'not recorded')}.\n\n" + note +
             "| network | how long | batch | minutes | how (command) |\n"
             "| --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n")
 
