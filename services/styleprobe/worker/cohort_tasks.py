@@ -76,15 +76,20 @@ def chunks_key(job_id: str) -> str:
 
 class CohortTask(Task):
     """A task of a cohort: fails the cohort when the task fails for good (its finished
-    images are kept)."""
+    images are kept); stops quietly, and removes what it wrote, when the cohort was
+    deleted meanwhile."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except JobNotFoundError:  # deleted (DeleteJob) while the task ran
+            cleanup.forget_deleted(worker_process().store, args[0])
+            raise Ignore() from None
 
     def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...],
                    kwargs: dict[str, Any], einfo: Any) -> None:
         job_id, step = args[0], self.name.rsplit(".", 1)[-1]
         process = worker_process()
-        if isinstance(exc, JobNotFoundError):  # deleted (DeleteJob) while the task ran
-            cleanup.forget_deleted(process.store, job_id)
-            return
         if isinstance(exc, SoftTimeLimitExceeded):
             reason = (f"cohort {step} took longer than its time limit of "
                       f"{process.settings.task_soft_time_limit_s} s")

@@ -127,14 +127,19 @@ def worker_process() -> _Process:
 
 
 class StageTask(Task):
-    """A stage of a job: fails the job when the task fails for good."""
+    """A stage of a job: fails the job when the task fails for good; stops quietly, and
+    removes what it wrote, when the job was deleted meanwhile."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except JobNotFoundError:  # deleted (DeleteJob) while the stage ran
+            cleanup.forget_deleted(_process.store, args[-1])
+            raise Ignore() from None
 
     def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...],
                    kwargs: dict[str, Any], einfo: Any) -> None:
         job_id, stage = args[-1], self.name.rsplit(".", 1)[-1]
-        if isinstance(exc, JobNotFoundError):  # deleted (DeleteJob) while the stage ran
-            cleanup.forget_deleted(_process.store, job_id)
-            return
         if isinstance(exc, SoftTimeLimitExceeded):
             limit = _process.settings.task_soft_time_limit_s
             reason = f"stage {stage} took longer than its time limit of {limit} s"
