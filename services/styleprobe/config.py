@@ -168,6 +168,16 @@ class Settings:
         10.0, "seconds without a new instance after which a series is processed")
     gateway_job_timeout_s: float = setting(
         900.0, "seconds the gateway waits for one image's explanation")
+    gateway_dicom_tls_cert: str = setting(
+        "", "PEM certificate the gateway's DICOM port serves TLS with (DICOM TLS); '': "
+        "plain DICOM")
+    gateway_dicom_tls_key: str = setting("", "PEM key of `STYLEPROBE_GATEWAY_DICOM_TLS_CERT`")
+    gateway_dicom_tls_client_ca: str = setting(
+        "", "PEM CA bundle: set, a sender to the gateway's TLS port must present a "
+        "certificate it signed")
+    gateway_destination_tls_ca: str = setting(
+        "", "PEM CA bundle: set, results go to the destination over DICOM TLS, its "
+        "certificate checked against it (the gateway's own certificate presented, if set)")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -97,3 +97,18 @@ def test_compose_runs_the_gateway_with_settings_the_code_reads() -> None:
     default = routes[routes.index(":-") + 2:-1]
     assert [r.model_set for r in parse_routes(default)] == ["knee-oa", "knee-oa"]
     assert json.loads(default)[0]["modality"] == "DX"
+
+
+def test_the_charts_gateway_serves_dicom_tls_from_a_secret() -> None:
+    gateway = gateway_objects(render({"gateway": {
+        **ENABLED["gateway"], "dicomTls": {"existingSecret": "pacs-tls",
+                                           "requireClientCertificate": True}}}))
+    kubernetes_validate.validate(gateway["Deployment"], "1.30.0", strict=True)
+    pod = gateway["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {v["name"]: v["value"] for v in container["env"]}
+    mount = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}["dicom-tls"]
+    assert {v["name"]: v for v in pod["volumes"]}["dicom-tls"]["secret"]["secretName"] == (
+        "pacs-tls")
+    for name, file in (("CERT", "tls.crt"), ("KEY", "tls.key"), ("CLIENT_CA", "ca.crt")):
+        assert env[f"STYLEPROBE_GATEWAY_DICOM_TLS_{name}"] == f"{mount}/{file}"

@@ -186,7 +186,7 @@ class FakeEngine:
 def gateway(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Gateway, list[list[Dataset]]]]:
     sent: list[list[Dataset]] = []
     monkeypatch.setattr("styleprobe.gateway.server.c_store",
-                        lambda results, destination, calling: sent.append(results))
+                        lambda results, destination, calling, tls: sent.append(results))
     settings = Settings(gateway_routes='[{"modality": "CT", "model_set": "knee-oa"}]',
                         gateway_destination="PACS@127.0.0.1:104", gateway_listen="127.0.0.1:0")
     instance = Gateway(settings)

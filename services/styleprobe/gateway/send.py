@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass
 
 from pydicom import Dataset
@@ -34,12 +35,15 @@ class Destination:
         return cls(title, host, int(port))
 
 
-def c_store(datasets: list[Dataset], destination: Destination, calling_ae: str) -> None:
-    """Send ``datasets`` over one association; :class:`SendError` unless each is stored."""
+def c_store(datasets: list[Dataset], destination: Destination, calling_ae: str,
+            tls: ssl.SSLContext | None = None) -> None:
+    """Send ``datasets`` over one association (over TLS with ``tls``, the destination's
+    host name checked); :class:`SendError` unless each is stored."""
     ae = AE(ae_title=calling_ae)
     for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
         ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title,
+                         tls_args=(tls, destination.host) if tls else None)
     if not assoc.is_established:
         raise SendError(f"no association with {destination.ae_title} at "
                         f"{destination.host}:{destination.port}")

@@ -22,6 +22,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from styleprobe.config import Settings
 from styleprobe.gateway.calls import Engine, EngineError, JobFailedError, Outcome
 from styleprobe.gateway.deidentify import engine_copy, idempotency_key
+from styleprobe.gateway.dicom_tls import client_context, server_context
 from styleprobe.gateway.results import build_results
 from styleprobe.gateway.routing import Route, parse_routes, route
 from styleprobe.gateway.send import Destination, SendError, c_store, stow
@@ -43,6 +44,7 @@ class Gateway:
                             if settings.gateway_destination else None)
         host, _, port = settings.gateway_listen.rpartition(":")
         self.address = (host or "0.0.0.0", int(port))
+        self.tls, self.destination_tls = server_context(settings), client_context(settings)
         self.engine = Engine(settings)
         self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="gateway")
         self.buffer = SeriesBuffer(settings.gateway_series_timeout_s, self._series_ready)
@@ -50,17 +52,21 @@ class Gateway:
         self.ae.supported_contexts = AllStoragePresentationContexts
         self.ae.add_supported_context(Verification)
 
-    def serve(self) -> None:
-        """Listen until stopped (Ctrl-C, SIGTERM); then finish what was received."""
+    def start(self) -> None:
+        """Listen (in threads of its own) on the DICOM port."""
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # a line per message
+        self.ae.start_server(self.address, block=False, ssl_context=self.tls,
+                             evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
         log.info("dicom gateway listening", extra={
             "ae_title": self.settings.gateway_ae_title, "port": self.address[1],
-            "routes": len(self.routes)})
+            "tls": self.tls is not None, "routes": len(self.routes)})
+
+    def serve(self) -> None:
+        """Listen until stopped (Ctrl-C, SIGTERM); then finish what was received."""
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        self.ae.start_server(self.address, block=False,
-                             evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        self.start()
         try:
             stop.wait()
         finally:
@@ -108,7 +114,8 @@ class Gateway:
         results = build_results(source, outcome.job, outcome.frames, outcome.differences)
         try:
             if self.destination is not None:
-                c_store(results, self.destination, self.settings.gateway_ae_title)
+                c_store(results, self.destination, self.settings.gateway_ae_title,
+                        self.destination_tls)
             if self.settings.gateway_stow_url:
                 stow(results, self.settings.gateway_stow_url)
         except SendError as exc:
