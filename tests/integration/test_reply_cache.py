@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -164,3 +165,51 @@ def test_watchers_of_one_job_share_one_reader(tiny_repository: Path, redis_url: 
     for got in seen:
         assert [state for state, _ in got] == [RUNNING, SUCCEEDED]
         assert got[-1] == (SUCCEEDED, SUCCEEDED)
+
+
+class EndsWhileReading:
+    """An asyncio Redis client whose first XREAD that returns events is followed, before
+    the feed reads the record, by the job's last transition (its event not yet read)."""
+
+    def __init__(self, inner: redis.asyncio.Redis, end: Callable[[], None]) -> None:
+        self.inner, self.end, self.ended = inner, end, False
+
+    async def xread(self, *args: Any, **kwargs: Any) -> Any:
+        answer = await self.inner.xread(*args, **kwargs)
+        if answer and not self.ended:
+            self.ended = True
+            await asyncio.to_thread(self.end)
+        return answer
+
+    async def hgetall(self, key: str) -> Any:
+        return await self.inner.hgetall(key)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def test_a_job_that_ends_between_its_event_and_its_record_is_followed_to_the_end(
+        tiny_repository: Path, redis_url: str) -> None:
+    jobs = JobStore(redis_url)
+    spec = JobSpec.create(load_model_set(tiny_repository, "tiny"))
+    jobs.create("racing", "explain", JobRequest(spec, input_key="jobs/racing/input.json"))
+    jobs.transition("racing", ACTIVE, state=RUNNING)
+    after = jobs.last_event_id("racing")
+    jobs.transition("racing", [RUNNING], message="stage encode done")
+
+    async def follow() -> list[str]:
+        client = EndsWhileReading(
+            redis.asyncio.Redis.from_url(redis_url, decode_responses=True),
+            lambda: jobs.transition("racing", [RUNNING], state=SUCCEEDED))
+        feed = JobFeed(cast(redis.asyncio.Redis, client), outage_s=5.0)
+        states: list[str] = []
+
+        async def watch() -> None:
+            async for events, _record in feed.follow("racing", after):
+                states.extend(event.state for event in events)
+
+        await asyncio.wait_for(watch(), 10)  # hung before: the reader stopped on the record
+        await feed.close()
+        return states
+
+    assert asyncio.run(follow()) == [RUNNING, SUCCEEDED]

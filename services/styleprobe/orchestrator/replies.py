@@ -220,12 +220,14 @@ class JobFeed:
             failing_since = None
             entries = answer[0][1]
             last = entries[-1][0]
+            events = [_event(entry) for entry in entries]
             async with feed.changed:
-                feed.events = (feed.events + [_event(entry) for entry in entries])[
-                    -EVENTS_MAXLEN:]
+                feed.events = (feed.events + events)[-EVENTS_MAXLEN:]
                 feed.record = record
                 feed.changed.notify_all()
-            if record.ended:
+            # the end is the event that says so: the record may have ended before its
+            # event is read (the next read has it)
+            if any(event.state in ENDED for event in events):
                 return
 
     @staticmethod
