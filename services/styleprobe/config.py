@@ -178,6 +178,11 @@ class Settings:
     gateway_destination_tls_ca: str = setting(
         "", "PEM CA bundle: set, results go to the destination over DICOM TLS, its "
         "certificate checked against it (the gateway's own certificate presented, if set)")
+    gateway_dicomweb_listen: str = setting(
+        "", "host:port of the gateway's STOW-RS endpoint (POST /studies, plain HTTP: put "
+        "it behind a TLS proxy); '': none")
+    gateway_dicomweb_token: str = setting(
+        "", "bearer token a STOW-RS request to the gateway must carry", secret=True)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

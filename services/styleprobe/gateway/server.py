@@ -1,5 +1,5 @@
-"""The gateway process: a C-STORE SCP that explains what it receives and stores the
-results back.
+"""The gateway process: a C-STORE SCP (and optionally a STOW-RS endpoint, :mod:`.stow`)
+that explains what it receives and stores the results back.
 
 :class:`Gateway` accepts every storage SOP class (and C-ECHO) under its AE title, answers
 each C-STORE at once and holds the instance in a :class:`~.series.SeriesBuffer`. A quiet
@@ -27,6 +27,7 @@ from styleprobe.gateway.results import build_results
 from styleprobe.gateway.routing import Route, parse_routes, route
 from styleprobe.gateway.send import Destination, SendError, c_store, stow
 from styleprobe.gateway.series import Received, Series, SeriesBuffer
+from styleprobe.gateway.stow import StowServer
 
 log = logging.getLogger(__name__)
 WORKERS = 4  # instances explained at once
@@ -51,15 +52,23 @@ class Gateway:
         self.ae = AE(ae_title=settings.gateway_ae_title)
         self.ae.supported_contexts = AllStoragePresentationContexts
         self.ae.add_supported_context(Verification)
+        self.stow: StowServer | None = None
+        if settings.gateway_dicomweb_listen:
+            web_host, _, web_port = settings.gateway_dicomweb_listen.rpartition(":")
+            self.stow = StowServer((web_host or "0.0.0.0", int(web_port)),
+                                   settings.gateway_dicomweb_token, self.buffer.add)
 
     def start(self) -> None:
         """Listen (in threads of its own) on the DICOM port."""
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # a line per message
         self.ae.start_server(self.address, block=False, ssl_context=self.tls,
                              evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        if self.stow is not None:
+            self.stow.start()
         log.info("dicom gateway listening", extra={
             "ae_title": self.settings.gateway_ae_title, "port": self.address[1],
-            "tls": self.tls is not None, "routes": len(self.routes)})
+            "tls": self.tls is not None, "routes": len(self.routes),
+            "stow_port": self.stow.port if self.stow else None})
 
     def serve(self) -> None:
         """Listen until stopped (Ctrl-C, SIGTERM); then finish what was received."""
@@ -75,6 +84,8 @@ class Gateway:
 
     def close(self) -> None:
         self.ae.shutdown()
+        if self.stow is not None:
+            self.stow.close()
         self.buffer.close()
         self.pool.shutdown(wait=True)
         self.engine.close()
