@@ -14,7 +14,7 @@ from styleprobe.cli import run
 from styleprobe.evaluation.bias import ShortcutConfig
 
 SECTIONS = ("table", "inversion", "identity", "coverage", "directions", "validity",
-            "faithfulness", "localization", "bias", "targets", "timings_s")
+            "faithfulness", "localization", "bias", "attributes", "targets", "timings_s")
 
 
 @pytest.fixture
@@ -57,8 +57,10 @@ def test_report_has_every_section_and_file(report: Path) -> None:
     assert all(section in results for section in SECTIONS)
     assert set(results["validity"]) == {"plain", "orthogonalized"}
     assert results["settings"]["orthogonalized_against"] == ["exposure", "rotation"]
-    assert {t["id"] for t in results["targets"]} >= {"latent_auc_gap", "flip_rate",
-                                                      "localization", "shortcut"}
+    assert {t["id"] for t in results["targets"]} >= {
+        "latent_auc_gap", "flip_rate", "localization", "shortcut", "attribute_purity",
+        "attribute_separation", "conditional_nuisance"}
+    assert len(results["attributes"]["attributes"]["attributes"]) == 5
     assert all(t["met"] in (True, False, None) for t in results["targets"])
     assert all(t["reason"] for t in results["targets"] if t["met"] is None)
     # The tiny set's marker-reading shortcut classifier may call too few generated samples

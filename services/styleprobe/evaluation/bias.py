@@ -86,6 +86,12 @@ class SwappedClassifier:
     def encoder(self, image: np.ndarray) -> np.ndarray:
         return self.base.encoder(image)
 
+    def styles(self, w: np.ndarray) -> np.ndarray:
+        return self.base.styles(w)
+
+    def style_synthesis(self, styles: np.ndarray) -> np.ndarray:
+        return self.base.style_synthesis(styles)
+
     def classifier(self, image: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(image, np.float32))
         with torch.no_grad():

@@ -33,6 +33,12 @@ from sklearn.metrics import r2_score, roc_auc_score
 
 from styleprobe.backends.base import ModelBackend
 from styleprobe.data.datasets import PHANTOMS, ImageSet, render
+from styleprobe.evaluation.attributes import (
+    AttributeEvaluationSettings,
+    attribute_targets,
+    evaluate_attributes,
+    readers_config,
+)
 from styleprobe.evaluation.bias import ShortcutConfig, run_bias_experiment
 from styleprobe.evaluation.coverage import MARKER_RATE_TOLERANCE, measure_coverage
 from styleprobe.evaluation.identity import TOP1_GOAL, identity
@@ -171,6 +177,10 @@ def evaluate(backend: ModelBackend, store: ArtifactStore, phantoms: str, cache_d
                                traversals["plain"], lambdas, settings.probe, cache_dir,
                                settings.shortcut, settings.examples)
     lap("bias")
+    attributes = evaluate_attributes(
+        backend, store, oracle, w, p_rec, lambdas, settings.probe, cache_dir, traversals,
+        AttributeEvaluationSettings(readers=readers_config(settings.oracle)))
+    lap("attributes")
     results: dict[str, Any] = {
         "model_set": model_set.name,
         "phantoms": phantoms,
@@ -199,9 +209,10 @@ def evaluate(backend: ModelBackend, store: ArtifactStore, phantoms: str, cache_d
             "gradcam_method": "captum LayerGradCam on the last convolution (see report)",
         },
         "bias": bias.results,
+        "attributes": attributes,
         "timings_s": timings,
     }
-    results["targets"] = check_targets(results)
+    results["targets"] = check_targets(results) + attribute_targets(attributes)
     shown = np.flatnonzero(labels)[:settings.examples]
     examples = {
         "localization": {

@@ -19,6 +19,7 @@ import numpy as np
 from markupsafe import Markup, escape
 from matplotlib.figure import Figure
 
+from styleprobe.evaluation.attributes import attribute_blocks
 from styleprobe.evaluation.evaluate import Evaluation
 from styleprobe.templates import render_template
 
@@ -28,6 +29,15 @@ GRADCAM_NOTE = (
     "(rebuilt from the TorchScript file's weights), upsampled bilinearly; captum needs no "
     "torchvision.")
 HINTS = {  # what would fix a missed target
+    "attribute_purity": "a StyleSpace channel moves what the generator ties together: train "
+    "the generator longer (its channels disentangle as it learns) or rank over more samples "
+    "(`--attribute-samples`); compare with the direction's purity beside it.",
+    "attribute_separation": "the factor is not among the channels the classifier reacts to "
+    "most, or the generator does not draw it (the marker): raise --top, or train the "
+    "generator on more images that show it.",
+    "conditional_nuisance": "the readers' nuisance directions do not span what the generator "
+    "ties to disease (check the readers' R² and the cosines in the report): a generator "
+    "whose factors are less entangled, or more readable nuisance factors, are needed.",
     "latent_auc_gap": "the direction is probed on generated images, so real encodings that "
     "fall off the generator's distribution score worse: a more realistic GAN (realism "
     "accuracy nearer 0.5), an encoder trained with real images in its loss, and more probe "
@@ -300,6 +310,7 @@ def blocks(r: dict[str, Any], figure_names: Sequence[str]) -> list[Block]:
         ])),
         *(_bias_findings(bias) if bias["direction"] is not None else
           [("p", f"Its direction could not be probed: {bias['not_probed']}.")]),
+        *attribute_blocks(r.get("attributes")),
         ("h2", "Timings"),
         ("table", (["Stage", "Seconds"], [[k, fmt(v, 1)] for k, v in r["timings_s"].items()])),
     ]
