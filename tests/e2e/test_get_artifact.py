@@ -5,7 +5,9 @@ conftest.py)."""
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -124,6 +126,21 @@ def test_every_artifact_of_a_cohort_streams_as_stored(
     for artifact in final.cohort.artifacts:
         check_streamed(fetch(stub, stack.token, final.job_id, artifact.name), store,
                        artifact.key)
+    # each image is a job of its own (the summary's job_id column): every artifact of one
+    summary = b"".join(c.data for c in fetch(stub, stack.token, final.job_id, "csv"))
+    rows = list(csv.DictReader(io.StringIO(summary.decode())))
+    assert len(rows) == 3 and all(row["status"] == "done" for row in rows)
+    image = rows[0]["job_id"]
+    manifest = json.loads(b"".join(c.data for c in fetch(stub, stack.token, image,
+                                                          "manifest")))
+    outputs = manifest["outputs"]
+    assert {kind(name) for name in outputs} >= EXPLANATION_KINDS
+    for name, key in outputs.items():
+        check_streamed(fetch(stub, stack.token, image, name), store, key)
+    unknown = f"{final.job_id}-{'0' * 16}"  # of this cohort, but no such image
+    with pytest.raises(grpc.RpcError) as caught:
+        fetch(stub, stack.token, unknown, "strip")
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_a_large_artifact_comes_in_one_mebibyte_chunks(

@@ -4,9 +4,12 @@ An artifact is named as in the job's ``Explanation.artifacts`` (``strip``, ``ani
 ``frame_003``, ..., and ``manifest``) or ``CohortSummary.artifacts`` (``csv``,
 ``parquet``, ``report``), or by its file within the job's folder (``strip.png``,
 ``frames/frame_003.png``, ``summary.csv``). The names come from the job's record, so only
-the job's own objects can be read. The first chunk carries the size and content type;
-chunks hold at most :data:`~styleprobe.storage.base.CHUNK_BYTES` (1 MiB), read from the
-store as they are sent, never the whole object at once.
+the job's own objects can be read. A cohort's images are jobs of their own without a
+record (``<cohort id>-<image hash>``, the summary's ``job_id`` column): theirs come from
+the image's manifest, once the cohort's record shows it exists. The first chunk carries
+the size and content type; chunks hold at most
+:data:`~styleprobe.storage.base.CHUNK_BYTES` (1 MiB), read from the store as they are
+sent, never the whole object at once.
 """
 
 from __future__ import annotations
@@ -16,8 +19,13 @@ from collections.abc import Iterator
 import grpc
 
 from styleprobe.api import pb
-from styleprobe.jobs import SUCCEEDED, JobRecord
+from styleprobe.explain.artifacts import job_key
+from styleprobe.explain.engine import check_job_id
+from styleprobe.explain.result import ExplanationResult
+from styleprobe.explain.spec import JobSpecError
+from styleprobe.jobs import SUCCEEDED, JobNotFoundError, JobRecord, JobStore
 from styleprobe.orchestrator.requests import RequestError, invalid
+from styleprobe.reaper import IMAGE_JOB, MANIFEST
 from styleprobe.storage import ArtifactStore, ObjectNotFound
 from styleprobe.storage.base import CHUNK_BYTES
 
@@ -37,17 +45,33 @@ def artifact_keys(record: JobRecord) -> dict[str, str]:
     return {**outputs, "manifest": manifest}
 
 
+def image_artifact_keys(store: ArtifactStore, job_id: str) -> dict[str, str]:
+    """A cohort image's artifacts by name, from its manifest (empty without one: the image
+    failed, or is not explained yet)."""
+    try:
+        manifest = store.get(job_key(job_id, MANIFEST))
+    except ObjectNotFound:
+        return {}
+    return dict(ExplanationResult.from_json(manifest).outputs)
+
+
 def find_artifact(record: JobRecord, name: str) -> str:
     """The key of the artifact ``name`` of the job: INVALID_ARGUMENT without a name,
     FAILED_PRECONDITION while the job has no artifacts, NOT_FOUND for a name it lacks."""
-    if not name:
-        raise invalid("name is required: an artifact's name as GetJob lists it, e.g. "
-                      "'strip', 'report' or 'manifest'")
     keys = artifact_keys(record)
     if not keys:
         raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                            f"job {record.job_id} is {record.state} and has no artifacts"
                            f"{' yet' if not record.ended else ''}")
+    return pick_artifact(keys, record.job_id, name)
+
+
+def pick_artifact(keys: dict[str, str], job_id: str, name: str) -> str:
+    """The key of ``name`` among a job's artifacts ``keys`` (by name, or by file within
+    the job's folder); INVALID_ARGUMENT without a name, NOT_FOUND for one it lacks."""
+    if not name:
+        raise invalid("name is required: an artifact's name as GetJob lists it, e.g. "
+                      "'strip', 'report' or 'manifest'")
     if name in keys:
         return keys[name]
     for key in keys.values():
@@ -55,8 +79,40 @@ def find_artifact(record: JobRecord, name: str) -> str:
             return key
     shown = sorted(keys)
     raise RequestError(grpc.StatusCode.NOT_FOUND,
-                       f"job {record.job_id} has no artifact {name!r}; it has "
+                       f"job {job_id} has no artifact {name!r}; it has "
                        f"{', '.join(shown[:12])}{', ...' if len(shown) > 12 else ''}")
+
+
+def locate_artifact(store: ArtifactStore, jobs: JobStore, job_id: str, name: str) -> str:
+    """The key of the artifact ``name`` of ``job_id``: a job with a record, or an image of
+    a cohort that has one; NOT_FOUND for any other id."""
+    if not job_id:
+        raise invalid("job_id is required")
+    try:
+        return find_artifact(jobs.get(job_id), name)
+    except JobNotFoundError:
+        cohort = _cohort_of_image(jobs, job_id)
+    if not cohort:
+        raise RequestError(grpc.StatusCode.NOT_FOUND,
+                           f"no job {job_id!r} (unknown, or expired)")
+    keys = image_artifact_keys(store, job_id)
+    if not keys:
+        raise RequestError(grpc.StatusCode.NOT_FOUND,
+                           f"image {job_id} of cohort {cohort} has no artifacts (it failed, "
+                           "or is not explained yet)")
+    return pick_artifact(keys, job_id, name)
+
+
+def _cohort_of_image(jobs: JobStore, job_id: str) -> str:
+    """The cohort whose image ``job_id`` is, if that cohort has a record; else ""."""
+    image = IMAGE_JOB.fullmatch(job_id)
+    if image is None:
+        return ""
+    try:
+        check_job_id(job_id)
+        return jobs.get(image["cohort"]).job_id
+    except (JobNotFoundError, JobSpecError):
+        return ""
 
 
 class ArtifactStream:
@@ -86,10 +142,10 @@ class ArtifactStream:
         return None if data is None else pb.ArtifactChunk(data=data)
 
 
-def open_artifact(store: ArtifactStore, record: JobRecord, name: str,
+def open_artifact(store: ArtifactStore, jobs: JobStore, job_id: str, name: str,
                   chunk_bytes: int = CHUNK_BYTES) -> ArtifactStream:
-    """The stream of the artifact ``name`` of the job of ``record``."""
-    return ArtifactStream(store, find_artifact(record, name), chunk_bytes)
+    """The stream of the artifact ``name`` of ``job_id`` (:func:`locate_artifact`)."""
+    return ArtifactStream(store, locate_artifact(store, jobs, job_id, name), chunk_bytes)
 
 
 def _gone(key: str) -> RequestError:

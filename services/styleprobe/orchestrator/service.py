@@ -120,8 +120,8 @@ class StyleProbeService(rpc.StyleProbeServicer):
     async def GetArtifact(self, request: pb.GetArtifactRequest,  # noqa: N802
                           context: grpc.aio.ServicerContext
                           ) -> AsyncIterator[pb.ArtifactChunk]:
-        artifact = await self._serve(context, lambda: open_artifact(
-            self.store, self._record(request.job_id), request.name))
+        artifact = await self._serve(context, open_artifact, self.store, self.jobs,
+                                     request.job_id, request.name)
         while (chunk := await self._serve(context, artifact.next_message)) is not None:
             yield chunk
 
