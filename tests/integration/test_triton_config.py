@@ -14,6 +14,7 @@ from styleprobe.cli import run
 from styleprobe.config import DEFAULT_MODEL_REPOSITORY
 from styleprobe.modelset import (
     MODEL_KINDS,
+    STYLESPACE_KINDS,
     ModelSet,
     ModelSetError,
     list_model_sets,
@@ -36,8 +37,9 @@ def dims(tensor) -> list[int]:
 
 
 def check_against_torchscript(repository: Path, model_set: ModelSet) -> None:
-    """Names, types and dims of each model's configuration against its TorchScript file."""
-    for kind in MODEL_KINDS:
+    """Names, types and dims of each model's configuration against its TorchScript file
+    (the StyleSpace entry points too, where the set has them)."""
+    for kind in (*MODEL_KINDS, *(STYLESPACE_KINDS if model_set.has_stylespace else ())):
         entry = model_set.models[kind]
         config = parse(repository / entry.triton_name)
         assert config.name == entry.triton_name
