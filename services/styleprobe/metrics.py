@@ -53,6 +53,8 @@ COHORT_OUTCOMES = ("done", "failed", "skipped")
 DEPENDENCIES = ("redis", "s3", "triton")
 REAP_REASONS = ("expired", "partial")
 ROUND_OUTCOMES = ("ok", "failed")
+# what the DICOM gateway did with an instance (styleprobe.gateway.server)
+GATEWAY_OUTCOMES = ("received", "unrouted", "sent", "not_explained", "not_sent")
 
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 MODEL_CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -87,6 +89,12 @@ DEPENDENCY_READY = Gauge("styleprobe_dependency_ready",
 REAPED = Counter("styleprobe_reaper_objects_removed_total",
                  "Objects the retention reaper removed, by reason (expired: past the retention "
                  "period; partial: a job folder nothing will finish)", ["reason"])
+GATEWAY_INSTANCES = Counter("styleprobe_gateway_instances_total",
+                            "DICOM instances the gateway received, and what became of each",
+                            ["outcome"])
+GATEWAY_SECONDS = Histogram("styleprobe_gateway_instance_duration_seconds",
+                            "Seconds from an instance's series handed on to its results sent",
+                            buckets=SECONDS_BUCKETS)
 REAPER_ROUNDS = Counter("styleprobe_reaper_rounds_total",
                         "Rounds of the retention reaper this process ran, by outcome",
                         ["outcome"])
@@ -102,6 +110,8 @@ for _reason in REAP_REASONS:
     REAPED.labels(_reason)
 for _outcome in ROUND_OUTCOMES:
     REAPER_ROUNDS.labels(_outcome)
+for _outcome in GATEWAY_OUTCOMES:
+    GATEWAY_INSTANCES.labels(_outcome)
 
 
 def _checked(value: str, allowed: tuple[str, ...], what: str) -> str:
@@ -152,6 +162,13 @@ def count_reaped(reason: str, objects: int) -> None:
 def count_reaper_round(outcome: str) -> None:
     """Count one round of the retention reaper that ended ``ok`` or ``failed``."""
     REAPER_ROUNDS.labels(_checked(outcome, ROUND_OUTCOMES, "outcome")).inc()
+
+
+def count_gateway_instance(outcome: str, seconds: float | None = None) -> None:
+    """Count a gateway instance's ``outcome``; ``seconds``: its time until results sent."""
+    GATEWAY_INSTANCES.labels(_checked(outcome, GATEWAY_OUTCOMES, "outcome")).inc()
+    if seconds is not None:
+        GATEWAY_SECONDS.observe(seconds)
 
 
 def count_cohort_image(outcome: str) -> None:

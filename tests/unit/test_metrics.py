@@ -69,7 +69,7 @@ def test_unknown_label_values_are_refused(call: object) -> None:
 
 def test_endpoint_serves_exactly_the_documented_series() -> None:
     documented = documented_series()
-    assert len(documented) == 12
+    assert len(documented) == 14
     port = free_port()
     metrics.start_metrics_server(port, "127.0.0.1")
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:

@@ -14,6 +14,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from prometheus_client import REGISTRY
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
@@ -27,6 +28,7 @@ from styleprobe.gateway.routing import RoutingError, parse_routes, route
 from styleprobe.gateway.send import Destination
 from styleprobe.gateway.series import Series, SeriesBuffer
 from styleprobe.gateway.server import Gateway
+from styleprobe.metrics import GATEWAY_OUTCOMES
 
 
 def source(name: str = "CT_small.dcm") -> Dataset:
@@ -249,3 +251,21 @@ def test_a_failed_job_is_followed_by_one_under_a_key_of_its_own(
     instance.engine = FakeEngine(JobFailedError("failed"))  # type: ignore[assignment]
     assert instance.process(original, "ANY") == []
     assert len(instance.engine.calls) == 3  # type: ignore[attr-defined]
+
+
+def counted(outcome: str) -> float:
+    return REGISTRY.get_sample_value("styleprobe_gateway_instances_total",
+                                     {"outcome": outcome}) or 0.0
+
+
+def test_what_becomes_of_each_instance_is_counted(
+        gateway: tuple[Gateway, list[list[Dataset]]]) -> None:
+    instance, _ = gateway
+    before = {outcome: counted(outcome) for outcome in GATEWAY_OUTCOMES}
+    instance.receive(source(), "ANY")
+    instance.process(source(), "ANY")
+    instance.process(source("MR_small.dcm"), "ANY")
+    instance.engine = FakeEngine(EngineError("refused"))  # type: ignore[assignment]
+    instance.process(source(), "ANY")
+    assert {outcome: counted(outcome) - before[outcome] for outcome in GATEWAY_OUTCOMES} == {
+        "received": 1, "sent": 1, "unrouted": 1, "not_explained": 1, "not_sent": 0}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from pydicom import Dataset
@@ -28,6 +29,7 @@ from styleprobe.gateway.routing import Route, parse_routes, route
 from styleprobe.gateway.send import Destination, SendError, c_store, stow
 from styleprobe.gateway.series import Received, Series, SeriesBuffer
 from styleprobe.gateway.stow import StowServer
+from styleprobe.metrics import count_gateway_instance, start_metrics_server
 
 log = logging.getLogger(__name__)
 WORKERS = 4  # instances explained at once
@@ -56,11 +58,14 @@ class Gateway:
         if settings.gateway_dicomweb_listen:
             web_host, _, web_port = settings.gateway_dicomweb_listen.rpartition(":")
             self.stow = StowServer((web_host or "0.0.0.0", int(web_port)),
-                                   settings.gateway_dicomweb_token, self.buffer.add)
+                                   settings.gateway_dicomweb_token, self.receive)
 
     def start(self) -> None:
-        """Listen (in threads of its own) on the DICOM port."""
+        """Listen (in threads of its own) on the DICOM port, and serve the metrics on
+        ``STYLEPROBE_METRICS_PORT`` when set."""
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # a line per message
+        if self.settings.metrics_port:
+            start_metrics_server(self.settings.metrics_port, self.settings.metrics_host)
         self.ae.start_server(self.address, block=False, ssl_context=self.tls,
                              evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
         if self.stow is not None:
@@ -97,8 +102,13 @@ class Gateway:
         except Exception:  # a dataset pydicom cannot read
             log.warning("a received instance cannot be read")
             return CANNOT_UNDERSTAND
-        self.buffer.add(dataset, str(event.assoc.requestor.ae_title))
+        self.receive(dataset, str(event.assoc.requestor.ae_title))
         return SUCCESS
+
+    def receive(self, dataset: Dataset, calling_ae: str) -> None:
+        """Hold an instance received (by C-STORE or STOW-RS) in its series."""
+        count_gateway_instance("received")
+        self.buffer.add(dataset, calling_ae)
 
     def _series_ready(self, series: Series) -> None:
         for received in series.instances.values():
@@ -113,13 +123,16 @@ class Gateway:
     def process(self, source: Dataset, calling_ae: str) -> list[Dataset]:
         """Route, explain and answer one instance; the result objects sent (none when no
         rule routes it or its job did not succeed)."""
+        started = time.monotonic()
         chosen = route(self.routes, calling_ae, source)
         if chosen is None:
             log.info("instance not routed", extra={"calling_ae": calling_ae,
                                                    "modality": source.get("Modality", "")})
+            count_gateway_instance("unrouted")
             return []
         outcome = self._explain(source, chosen)
         if outcome is None:
+            count_gateway_instance("not_explained")
             return []
         fingerprint = idempotency_key(source, chosen.model_set)[-12:]
         results = build_results(source, outcome.job, outcome.frames, outcome.differences)
@@ -131,7 +144,9 @@ class Gateway:
                 stow(results, self.settings.gateway_stow_url)
         except SendError as exc:
             log.error("results not sent", extra={"key": fingerprint, "error": str(exc)})
+            count_gateway_instance("not_sent")
             return []
+        count_gateway_instance("sent", time.monotonic() - started)
         log.info("results sent", extra={"job_id": outcome.job.job_id, "key": fingerprint,
                                         "objects": len(results)})
         return results
