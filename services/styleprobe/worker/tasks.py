@@ -40,7 +40,6 @@ from celery.signals import worker_process_init
 from redis.exceptions import LockError
 
 from styleprobe.backends import BackendError, ModelBackend, open_backend
-from styleprobe.backends.triton import TritonBackend
 from styleprobe.config import Settings
 from styleprobe.explain import engine
 from styleprobe.explain.engine import STAGES, JobKeys, Stage, StageContext
@@ -57,7 +56,6 @@ from styleprobe.jobs import (
 )
 from styleprobe.metrics import count_job
 from styleprobe.storage import ArtifactStore, ObjectNotFound, StoreError, open_store
-from styleprobe.storage.s3 import S3Store
 from styleprobe.tls import redis_ssl
 from styleprobe.worker import cleanup
 from styleprobe.worker.app import task_name
@@ -89,10 +87,7 @@ class _Process:
     @property
     def store(self) -> ArtifactStore:
         if self._store is None:
-            store = open_store(self.settings)
-            if isinstance(store, S3Store):
-                store.wait_out_outages(self.settings.s3_retry_s, self.pauser)
-            self._store = store
+            self._store = open_store(self.settings, listener=self.pauser)
         return self._store
 
     @property
@@ -104,10 +99,8 @@ class _Process:
 
     def backend(self, model_set: str) -> ModelBackend:
         if model_set not in self._backends:
-            backend = open_backend(self.settings, model_set)
-            if isinstance(backend, TritonBackend):
-                backend.listener = self.pauser
-            self._backends[model_set] = backend
+            self._backends[model_set] = open_backend(self.settings, model_set,
+                                                     listener=self.pauser)
         return self._backends[model_set]
 
 
