@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,7 +110,8 @@ def pacs(stack: ServiceStack) -> Iterator[tuple[Orthanc, ServerProcess, int]]:
            "STYLEPROBE_GATEWAY_TOKEN": stack.token,
            "STYLEPROBE_GATEWAY_ROUTES": json.dumps(routes),
            "STYLEPROBE_GATEWAY_DESTINATION": f"{orthanc.ae_title}@127.0.0.1:{orthanc.dicom_port}",
-           "STYLEPROBE_GATEWAY_SERIES_TIMEOUT_S": "2", "STYLEPROBE_GATEWAY_JOB_TIMEOUT_S": "500"}
+           "STYLEPROBE_GATEWAY_SERIES_TIMEOUT_S": "2", "STYLEPROBE_GATEWAY_JOB_TIMEOUT_S": "500",
+           "STYLEPROBE_METRICS_PORT": str(free_port())}
     gateway = ServerProcess(
         "dicom-gateway", [venv_program("styleprobe"), "--log-level", "INFO", "serve",
                           "dicom-gateway"],
@@ -164,6 +166,11 @@ def test_pacs_round_trip(stack: ServiceStack, pacs: tuple[Orthanc, ServerProcess
         time.sleep(1)
     check_results(client, originals[0])
     check_jobs(stack, originals[:1])
+    metrics = f"http://127.0.0.1:{gateway.env['STYLEPROBE_METRICS_PORT']}/metrics"
+    with urllib.request.urlopen(metrics, timeout=10) as response:
+        page = response.read().decode()
+    assert 'styleprobe_gateway_instances_total{outcome="received"} 5.0' in page
+    assert 'styleprobe_gateway_instances_total{outcome="sent"} 5.0' in page
 
 
 def store(port: int, files: list[Path]) -> None:

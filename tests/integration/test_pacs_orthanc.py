@@ -32,11 +32,13 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
 
 def results(name: str) -> tuple[pydicom.Dataset, list[pydicom.Dataset]]:
     source = pydicom.dcmread(get_testdata_file(name))
-    job = pb.Job(job_id=f"job-of-{name}", model_set="knee-oa", target="OA", explanation=pb.Explanation(
+    explanation = pb.Explanation(
         lambdas=[-1, 0, 1], flip=pb.Flip(found=True, at_lambda=0.9),
         quality=pb.ReconstructionQuality(unreliable=True, reasons=["x"], out_of_domain=True,
                                          reason_codes=[pb.RELIABILITY_REASON_OUT_OF_DOMAIN]),
-        models={"classifier": "knee-oa-classifier/1"}))
+        models={"classifier": "knee-oa-classifier/1"})
+    job = pb.Job(job_id=f"job-of-{name}", model_set="knee-oa", target="OA",
+                 explanation=explanation)
     frames = [np.full((32, 32), 60 * i, np.uint8) for i in range(3)]
     maps = [np.full((32, 32, 3), 9 * i, np.uint8) for i in range(3)]
     return source, build_results(source, job, frames, maps)
