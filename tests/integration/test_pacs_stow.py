@@ -62,3 +62,16 @@ def test_a_part_that_is_no_dicom_is_a_failure(gateway: tuple[Gateway, str]) -> N
         "Content-Type": 'multipart/related; type="application/dicom"; boundary=b'})
     assert answer.status_code == 409
     assert "00081198" in answer.json() and instance.buffer.pending() == 0
+
+
+def test_a_gateway_never_started_closes() -> None:
+    instance = Gateway(Settings(gateway_listen=f"127.0.0.1:{free_port()}",
+                                gateway_dicomweb_listen=f"127.0.0.1:{free_port()}",
+                                gateway_dicomweb_token=TOKEN))
+    instance.close()  # returns (shutting down a server that never served would wait)
+
+
+def test_the_endpoint_needs_a_token() -> None:
+    with pytest.raises(ValueError, match="DICOMWEB_TOKEN"):
+        Gateway(Settings(gateway_listen=f"127.0.0.1:{free_port()}",
+                         gateway_dicomweb_listen=f"127.0.0.1:{free_port()}"))

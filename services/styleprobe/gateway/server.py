@@ -48,17 +48,17 @@ class Gateway:
         host, _, port = settings.gateway_listen.rpartition(":")
         self.address = (host or "0.0.0.0", int(port))
         self.tls, self.destination_tls = server_context(settings), client_context(settings)
+        self.stow: StowServer | None = None  # first: it may refuse its settings
+        if settings.gateway_dicomweb_listen:
+            web_host, _, web_port = settings.gateway_dicomweb_listen.rpartition(":")
+            self.stow = StowServer((web_host or "0.0.0.0", int(web_port)),
+                                   settings.gateway_dicomweb_token, self.receive)
         self.engine = Engine(settings)
         self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="gateway")
         self.buffer = SeriesBuffer(settings.gateway_series_timeout_s, self._series_ready)
         self.ae = AE(ae_title=settings.gateway_ae_title)
         self.ae.supported_contexts = AllStoragePresentationContexts
         self.ae.add_supported_context(Verification)
-        self.stow: StowServer | None = None
-        if settings.gateway_dicomweb_listen:
-            web_host, _, web_port = settings.gateway_dicomweb_listen.rpartition(":")
-            self.stow = StowServer((web_host or "0.0.0.0", int(web_port)),
-                                   settings.gateway_dicomweb_token, self.receive)
 
     def start(self) -> None:
         """Listen (in threads of its own) on the DICOM port, and serve the metrics on

@@ -53,7 +53,8 @@ class StowServer(ThreadingHTTPServer):
         self.thread.start()
 
     def close(self) -> None:
-        self.shutdown()
+        if self.thread.is_alive():  # shutdown() waits for serve_forever, if it runs
+            self.shutdown()
         self.server_close()
 
 
