@@ -19,6 +19,7 @@ from styleprobe.worker.app import (
     CPU_QUEUE,
     GPU_QUEUE,
     QUEUES,
+    cohort_task,
     explain_chain,
     make_app,
     priority_lists,
@@ -78,6 +79,12 @@ def test_priorities_follow_the_stage_list() -> None:
 
 def test_a_chain_carries_each_stage_priority(app: Celery) -> None:
     chain = explain_chain(app, "job-1")
+    # in each signature's own options: a chain's next task is sent, from them, by the
+    # worker that ran the one before (the routes alone did not reach those: a burst then
+    # ran stage by stage across all its jobs)
+    assert [(t.task, t.options["priority"]) for t in chain.tasks] == [
+        (task_name(stage), priority_of(stage)) for stage in STAGES]
+    assert cohort_task(app, "summary", "c").options["priority"] == 0
     first = chain.tasks[0]
     assert first.task == task_name(STAGES[0])
     routed = app.amqp.router.route(dict(first.options), first.task, first.args, {})

@@ -127,13 +127,19 @@ def make_app(settings: Settings) -> Celery:
 def explain_chain(app: Celery, job_id: str) -> Signature:
     """The chain of one explanation job, a task per stage of :data:`STAGES` in order; each
     task gets the job's keys so far and the job id."""
-    first, *rest = (task_name(stage) for stage in STAGES)
-    return chain(app.signature(first, args=({}, job_id), task_id=f"{job_id}-{first}"),
-                 *(app.signature(name, args=(job_id,), task_id=f"{job_id}-{name}")
-                   for name in rest))
+    (first, first_priority), *rest = ((task_name(stage), priority_of(stage))
+                                      for stage in STAGES)
+    # each signature carries its priority: a chain's next task is sent by the worker that
+    # ran the one before, from these options
+    return chain(app.signature(first, args=({}, job_id), task_id=f"{job_id}-{first}",
+                               priority=first_priority),
+                 *(app.signature(name, args=(job_id,), task_id=f"{job_id}-{name}",
+                                 priority=priority)
+                   for name, priority in rest))
 
 
 def cohort_task(app: Celery, name: str, *args: object, task_id: str | None = None
                 ) -> Signature:
     """A cohort task (:data:`COHORT_TASKS`) with its arguments."""
-    return app.signature(COHORT_TASKS[name][0], args=args, task_id=task_id)
+    return app.signature(COHORT_TASKS[name][0], args=args, task_id=task_id,
+                         priority=COHORT_PRIORITIES[name])
