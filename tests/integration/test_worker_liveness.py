@@ -65,3 +65,9 @@ def test_tasks_of_a_worker_that_stopped_beating_are_handed_out_again(
         assert again is not None and again.headers["id"]
         channel.qos._delivered.clear()
     watcher.jobs.close()
+
+
+def test_a_heartbeat_must_be_positive(settings: Settings) -> None:
+    with pytest.raises(ValueError, match="STYLEPROBE_WORKER_HEARTBEAT_S must be > 0"):
+        Liveness(Settings(redis_url=settings.redis_url, worker_heartbeat_s=0),
+                 make_app(settings), "x")

@@ -57,6 +57,9 @@ class Liveness:
     """One worker instance's beats and its watch over the others."""
 
     def __init__(self, settings: Settings, app: Celery, instance: str) -> None:
+        if settings.worker_heartbeat_s <= 0:
+            raise ValueError("STYLEPROBE_WORKER_HEARTBEAT_S must be > 0 seconds, got "
+                             f"{settings.worker_heartbeat_s}")
         self.settings, self.app, self.instance = settings, app, instance
         self.jobs = JobStore(settings.redis_url, settings.job_ttl_s, **redis_ssl(settings))
         self.beat_s = settings.worker_heartbeat_s
