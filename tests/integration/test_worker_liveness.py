@@ -12,7 +12,11 @@ import pytest
 
 import required
 from styleprobe.config import Settings
+from styleprobe.explain.spec import JobSpec
+from styleprobe.jobs import JobRequest, new_job_id
+from styleprobe.storage.local import LocalStore
 from styleprobe.testing.redis import redis_server
+from styleprobe.worker import cleanup
 from styleprobe.worker.app import GPU_QUEUE, make_app, priority_lists
 from styleprobe.worker.liveness import RECEIVED, Liveness
 
@@ -71,3 +75,21 @@ def test_a_heartbeat_must_be_positive(settings: Settings) -> None:
     with pytest.raises(ValueError, match="STYLEPROBE_WORKER_HEARTBEAT_S must be > 0"):
         Liveness(Settings(redis_url=settings.redis_url, worker_heartbeat_s=0),
                  make_app(settings), "x")
+
+
+def test_each_beat_removes_what_failed_jobs_left_while_the_store_was_down(
+        settings: Settings, tmp_path: Path) -> None:
+    local = Settings(redis_url=settings.redis_url, worker_heartbeat_s=0.5, store="local",
+                     store_dir=str(tmp_path / "store"))
+    liveness = Liveness(local, make_app(local), "sweeper")
+    jobs, store = liveness.jobs, LocalStore(tmp_path / "store")
+    job_id = new_job_id()
+    jobs.create(job_id, "explain", JobRequest(JobSpec(model_set="tiny", target="sick")))
+    jobs.transition(job_id, ["queued"], state="failed", error="S3 down")
+    store.put(f"jobs/{job_id}/input.npy", b"x")
+    jobs.redis.sadd(cleanup.PENDING, f"explain:{job_id}")  # as discard() notes it
+    liveness.once()
+    assert store.list("jobs/") == []
+    assert not jobs.redis.scard(cleanup.PENDING)
+    assert jobs.redis.exists("styleprobe:worker:alive:sweeper")
+    jobs.close()
