@@ -113,6 +113,27 @@ def test_every_artifact_of_an_explanation_streams_as_stored(
     assert fetch(stub, stack.token, explanation.job_id, "strip.png")[0].data == store.get(strip)
 
 
+def test_every_artifact_of_an_attributes_job_streams_as_stored(
+        stack: ServiceStack, stub: rpc.StyleProbeStub) -> None:
+    job = stub.FindAttributes(pb.FindAttributesRequest(
+        explain=pb.ExplainRequest(image_bytes=knee_pngs(1, seed=8)[0], filename="knee.png",
+                                  model_set=TINY, lambdas=LAMBDAS,
+                                  options=pb.ExplainOptions(probe=PROBE)),
+        attributes=pb.AttributeOptions(top=2, samples=2, shift=2.0, seed=4)),
+        metadata=auth(stack.token), timeout=30)
+    final = finished(stub, stack.token, job)
+    store = open_store(stack.settings())
+    artifacts = final.explanation.artifacts
+    strips = {a.strip_artifact for a in final.explanation.attributes}
+    assert len(strips) == 2 and strips <= {a.name for a in artifacts}
+    expected = EXPLANATION_KINDS | {"attribute"} | ({"flip_frame"}
+                                                    if final.explanation.flip.found else set())
+    assert {kind(a.name) for a in artifacts} == expected
+    for artifact in artifacts:
+        check_streamed(fetch(stub, stack.token, final.job_id, artifact.name), store,
+                       artifact.key)
+
+
 def test_every_artifact_of_a_cohort_streams_as_stored(
         stack: ServiceStack, stub: rpc.StyleProbeStub) -> None:
     images = pb.InlineImages(images=[pb.InlineImage(data=data, filename=f"knee-{i}.png")
