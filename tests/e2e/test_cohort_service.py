@@ -20,7 +20,6 @@ import grpc
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from celery import Celery
 from PIL import Image
 
 from styleprobe.api import pb, rpc
@@ -31,7 +30,7 @@ from styleprobe.storage import open_store
 from styleprobe.storage.s3 import S3Store
 from styleprobe.testing.process import venv_program
 from styleprobe.testing.stack import ServiceStack
-from styleprobe.worker.app import COHORT_TASKS, QUEUES
+from styleprobe.worker.app import COHORT_TASKS, QUEUES, make_app
 
 TINY = "tiny"
 LAMBDAS = "-3:3:5"
@@ -114,7 +113,7 @@ def summary_rows(job: pb.Job) -> list[dict[str, str]]:
 
 def busy_chunk_worker(stack: ServiceStack) -> str:
     """The node name of a worker that is running a chunk task now ('' if none is)."""
-    control = Celery(broker=stack.env["STYLEPROBE_REDIS_URL"]).control
+    control = make_app(stack.settings()).control  # the service's broker options (priority keys)
     active = control.inspect(destination=list(stack.workers), timeout=1.0).active() or {}
     for node, tasks in active.items():
         if any(task["name"] == COHORT_TASKS["chunk"][0] for task in tasks):
