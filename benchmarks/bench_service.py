@@ -226,6 +226,10 @@ def write_report(result: dict[str, Any]) -> None:
         f"| warm: direction stored (median of {result['repeats']}) | "
         f"{warm['service']['wall_s']:.2f} | {warm['in_process']['wall_s']:.2f} | "
         f"**{ratio_warm:.2f}** |", "",
+        "Before issue 20 (benchmarks/results/service.md of commit 45ddd5b, load average 6.6 "
+        "at its start): warm through the service 2.32 s, of which rendering 1.27 s; now "
+        f"{warm['service']['wall_s']:.2f} s (**{warm['service']['wall_s'] / 2.32:.2f}×**), "
+        f"rendering {warm['service']['stages_s'].get('render', 0.0):.2f} s.", "",
         *_burst_lines(result["runs"].get("burst")),
         "## Where the time goes, warm (the median run)", "",
         "Service stages are the workers' own timings (Job.stage_seconds); each stage of the "
