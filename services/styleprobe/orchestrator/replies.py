@@ -42,7 +42,7 @@ from styleprobe.jobs import (
     StreamEntry,
 )
 
-MAX_REPLIES = 4096  # ended jobs' replies kept (least recently used dropped)
+MAX_REPLIES = 1024  # ended jobs' replies kept (least recently used dropped; ~20 KB each)
 FEED_BLOCK_MS = 1000  # longest XREAD BLOCK of a feed (then it reads again)
 OUTAGE_POLL_S = 0.25  # how often a feed retries Redis during an outage
 
