@@ -105,18 +105,20 @@ def _placed(module: M, device: torch.device, memory_format: torch.memory_format)
 
 class _Generate(nn.Module):
     """z (and z2 for style mixing from layer ``cutoff`` on) -> images: the generator's
-    training forward, one module so that DistributedDataParallel can wrap it."""
+    training forward, one module so that DistributedDataParallel can wrap it. ``cutoff``
+    is a tensor, and both codes are always mapped, so that a compiled graph does not
+    change with it."""
 
     def __init__(self, G: Generator) -> None:
         super().__init__()
         self.G = G
 
-    def forward(self, z: torch.Tensor, z2: torch.Tensor, cutoff: int) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, z2: torch.Tensor, cutoff: torch.Tensor) -> torch.Tensor:
         with torch.autocast(z.device.type, enabled=False):  # mapping and its w_avg in fp32
-            ws = self.G.broadcast(self.G.mapping(z))
-            if cutoff < ws.shape[1]:
-                ws2 = self.G.broadcast(self.G.mapping(z2))
-                ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
+            ws = self.G.broadcast(self.G.mapping(torch.cat([z, z2])))
+            ws, ws2 = ws[:len(z)], ws[len(z):]
+            layer = torch.arange(ws.shape[1], device=ws.device)
+            ws = torch.where((layer < cutoff)[None, :, None], ws, ws2)
         return self.G.synthesis(ws)
 
 
@@ -175,12 +177,13 @@ class GanTrainer:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
-    def _cutoff(self, gen: torch.Generator) -> int:
-        """Style mixing: a random crossover layer, or none (``num_ws``)."""
+    def _cutoff(self, gen: torch.Generator) -> torch.Tensor:
+        """Style mixing: a random crossover layer, or none (``num_ws``), on the device."""
         num_ws = self.gen_cfg.num_ws
+        cutoff = num_ws
         if torch.rand([], generator=gen).item() < self.cfg.style_mixing:
-            return int(torch.randint(1, num_ws, [], generator=gen).item())
-        return num_ws
+            cutoff = int(torch.randint(1, num_ws, [], generator=gen).item())
+        return torch.tensor(cutoff, device=self.device)
 
     def _augment(self, images: torch.Tensor, gen: torch.Generator,
                  rows: torch.Tensor) -> torch.Tensor:
