@@ -257,14 +257,15 @@ def test_a_set_without_stylespace_is_refused() -> None:
     assert caught.value.setting == "attributes"
 
 
-# --- an explanation with attributes, on a bundled set ------------------------------------------
+# --- an explanation with attributes -------------------------------------------------------------
 
-def test_explanation_carries_one_traversal_and_strip_per_attribute(tmp_path: Path) -> None:
+def test_explanation_carries_one_traversal_and_strip_per_attribute(tiny_repository: Path,
+                                                                    tmp_path: Path) -> None:
     torch.set_num_threads(1)
-    backend = LocalBackend(REPOSITORY, "histology-tumour")
+    backend = LocalBackend(tiny_repository, "tiny")
     spec = JobSpec.create(backend.model_set, None, "-2:2:5", ProbeSettings(samples=200),
-                          attributes=AttributeSettings(top=2, samples=1))
-    image = np.random.default_rng(0).random((32, 32, 3))
+                          attributes=AttributeSettings(top=2, samples=2))
+    image = np.random.default_rng(0).random((16, 16, 1))
     store = LocalStore(tmp_path)
     result = Explainer(backend, store).explain(image, spec)
     assert [a.rank for a in result.attributes] == [1, 2]
