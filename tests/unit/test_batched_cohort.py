@@ -16,7 +16,7 @@ from styleprobe.backends.base import ModelBackend
 from styleprobe.backends.counting import CountingBackend
 from styleprobe.backends.local import LocalBackend
 from styleprobe.cohort.ledger import CohortLedger, CohortSpec
-from styleprobe.cohort.runner import CohortRunner
+from styleprobe.cohort.runner import CohortRunner, even_chunks
 from styleprobe.explain.engine import Explainer, JobKeys, render_on_demand
 from styleprobe.explain.inputs import from_model_layout
 from styleprobe.explain.result import ExplanationResult
@@ -120,9 +120,9 @@ def test_a_cohort_gives_each_image_its_own_explanation(kind: str, linear: Linear
     spec = cohort_spec(backend)
     counting = CountingBackend(backend)
     summary = cohort_runner(counting, store, images.__getitem__).run(spec, list(images),
-                                                                     chunk_size=4)
+                                                                     chunk_size=2)
     assert summary.done == len(images)
-    assert counting.calls["encoder"] == 2  # two chunks
+    assert counting.calls["encoder"] == len(images) // 2  # one call per chunk
     ledger = CohortLedger(store, "c1")
     alone = Explainer(backend, store)
     for name, image in images.items():
@@ -165,3 +165,12 @@ def test_a_cohort_without_pictures_has_its_rows_and_draws_them_on_demand(
     assert store.get(drawn.outputs["animation"]).startswith(b"GIF")
     assert drawn.probabilities == bare.probabilities
     assert ExplanationResult.from_json(store.get(row.manifest)).outputs == drawn.outputs
+
+
+def test_chunks_are_even_and_none_is_short() -> None:
+    images = [f"img{i}" for i in range(100)]
+    chunks = even_chunks(images, 16)
+    assert [len(c) for c in chunks] == [17, 16, 17, 17, 16, 17]
+    assert [name for chunk in chunks for name in chunk] == images
+    assert even_chunks(images[:10], 16) == [images[:10]] and even_chunks([], 16) == []
+    assert [len(c) for c in even_chunks(images[:32], 16)] == [16, 16]

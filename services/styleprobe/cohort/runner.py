@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from itertools import pairwise
 from pathlib import Path
 from typing import cast
 
@@ -28,7 +29,6 @@ from styleprobe.cohort.ledger import (
     CohortError,
     CohortLedger,
     CohortSpec,
-    chunked,
     image_job_id,
 )
 from styleprobe.cohort.rows import ImageRow, done_row, failed_row
@@ -58,6 +58,17 @@ def list_folder(folder: Path) -> list[str]:
     if not names:
         raise CohortError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
     return names
+
+
+def even_chunks(images: Sequence[str], size: int) -> list[list[str]]:
+    """``images`` in consecutive chunks of at least ``size`` (one chunk of all if fewer),
+    their sizes within one of each other: every model call of a chunk gets a full batch
+    (no short last chunk) and the chunks take about as long."""
+    if size < 1:
+        raise CohortError(f"chunk size must be at least 1, got {size}")
+    count = max(1, len(images) // size) if images else 0
+    bounds = [round(i * len(images) / count) for i in range(count + 1)] if count else []
+    return [list(images[a:b]) for a, b in pairwise(bounds)]
 
 
 class CohortRunner:
@@ -162,7 +173,7 @@ class CohortRunner:
             chunk_size: int = DEFAULT_CHUNK_SIZE) -> CohortSummary:
         """Prepare, explain every unfinished image chunk by chunk, and write the summary."""
         self.prepare(spec)
-        for chunk in chunked(images, chunk_size):
+        for chunk in even_chunks(images, chunk_size):
             self.run_chunk(chunk, on_image)
         return write_summary(self.ledger, images)
 

@@ -3,7 +3,8 @@
 - ``prepare`` (gpu queue) probes the direction once (single flight, as an explain job's
   direction stage), records the indices of the cohort's chunks in the Redis set
   ``styleprobe:job:<id>:chunks`` and then queues one ``chunk`` task per
-  :data:`~styleprobe.cohort.ledger.DEFAULT_CHUNK_SIZE` images.
+  :data:`~styleprobe.cohort.ledger.DEFAULT_CHUNK_SIZE` images or a few more (even chunks,
+  none short: :func:`~styleprobe.cohort.runner.even_chunks`).
 - ``chunk`` (gpu queue) runs the stages that call models for the images of its chunk
   that have no row in the cohort's ledger yet, each as a single-image job, each model
   call batched across the chunk (:class:`~styleprobe.cohort.runner.CohortRunner`); an
@@ -37,9 +38,9 @@ from typing import Any
 from celery import Task, shared_task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
-from styleprobe.cohort.ledger import CohortLedger, chunked
+from styleprobe.cohort.ledger import CohortLedger
 from styleprobe.cohort.rows import ImageRow
-from styleprobe.cohort.runner import CohortRunner
+from styleprobe.cohort.runner import CohortRunner, even_chunks
 from styleprobe.cohort.summary import write_summary
 from styleprobe.explain.artifacts import get_json
 from styleprobe.explain.engine import JobKeys
@@ -139,7 +140,7 @@ def prepare(self: Task, job_id: str) -> None:
                 images = get_json(store, request.images_key)["images"]
         except TRANSIENT as exc:
             retry(self, exc, job_id=job_id)
-        chunks = list(chunked(images, request.chunk_size))
+        chunks = even_chunks(images, request.chunk_size)
         with jobs.redis.pipeline() as pipe:  # recorded before any chunk can finish
             pipe.sadd(chunks_key(job_id), *range(len(chunks)))
             pipe.expire(chunks_key(job_id), jobs.ttl_s)
