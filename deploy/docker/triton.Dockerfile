@@ -43,9 +43,10 @@
 # reads TorchScript written by a torch of its libtorch's minor version or earlier. 24.10's
 # backend is libtorch 2.5 (NGC PyTorch 24.10), the models are exported by torch 2.13: a
 # KNOWN MISMATCH, not verified to load. Move TRITON_IMAGE to a release whose PyTorch
-# backend is 2.13 or later, record it in the table, and verify it on a GPU host
-# (the built image serving benchmarks/bench_triton.py) before production. Driver: 24.10 is CUDA 12.6.2, NVIDIA driver 560
-# or later (data center GPUs: also R470 470.57+, R525 525.85+, R535 535.86+, R545 545.23+).
+# backend is 2.13 or later, record it in the table, and verify it on a GPU host (the built
+# image serving benchmarks/bench_triton.py) before production. Driver: 24.10 is CUDA 12.6.2,
+# NVIDIA driver 560 or later (data center GPUs: also R470 470.57+, R525 525.85+, R535
+# 535.86+, R545 545.23+).
 ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
 FROM ${TRITON_IMAGE}
 COPY --chown=1000:1000 model_repository/ /models/
