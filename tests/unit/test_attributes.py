@@ -23,6 +23,7 @@ from styleprobe.explain.attributes import (
     flip_lambda,
     greedy_select,
     log_odds,
+    shared_discovery,
     traverse_attributes,
 )
 from styleprobe.explain.engine import Explainer
@@ -225,6 +226,27 @@ def test_discovery_is_stored_once(style_backend: StyleBackend, tmp_path: Path) -
     assert style_backend.calls == []
     other = ensure_attributes(style_backend, store, "OA", replace(settings, shift=2.0))
     assert other != key
+
+
+def test_concurrent_jobs_rank_once_behind_the_lock(style_backend: StyleBackend,
+                                                   tmp_path: Path) -> None:
+    from contextlib import contextmanager
+
+    store = LocalStore(tmp_path)
+    settings = AttributeSettings(top=2, samples=2, shift=1.0)
+    locked: list[str] = []
+    renewals: list[int] = []
+
+    @contextmanager
+    def single_flight(key: str):  # type: ignore[no-untyped-def]
+        locked.append(key)
+        yield lambda: renewals.append(1)
+
+    key = shared_discovery(style_backend, store, "OA", settings, single_flight)
+    assert locked == [key] and renewals  # the lease is renewed while ranking
+    style_backend.calls.clear()
+    assert shared_discovery(style_backend, store, "OA", settings, single_flight) == key
+    assert locked == [key] and style_backend.calls == []  # found stored: no lock, no model
 
 
 def test_log_odds_is_finite_at_the_ends() -> None:

@@ -24,7 +24,8 @@ The variant implemented here (documented, as StylEx's code was never released):
    effects measured once instead of re-decoded at every step.
 
 The discovered attributes of a model set, target and settings are stored once under
-``attributes/<sha256>.json`` like directions are, and reused. For an input image each
+``attributes/<sha256>.json`` like directions are, ranked at most once across concurrent
+jobs (the workers' single-flight lock, as for directions), and reused. For an input image each
 attribute gets its own traversal (λ in units of the channel's σ, the job's λ grid), the λ
 at which the prediction flips (interpolated on the grid, towards the other class) and its
 effect size (the change of the target probability over the traversal).
@@ -36,6 +37,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -59,6 +61,7 @@ MIN_SIGMA = 1e-6  # channels that never move are no candidates
 EPS = 1e-6
 CONV_LAYERS = ("conv0", "conv1")
 Progress = Callable[[float], None]
+SingleFlight = Callable[[str], AbstractContextManager[Callable[[], None]]]
 
 
 @dataclass
@@ -331,13 +334,34 @@ def attributes_record(store: ArtifactStore, job_id: str, encoding: dict[str, Any
         "attributes": items})
 
 
+def shared_discovery(backend: ModelBackend, store: ArtifactStore, target: str,
+                     settings: AttributeSettings, single_flight: SingleFlight,
+                     progress: Progress | None = None) -> str:
+    """Key of the stored discovery, ranked at most once across concurrent jobs: behind
+    ``single_flight(key)`` (the workers' Redis lock, whose lease each ranking step renews),
+    whoever waited for the lock finds it stored."""
+    key = attributes_key(backend.model_set, target, settings)
+    if store.exists(key):
+        return key
+    with single_flight(key) as renew:
+
+        def step(fraction: float) -> None:
+            renew()
+            if progress:
+                progress(fraction)
+
+        return ensure_attributes(backend, store, target, settings, step)
+
+
 def run_attributes(backend: ModelBackend, store: ArtifactStore, job_id: str,
                    encoding_key: str, settings: AttributeSettings, lambdas: np.ndarray,
-                   progress: Progress | None = None) -> str:
-    """The job's attributes: the stored discovery (ranked once), then this image's
-    traversals; the key of the job's ``attributes.json``."""
+                   single_flight: SingleFlight, progress: Progress | None = None) -> str:
+    """The job's attributes: the stored discovery (ranked once, see
+    :func:`shared_discovery`), then this image's traversals; the key of the job's
+    ``attributes.json``."""
     encoding = get_json(store, encoding_key)
-    key = ensure_attributes(backend, store, encoding["target"], settings, progress)
+    key = shared_discovery(backend, store, encoding["target"], settings, single_flight,
+                           progress)
     discovery = load_discovery(store, key)
     w = get_array(store, encoding["latent"])
     traversals = traverse_attributes(backend, w, discovery, lambdas)

@@ -411,7 +411,8 @@ def _attributes(context: StageContext, keys: JobKeys) -> JobKeys:
     done = job_key(context.job_id, "attributes.json")
     if not context.store.exists(done):
         run_attributes(context.backend(), context.store, context.job_id, keys.encoding,
-                       settings, context.spec.lambdas.values(), context.progress)
+                       settings, context.spec.lambdas.values(), context.single_flight,
+                       context.progress)
     return replace(keys, attributes=done)
 
 
