@@ -386,3 +386,24 @@ def test_cohort_summary_has_attribute_columns(tiny_env: Path, tmp_path: Path,
         for rank in (1, 2):
             assert -1.0 <= float(row[f"attribute_{rank}_effect"]) <= 1.0
             assert f"attribute_{rank}_flip_lambda" in row
+
+
+def test_a_cohort_request_asks_for_attributes(tmp_path: Path) -> None:
+    from styleprobe.api import pb
+    from styleprobe.orchestrator.cohorts import check_cohort
+    from styleprobe.orchestrator.requests import RequestError
+
+    store = LocalStore(tmp_path)
+    inline = pb.InlineImages(images=[pb.InlineImage(filename="a.png", data=b"png")])
+    plain = check_cohort(pb.SubmitCohortRequest(model_set="knee-oa", inline=inline),
+                         REPOSITORY, store, 200, "c1")
+    assert plain.spec.attributes is None
+    asked = check_cohort(pb.SubmitCohortRequest(
+        model_set="knee-oa", inline=inline, attributes=pb.AttributeOptions(top=2)),
+        REPOSITORY, store, 200, "c2")
+    assert asked.spec.attributes == AttributeSettings(top=2)
+    with pytest.raises(RequestError, match=r"^attributes\.top:"):
+        check_cohort(pb.SubmitCohortRequest(model_set="knee-oa", inline=inline,
+                                            attributes=pb.AttributeOptions(top=99)),
+                     REPOSITORY, store, 200, "c3")
+    assert store.list() == []

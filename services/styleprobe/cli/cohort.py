@@ -90,6 +90,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--probe-seed", type=int, default=0)
     submit.add_argument("--orthogonalize", default="",
                         help="comma-separated nuisance directions to remove")
+    submit.add_argument("--attributes", type=int, default=0,
+                        help="also find this many StyleSpace attributes (the service's "
+                             "AttributeOptions; default 0: none)")
     submit.add_argument("--watch", action="store_true",
                         help="then show its progress until it ends (as cohort watch)")
     _server_args(submit)
@@ -243,6 +246,8 @@ def _submit_request(args: argparse.Namespace) -> pb.SubmitCohortRequest:
         options=pb.ExplainOptions(
             orthogonalize=names(args.orthogonalize),
             probe=pb.ProbeOptions(samples=args.probe_samples, seed=args.probe_seed)))
+    if args.attributes:
+        request.attributes.top = args.attributes
     if args.prefix:
         request.prefix = args.prefix
     elif args.keys_file:

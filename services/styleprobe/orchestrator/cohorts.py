@@ -40,6 +40,7 @@ from styleprobe.jobs import (
     new_job_id,
 )
 from styleprobe.metrics import count_job
+from styleprobe.orchestrator.attributes import attribute_settings, with_attributes
 from styleprobe.orchestrator.requests import RequestError, invalid, job_spec, model_set_named
 from styleprobe.storage import ArtifactStore, StoreError, validate_key
 from styleprobe.worker.app import cohort_task
@@ -144,6 +145,8 @@ def check_cohort(request: pb.SubmitCohortRequest, repository: Path, store: Artif
     """Check every field of a SubmitCohort request (the images are listed, not read)."""
     model_set = model_set_named(repository, request.model_set)
     spec = job_spec(model_set, request, default_samples)
+    if request.HasField("attributes"):
+        spec = with_attributes(spec, repository, attribute_settings(request.attributes))
     which = request.WhichOneof("images")
     inline: dict[str, bytes] = {}
     if which == "prefix":
