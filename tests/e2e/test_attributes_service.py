@@ -4,6 +4,8 @@ equal the embedded pipeline's, each with its strip, and bad options leave nothin
 
 from __future__ import annotations
 
+import os
+import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from styleprobe.explain.engine import Explainer
 from styleprobe.explain.result import ExplanationResult
 from styleprobe.explain.spec import AttributeSettings, JobSpec, ProbeSettings
 from styleprobe.storage.local import LocalStore
+from styleprobe.testing.process import venv_program
 from styleprobe.testing.stack import ServiceStack
 
 OPTIONS = pb.AttributeOptions(top=3, samples=2, shift=2.0, seed=4)
@@ -92,3 +95,20 @@ def test_find_attributes_needs_a_token(stack: ServiceStack, stub: rpc.StyleProbe
     with pytest.raises(grpc.RpcError) as refused:
         stub.FindAttributes(_request(), timeout=30)
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_client_explain_with_attributes_saves_their_strips(stack: ServiceStack,
+                                                           tmp_path: Path) -> None:
+    image = tmp_path / "knee.png"
+    image.write_bytes(knee_png(16))
+    done = subprocess.run(
+        [venv_program("styleprobe"), "client", "explain", str(image), "--model-set", TINY,
+         "--lambdas", LAMBDAS, "--attributes", "2", "--server", stack.grpc_address,
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "STYLEPROBE_TOKEN": stack.token})
+    assert done.returncode == 0, done.stderr
+    assert [line.split(":")[0] for line in done.stdout.splitlines()
+            if line.startswith("attribute ")] == ["attribute 1", "attribute 2"]
+    saved = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert {"attribute_01.png", "attribute_02.png", "report.html"} <= set(saved)
