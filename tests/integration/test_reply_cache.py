@@ -88,7 +88,21 @@ def test_get_job_on_a_finished_job_reads_and_signs_once(
     service.jobs.transition(job_id, [SUCCEEDED], error="a changed record")
     assert service._get_job(job_id).error == "a changed record"
     assert service.replies.builds == 2 and store.gets == reads + 2
+
+    async def current() -> pb.Job | None:  # GetJob's first look: on the event loop
+        client = redis.asyncio.Redis.from_url(service.settings.redis_url,
+                                              decode_responses=True)
+        try:
+            return await service.replies.current(client, job_id)
+        finally:
+            await client.aclose()
+
+    reply = asyncio.run(current())
+    assert reply is not None and reply.error == "a changed record"
+    service.jobs.transition(job_id, [SUCCEEDED], error="changed again")
+    assert asyncio.run(current()) is None  # not cached for this version: the full path
     service.jobs.delete(job_id)
+    assert asyncio.run(current()) is None
     with pytest.raises(RequestError, match="no job"):
         service._get_job(job_id)
 

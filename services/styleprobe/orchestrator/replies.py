@@ -85,6 +85,18 @@ class ReplyCache:
             self._replies.move_to_end(job_id)
             return cached.reply
 
+    async def current(self, client: redis.asyncio.Redis, job_id: str) -> pb.Job | None:
+        """:meth:`lookup` with the version read now on ``client`` (one field, on the event
+        loop: no thread); None when not cached, and on a Redis error (the caller's full
+        path reports it)."""
+        if not job_id:
+            return None
+        try:
+            version = cast(str | None, await client.hget(PREFIX + job_id, "updated_at"))
+        except redis.RedisError:
+            return None
+        return self.lookup(job_id, version) if version else None
+
     def reply(self, record: JobRecord, build: Callable[[JobRecord], pb.Job],
               version: str = "") -> pb.Job:
         """``build(record)``, from memory when ``record`` has ended and its reply was built

@@ -107,6 +107,9 @@ class StyleProbeService(rpc.StyleProbeServicer):
 
     async def GetJob(self, request: pb.GetJobRequest,  # noqa: N802
                      context: grpc.aio.ServicerContext) -> pb.Job:
+        cached = await self.replies.current(self.feed.client, request.job_id)
+        if cached is not None:  # an ended job's reply, its record unchanged
+            return cached
         return await self._serve(context, self._get_job, request.job_id)
 
     async def CancelJob(self, request: pb.CancelJobRequest,  # noqa: N802
