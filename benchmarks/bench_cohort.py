@@ -389,9 +389,9 @@ def _service_lines(service: dict[str, Any], embedded: dict[int, dict[str, Any]],
               "Inferences over executions (`nv_inference_count` / `nv_inference_exec_count`, "
               "their rise during the cohort), per model; `-decode` is the ensemble (synthesis, "
               "then classifier) that decodes and classifies the traversal frames.", "",
-              "A chunk's images go to each model together (16 per chunk; the last chunk of "
-              "100 images has 4); batches above Triton's max_batch_size (32) are cut and sent "
-              "concurrently.", "",
+              "A chunk's images go to each model together (even chunks of at least 16: "
+              "100 images are six chunks of 16-17); batches above Triton's max_batch_size "
+              "(32) are cut and sent concurrently.", "",
               "| images | model | inferences | executions | batch size |",
               "| ---: | --- | ---: | ---: | ---: |"]
     for run in service["runs"]:
