@@ -113,7 +113,12 @@ class ReplyCache:
             cached = self._fresh(record, version)
             if cached is not None:
                 return cached
-            reply = build(record)
+            try:
+                reply = build(record)
+            except BaseException:  # the next request for this job tries anew
+                with self._lock:
+                    self._building.pop(record.job_id, None)
+                raise
             self.builds += 1
             with self._lock:
                 self._replies[record.job_id] = _Reply(record, reply,
