@@ -9,6 +9,16 @@ one code for all layers (W, not W+): the exported synthesis takes exactly that.
 It needs a differentiable synthesis (the eager generator, or the exported TorchScript
 module, which torch can differentiate), so it runs where the model runs (the GPU queue),
 not through Triton.
+
+Measured (``scripts/measure_refinement.py``, the first 100 evaluation phantoms): on
+``knee-oa`` the defaults (100 steps, lr 0.1, prior 0.001) raise identity top-1 from 0.59
+to 0.95 and agreement from 0.96 to 1.00, flip rate staying 1.0, at the price of the
+latent predictor's AUC on real images (0.987 -> 0.959: the codes move about one latent
+std from the encoder's, off the sampled shell where the direction was probed); a stronger
+prior (0.01, lr 0.05) keeps that AUC (0.991) but reaches top-1 0.69 only. On
+``histology-tumour`` it does not help: W cannot place the nuclei of a given patch, and
+lowering the pixel error blurs the reconstructions (20 steps: top-1 0.04 -> 0.03, spread
+ratio 0.57 -> 0.35, agreement 0.97 -> 0.59).
 """
 
 from __future__ import annotations
@@ -24,9 +34,9 @@ class RefineSettings:
     """How far to refine: steps of Adam at ``lr`` (in latent std units), and the weight of
     the prior ``mean(((w - E(x)) / std)^2)`` against the pixel MSE (images in [-1, 1])."""
 
-    steps: int = 50
-    lr: float = 0.05
-    prior_weight: float = 0.01
+    steps: int = 100
+    lr: float = 0.1
+    prior_weight: float = 0.001
     batch: int = 128
 
 
