@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.uid import MPEG4HP41
 
 from styleprobe.cli import run
 
@@ -60,13 +62,24 @@ def _write(tmp_path: Path, name: str, data: bytes | np.ndarray) -> str:
     return str(path)
 
 
+def _undecodable_dicom(tmp_path: Path) -> str:
+    """A compressed DICOM in a transfer syntax (MPEG-4) no pixel decoder here reads.
+
+    (MR_small_jpeg_ls_lossless.dcm served until a JPEG-LS plugin came with highdicom.)
+    """
+    dataset = dcmread(get_testdata_file("MR_small_jpeg_ls_lossless.dcm"))
+    dataset.file_meta.TransferSyntaxUID = MPEG4HP41
+    path = tmp_path / "mpeg4.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    return str(path)
+
+
 BAD_INPUTS = {
     "missing file": (lambda d: str(d / "nope.png"), [], "does not exist"),
     "empty file": (lambda d: _write(d, "empty.png", b""), [], "empty"),
     "not an image": (lambda d: _write(d, "junk.png", b"\x00junk" * 100), [], "not a supported"),
     "DICOM without pixels": (lambda d: get_testdata_file("rtplan.dcm"), [], "pixel data"),
-    "undecodable DICOM": (lambda d: get_testdata_file("MR_small_jpeg_ls_lossless.dcm"), [],
-                          "cannot decode"),
+    "undecodable DICOM": (_undecodable_dicom, [], "cannot decode"),
     "two channels": (lambda d: _write(d, "two.npy", np.zeros((16, 16, 2), np.float32)), [],
                      "shape"),
     "NaN": (lambda d: _write(d, "nan.npy", np.full((16, 16), np.nan, np.float32)), [], "NaN"),
