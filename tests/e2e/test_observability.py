@@ -188,7 +188,7 @@ def test_prometheus_scrapes_the_service_and_triton_with_the_repository_config(
         rules = {rule["name"]: rule for group in api("rules")["groups"]
                  for rule in group["rules"]}
         assert set(rules) == {"StyleProbeJobFailureRate", "StyleProbeQueueBacklog",
-                              "StyleProbeTritonNotReady"}
+                              "StyleProbeTritonNotReady", "StyleProbeRetentionFailing"}
         assert all(rule["health"] != "err" for rule in rules.values())
         assert rules["StyleProbeTritonNotReady"]["state"] == "inactive"
     finally:

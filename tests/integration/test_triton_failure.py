@@ -88,7 +88,7 @@ def test_server_stopped_mid_run(two_set_repository: Path, tmp_path: Path) -> Non
         while len(done) < 3 and worker.is_alive():
             time.sleep(0.05)
         stubs = [stub for server in children(cli.pid) for stub in python_stubs(server)]
-        assert len(stubs) == 4  # one per model of the set
+        assert len(stubs) == 6  # one per model of the set (with StyleSpace: styles, stylesynthesis)
         os.kill(cli.pid, signal.SIGTERM)  # `serve` stops tritonserver on SIGTERM
         worker.join(120)
         assert not worker.is_alive(), "a call hung after the server stopped"
