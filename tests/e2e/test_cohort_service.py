@@ -17,14 +17,12 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
+from service_calls import auth, knee_pngs
 from styleprobe.api import pb, rpc
 from styleprobe.cohort.ledger import DEFAULT_CHUNK_SIZE
-from styleprobe.data.knee import KneePhantoms
 from styleprobe.jobs import JobStore
 from styleprobe.storage import open_store
 from styleprobe.storage.s3 import S3Store
@@ -45,19 +43,6 @@ CORRUPT = {  # index -> (name, bytes): what a PACS export can hold besides image
 T = TypeVar("T")
 
 
-def auth(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
-
-
-def knee_pngs(count: int, seed: int) -> list[bytes]:
-    phantoms = KneePhantoms(seed=seed, size=16)
-    images = []
-    for index in range(count):
-        buffer = io.BytesIO()
-        pixels = np.round(phantoms.sample(index).image[..., 0] * 255).astype(np.uint8)
-        Image.fromarray(pixels).save(buffer, format="PNG")
-        images.append(buffer.getvalue())
-    return images
 
 
 def upload_cohort(stack: ServiceStack, prefix: str, count: int,

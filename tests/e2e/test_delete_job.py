@@ -4,7 +4,6 @@ delete`` (real Redis, S3, Triton, orchestrator and workers: see conftest.py)."""
 
 from __future__ import annotations
 
-import io
 import subprocess
 import time
 import urllib.error
@@ -12,12 +11,10 @@ import urllib.request
 from collections.abc import Callable
 
 import grpc
-import numpy as np
 import pytest
-from PIL import Image
 
+from service_calls import auth, finished, knee_pngs
 from styleprobe.api import pb, rpc
-from styleprobe.data.knee import KneePhantoms
 from styleprobe.jobs import PREFIX as JOB_PREFIX
 from styleprobe.jobs import JobStore
 from styleprobe.storage import ArtifactStore, open_store
@@ -30,28 +27,7 @@ PROBE = pb.ProbeOptions(samples=400, seed=43)
 WAIT_S = 300.0
 
 
-def auth(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
 
-
-def knee_pngs(count: int, seed: int) -> list[bytes]:
-    phantoms = KneePhantoms(seed=seed, size=16)
-    images = []
-    for index in range(count):
-        buffer = io.BytesIO()
-        pixels = np.round(phantoms.sample(index).image[..., 0] * 255).astype(np.uint8)
-        Image.fromarray(pixels).save(buffer, format="PNG")
-        images.append(buffer.getvalue())
-    return images
-
-
-def finished(stub: rpc.StyleProbeStub, token: str, job: pb.Job) -> pb.Job:
-    for _ in stub.WatchJob(pb.WatchJobRequest(job_id=job.job_id), metadata=auth(token),
-                           timeout=WAIT_S):
-        pass
-    final = stub.GetJob(pb.GetJobRequest(job_id=job.job_id), metadata=auth(token), timeout=30)
-    assert final.state == pb.JOB_STATE_SUCCEEDED, final.error
-    return final
 
 
 def explain(stack: ServiceStack, stub: rpc.StyleProbeStub, seed: int,

@@ -13,12 +13,10 @@ import subprocess
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
-from PIL import Image
 
+from service_calls import auth, finished, knee_pngs
 from styleprobe.api import pb, rpc
-from styleprobe.data.knee import KneePhantoms
 from styleprobe.storage import ArtifactStore, open_store
 from styleprobe.storage.base import CHUNK_BYTES
 from styleprobe.testing.process import venv_program
@@ -27,7 +25,6 @@ from styleprobe.testing.stack import ServiceStack
 TINY = "tiny"
 LAMBDAS = "-2:2:5"
 PROBE = pb.ProbeOptions(samples=400, seed=41)
-WAIT_S = 300.0
 # Every kind of output an explanation renders (frames and differences numbered), and the
 # manifest; "flip_frame" as well when the search found a flip.
 EXPLANATION_KINDS = {"input", "reconstruction", "animation", "strip", "plot", "differences",
@@ -35,29 +32,7 @@ EXPLANATION_KINDS = {"input", "reconstruction", "animation", "strip", "plot", "d
 COHORT_KINDS = {"csv", "parquet", "report"}
 
 
-def auth(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
 
-
-def knee_pngs(count: int, seed: int) -> list[bytes]:
-    phantoms = KneePhantoms(seed=seed, size=16)
-    images = []
-    for index in range(count):
-        buffer = io.BytesIO()
-        pixels = np.round(phantoms.sample(index).image[..., 0] * 255).astype(np.uint8)
-        Image.fromarray(pixels).save(buffer, format="PNG")
-        images.append(buffer.getvalue())
-    return images
-
-
-def finished(stub: rpc.StyleProbeStub, token: str, job: pb.Job) -> pb.Job:
-    """The job once it has ended (it must have succeeded)."""
-    for _ in stub.WatchJob(pb.WatchJobRequest(job_id=job.job_id), metadata=auth(token),
-                           timeout=WAIT_S):
-        pass
-    final = stub.GetJob(pb.GetJobRequest(job_id=job.job_id), metadata=auth(token), timeout=30)
-    assert final.state == pb.JOB_STATE_SUCCEEDED, final.error
-    return final
 
 
 def fetch(stub: rpc.StyleProbeStub, token: str, job_id: str, name: str

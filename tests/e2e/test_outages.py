@@ -13,7 +13,6 @@ machine is shared); the times measured are printed, never asserted.
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
@@ -25,13 +24,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
-import numpy as np
 import pytest
-from PIL import Image
 
 import required
+from service_calls import auth, knee_pngs
 from styleprobe.api import pb, rpc
-from styleprobe.data.knee import KneePhantoms
 from styleprobe.healthcheck import grpc_serving
 from styleprobe.jobs import JobStore
 from styleprobe.serving.tritonserver import TritonProcess
@@ -50,19 +47,6 @@ REFUSED = "the service is not ready: {} is unreachable; retry later"
 T = TypeVar("T")
 
 
-def auth(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
-
-
-def knee_pngs(count: int, seed: int) -> list[bytes]:
-    phantoms = KneePhantoms(seed=seed, size=16)
-    images = []
-    for index in range(count):
-        buffer = io.BytesIO()
-        pixels = np.round(phantoms.sample(index).image[..., 0] * 255).astype(np.uint8)
-        Image.fromarray(pixels).save(buffer, format="PNG")
-        images.append(buffer.getvalue())
-    return images
 
 
 def wait_for(condition: Callable[[], T], what: str, timeout_s: float = WAIT_S,
