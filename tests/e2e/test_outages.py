@@ -245,10 +245,6 @@ def test_both_workers_killed_mid_cohort(stack: ServiceStack, stub: rpc.StyleProb
     check_cohort(stack, jobs, final, keys)
 
 
-@pytest.mark.xfail(run=False, strict=True, reason=(
-    "open defect: on a fresh clone (CI, 2 cores) `styleprobe cohort resume JOB --watch` after "
-    "a cancel did not end within 600 s, in CI and when run alone (2026-12-05); it passed in "
-    "its author's runs; tests/integration/test_resume_cohort.py covers ResumeCohort itself"))
 def test_a_cancelled_cohort_is_resumed_under_its_id(stack: ServiceStack,
                                                     stub: rpc.StyleProbeStub,
                                                     jobs: JobStore) -> None:

@@ -20,7 +20,15 @@ from styleprobe.backends.local import LocalBackend
 from styleprobe.config import Settings
 from styleprobe.explain.engine import Explainer
 from styleprobe.explain.spec import JobSpec, ProbeSettings
-from styleprobe.jobs import ACTIVE, RUNNING, SUCCEEDED, JobRecord, JobRequest, JobStore
+from styleprobe.jobs import (
+    ACTIVE,
+    CANCELLED,
+    RUNNING,
+    SUCCEEDED,
+    JobRecord,
+    JobRequest,
+    JobStore,
+)
 from styleprobe.modelset import load_model_set
 from styleprobe.orchestrator.replies import JobFeed, ReplyCache, record_version
 from styleprobe.orchestrator.requests import RequestError
@@ -223,6 +231,36 @@ def test_a_job_that_ends_between_its_event_and_its_record_is_followed_to_the_end
                 states.extend(event.state for event in events)
 
         await asyncio.wait_for(watch(), 10)  # hung before: the reader stopped on the record
+        await feed.close()
+        return states
+
+    assert asyncio.run(follow()) == [RUNNING, SUCCEEDED]
+
+
+def test_a_resumed_job_is_followed_past_its_earlier_end(tiny_repository: Path,
+                                                        redis_url: str) -> None:
+    jobs = JobStore(redis_url)
+    spec = JobSpec.create(load_model_set(tiny_repository, "tiny"))
+    jobs.create("resumed", "cohort", JobRequest(spec, images_key="cohorts/resumed/images.json"))
+    jobs.transition("resumed", ACTIVE, state=RUNNING)
+    jobs.transition("resumed", ACTIVE, state=CANCELLED)
+    assert jobs.reopen("resumed", [CANCELLED], message="cohort resumed")
+    after = jobs.last_event_id("resumed")  # a watch begun after the resume
+
+    async def follow() -> list[str]:
+        client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        feed = JobFeed(client, outage_s=5.0)
+        states: list[str] = []
+
+        async def watch() -> None:
+            async for events, _record in feed.follow("resumed", after):
+                states.extend(event.state for event in events)
+
+        task = asyncio.create_task(watch())
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(jobs.transition, "resumed", ACTIVE, state=RUNNING)
+        await asyncio.to_thread(jobs.transition, "resumed", ACTIVE, state=SUCCEEDED)
+        await asyncio.wait_for(task, 10)  # hung before: the reader stopped at the cancel
         await feed.close()
         return states
 

@@ -180,7 +180,8 @@ class JobFeed:
     async def follow(self, job_id: str, after: str
                      ) -> AsyncIterator[tuple[list[JobEvent], JobRecord]]:
         """Batches of the job's events newer than ``after``, each with the job's record as
-        of its newest event, up to the batch in which the job ends. Raises
+        of its newest event, up to the batch whose newest event ends the job (an earlier
+        end, of a run before a resume, does not). Raises
         ``redis.RedisError`` after an outage longer than ``outage_s``, and
         :class:`~styleprobe.jobs.JobNotFoundError` if the job disappears."""
         feed = self._feeds.get(job_id)
@@ -199,7 +200,7 @@ class JobFeed:
                 seen = _stream_id(new[-1].event_id)
                 assert feed.record is not None
                 yield new, feed.record
-                if any(event.state in ENDED for event in new):
+                if new[-1].state in ENDED:
                     return
         finally:
             feed.watchers -= 1
@@ -242,9 +243,10 @@ class JobFeed:
                 feed.events = (feed.events + events)[-EVENTS_MAXLEN:]
                 feed.record = record
                 feed.changed.notify_all()
-            # the end is the event that says so: the record may have ended before its
-            # event is read (the next read has it)
-            if any(event.state in ENDED for event in events):
+            # the end is the newest event saying so: the record may have ended before its
+            # event is read (the next read has it), and a resumed job's stream holds the
+            # end of its earlier run
+            if events[-1].state in ENDED:
                 return
 
     @staticmethod
