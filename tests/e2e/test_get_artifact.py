@@ -179,3 +179,30 @@ def test_cli_fetch_saves_an_artifact(stack: ServiceStack, explanation: pb.Job,
                              text=True, timeout=120)
     assert refused.returncode == 2 and "NOT_FOUND" in refused.stderr
     assert not missing.exists() and not list(tmp_path.glob(".*.part"))
+
+
+def test_a_cohort_without_pictures_draws_an_images_pictures_when_asked(
+        stack: ServiceStack, stub: rpc.StyleProbeStub, tmp_path: Path) -> None:
+    paths = []
+    for i, data in enumerate(knee_pngs(2, seed=13)):
+        paths.append(tmp_path / f"knee-{i}.png")
+        paths[-1].write_bytes(data)
+    submitted = subprocess.run(
+        [venv_program("styleprobe"), "cohort", "submit", *map(str, paths), "--model-set", TINY,
+         "--lambdas", LAMBDAS, "--probe-samples", str(PROBE.samples), "--probe-seed",
+         str(PROBE.seed), "--no-render-images", "--watch", "--server", stack.grpc_address,
+         "--token", stack.token], capture_output=True, text=True, timeout=600)
+    assert submitted.returncode == 0, submitted.stderr
+    cohort_id = submitted.stdout.splitlines()[0]
+    summary = b"".join(c.data for c in fetch(stub, stack.token, cohort_id, "csv"))
+    image = next(csv.DictReader(io.StringIO(summary.decode())))["job_id"]
+    bare = json.loads(b"".join(c.data for c in fetch(stub, stack.token, image, "manifest")))
+    assert set(bare["outputs"]) == {"manifest"}  # rows and manifests only
+
+    strip = b"".join(c.data for c in fetch(stub, stack.token, image, "strip"))
+    assert strip.startswith(b"\x89PNG")
+    drawn = json.loads(b"".join(c.data for c in fetch(stub, stack.token, image, "manifest")))
+    assert {kind(name) for name in drawn["outputs"]} >= EXPLANATION_KINDS
+    assert drawn["probabilities"] == bare["probabilities"]
+    store = open_store(stack.settings())
+    assert store.get(drawn["outputs"]["strip"]) == strip

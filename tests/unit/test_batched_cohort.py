@@ -17,7 +17,7 @@ from styleprobe.backends.counting import CountingBackend
 from styleprobe.backends.local import LocalBackend
 from styleprobe.cohort.ledger import CohortLedger, CohortSpec
 from styleprobe.cohort.runner import CohortRunner, even_chunks
-from styleprobe.explain.engine import Explainer, JobKeys, render_on_demand
+from styleprobe.explain.engine import Explainer, JobKeys, case_pictures, render_on_demand
 from styleprobe.explain.inputs import from_model_layout
 from styleprobe.explain.result import ExplanationResult
 from styleprobe.explain.spec import JobSpec, LambdaGrid, ProbeSettings, SearchSettings
@@ -160,7 +160,12 @@ def test_a_cohort_without_pictures_has_its_rows_and_draws_them_on_demand(
     assert set(bare.outputs) == {"manifest"} and len(row.probabilities) == 9
     assert not store.list(f"jobs/{bare.job_id}/frames/")
 
+    light = case_pictures(store, bare.job_id, farthest=8)  # the cohort report's cases
     drawn = render_on_demand(store, bare.job_id)
+    assert light["input"] == store.get(drawn.outputs["input"])
+    assert light["reconstruction"] == store.get(drawn.outputs["reconstruction"])
+    assert light["counterfactual"] == store.get(drawn.outputs.get("flip_frame")
+                                                or drawn.outputs["frame_008"])
     assert {"report", "animation", "strip", "frame_008"} <= set(drawn.outputs)
     assert store.get(drawn.outputs["animation"]).startswith(b"GIF")
     assert drawn.probabilities == bare.probabilities

@@ -66,6 +66,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="also find this many StyleSpace attributes and traverse each on "
                           "every image (summary columns attribute_<rank>_effect and "
                           "_flip_lambda; default 0: none)")
+    run.add_argument("--render-images", action=argparse.BooleanOptionalAction, default=None,
+                     help="draw each image's pictures (frames, GIF, strips, report); "
+                          "--no-render-images: rows, manifests and the summary only, several "
+                          "times faster, pictures drawn when asked for (default: "
+                          "STYLEPROBE_COHORT_RENDER)")
     run.add_argument("--cohort-id", default=None,
                      help="name of the cohort (default: derived from the folder and settings)")
     run.set_defaults(func=_run)
@@ -93,6 +98,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--attributes", type=int, default=0,
                         help="also find this many StyleSpace attributes (the service's "
                              "AttributeOptions; default 0: none)")
+    submit.add_argument("--render-images", action=argparse.BooleanOptionalAction, default=None,
+                        help="draw each image's pictures; --no-render-images: rows, manifests "
+                             "and the summary only, pictures drawn when GetArtifact asks for "
+                             "them (default: the server's STYLEPROBE_COHORT_RENDER)")
     submit.add_argument("--watch", action="store_true",
                         help="then show its progress until it ends (as cohort watch)")
     _server_args(submit)
@@ -149,9 +158,11 @@ def _run(args: argparse.Namespace) -> None:
             job = job_spec_from_args(args, model_set, settings)
             if args.attributes:
                 job = spec_with_attributes(job, model_set, AttributeSettings(args.attributes))
-            identity = {"folder": str(folder.resolve()), **job.to_dict()}
+            render = (settings.cohort_render if args.render_images is None
+                      else args.render_images)
+            identity = {"folder": str(folder.resolve()), **job.to_dict(), "render": render}
             spec = CohortSpec(cohort_id=args.cohort_id or _cohort_id(identity), job=job,
-                              threshold=model_set.classifier.threshold)
+                              threshold=model_set.classifier.threshold, render=render)
             store = LocalStore(out)
             ledger = CohortLedger(store, spec.cohort_id)
             runner = CohortRunner(store, ledger, lambda name: folder / name, lambda: backend)
@@ -248,6 +259,8 @@ def _submit_request(args: argparse.Namespace) -> pb.SubmitCohortRequest:
             probe=pb.ProbeOptions(samples=args.probe_samples, seed=args.probe_seed)))
     if args.attributes:
         request.attributes.top = args.attributes
+    if args.render_images is not None:
+        request.render_images = args.render_images
     if args.prefix:
         request.prefix = args.prefix
     elif args.keys_file:

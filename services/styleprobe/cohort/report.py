@@ -4,7 +4,8 @@ sensitive images among those whose reconstruction the quality gate calls reliabl
 
 :class:`CohortReport` takes the rows one at a time and keeps only numbers and a bounded
 set of candidates for the contact sheet; only the pictures of those few cases are read
-back from their jobs when the page is drawn.
+back from their jobs when the page is drawn (drawn then from the stored arrays, for a
+cohort that renders nothing).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from matplotlib.figure import Figure
 
 from styleprobe.cohort.ledger import CohortSpec
 from styleprobe.cohort.rows import DONE, FAILED, PENDING, ImageRow
+from styleprobe.explain.engine import case_pictures
 from styleprobe.storage.base import ArtifactStore, ObjectNotFound
 from styleprobe.templates import render_template
 
@@ -115,17 +117,20 @@ def _push(heap: list[_Ranked], item: _Ranked, size: int) -> None:
 
 def _cases(store: ArtifactStore, rows: list[ImageRow]) -> list[Case]:
     """Each row with its (name, bytes) pictures, read from ``store``."""
-    return [(row, [(name, _read(store, key)) for name, key in _case_pictures(store, row)])
-            for row in rows]
+    return [(row, _case_pictures(store, row)) for row in rows]
 
 
-def _case_pictures(store: ArtifactStore, row: ImageRow) -> list[tuple[str, str]]:
-    """(name, key) of the input, reconstruction and counterfactual pictures of one case:
-    the flip frame, or without a flip the farthest frame on the searched side."""
+def _case_pictures(store: ArtifactStore, row: ImageRow) -> list[tuple[str, bytes]]:
+    """(name, PNG) of the input, reconstruction and counterfactual pictures of one case:
+    the flip frame, or without a flip the farthest frame on the searched side; drawn from
+    the stored arrays for a cohort that renders nothing."""
     if not row.manifest:
         return []
     try:
         outputs = json.loads(store.get(row.manifest))["outputs"]
+        if "report" not in outputs:
+            side = 0 if row.flip_side == "negative" else len(row.probabilities) - 1
+            return list(case_pictures(store, row.job_id, side).items())
     except (ObjectNotFound, KeyError, ValueError):
         return []
     frames = sorted(k for k in outputs if k.startswith("frame_")) or [""]
@@ -133,7 +138,7 @@ def _case_pictures(store: ArtifactStore, row: ImageRow) -> list[tuple[str, str]]
     counterfactual = outputs.get("flip_frame") or outputs.get(farthest)
     named = [("input", outputs.get("input")), ("reconstruction", outputs.get("reconstruction")),
              ("counterfactual", counterfactual)]
-    return [(name, key) for name, key in named if key]
+    return [(name, _read(store, key)) for name, key in named if key]
 
 
 def _read(store: ArtifactStore, key: str) -> bytes:

@@ -292,6 +292,19 @@ def render_on_demand(store: ArtifactStore, job_id: str) -> ExplanationResult:
     write_manifest(store, job_id, replace(keys, outputs=render(store, job_id, keys)))
     return ExplanationResult.from_json(store.get(manifest))
 
+def case_pictures(store: ArtifactStore, job_id: str, farthest: int) -> dict[str, bytes]:
+    """PNGs of the input, reconstruction and counterfactual (the flip frame, else frame
+    ``farthest`` of the traversal) of a finished job, drawn from its stored arrays and not
+    written: a cohort report's case of a cohort that renders nothing."""
+    traversal = get_json(store, job_key(job_id, "traversal.json"))
+    encoding = get_json(store, job_key(job_id, "encoding.json"))
+    image = get_array(store, get_json(store, job_key(job_id, "input.json"))["image"])
+    counterfactual = (get_array(store, traversal["flip_frame"]) if "flip_frame" in traversal
+                      else get_array(store, traversal["frames"])[farthest])
+    return {"input": draw.png(image),
+            "reconstruction": draw.png(get_array(store, encoding["reconstruction"])),
+            "counterfactual": draw.png(counterfactual)}
+
 # --- the stage list ---------------------------------------------------------------------------
 
 def no_lock(_key: str) -> AbstractContextManager[Callable[[], None]]:

@@ -6,7 +6,9 @@ An artifact is named as in the job's ``Explanation.artifacts`` (``strip``, ``ani
 ``frames/frame_003.png``, ``summary.csv``). The names come from the job's record, so only
 the job's own objects can be read. A cohort's images are jobs of their own without a
 record (``<cohort id>-<image hash>``, the summary's ``job_id`` column): theirs come from
-the image's manifest, once the cohort's record shows it exists. The first chunk carries
+the image's manifest, once the cohort's record shows it exists; the pictures of an image of
+a cohort that renders nothing (``render_images`` false) are drawn when first asked for.
+The first chunk carries
 the size and content type; chunks hold at most
 :data:`~styleprobe.storage.base.CHUNK_BYTES` (1 MiB), read from the store as they are
 sent, never the whole object at once.
@@ -14,13 +16,14 @@ sent, never the whole object at once.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import grpc
 
 from styleprobe.api import pb
 from styleprobe.explain.artifacts import job_key
-from styleprobe.explain.engine import check_job_id
+from styleprobe.explain.engine import check_job_id, render_on_demand
 from styleprobe.explain.result import ExplanationResult
 from styleprobe.explain.spec import JobSpecError
 from styleprobe.jobs import SUCCEEDED, JobNotFoundError, JobRecord, JobStore
@@ -30,6 +33,8 @@ from styleprobe.storage import ArtifactStore, ObjectNotFound
 from styleprobe.storage.base import CHUNK_BYTES
 
 COHORT_ARTIFACTS = ("csv", "parquet", "report")  # as in messages.cohort_message
+
+log = logging.getLogger(__name__)
 
 
 def artifact_keys(record: JobRecord) -> dict[str, str]:
@@ -100,7 +105,14 @@ def locate_artifact(store: ArtifactStore, jobs: JobStore, job_id: str, name: str
         raise RequestError(grpc.StatusCode.NOT_FOUND,
                            f"image {job_id} of cohort {cohort} has no artifacts (it failed, "
                            "or is not explained yet)")
-    return pick_artifact(keys, job_id, name)
+    try:
+        return pick_artifact(keys, job_id, name)
+    except RequestError as exc:
+        if exc.code != grpc.StatusCode.NOT_FOUND or "report" in keys:
+            raise
+    # a cohort that renders nothing: the image's pictures are drawn now, once
+    log.info("drawing a cohort image's pictures on demand", extra={"job_id": job_id})
+    return pick_artifact(dict(render_on_demand(store, job_id).outputs), job_id, name)
 
 
 def _cohort_of_image(jobs: JobStore, job_id: str) -> str:
