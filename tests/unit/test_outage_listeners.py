@@ -36,6 +36,8 @@ class Jobs:
         return True
 
     def unpause(self, job_id: str, message: str) -> bool:
+        if self.state != "paused":  # an atomic transition from paused only
+            return False
         self.calls.append(("unpause", job_id, message))
         self.state = "running"
         return True
@@ -78,6 +80,22 @@ def test_the_job_pauses_once_and_runs_again_when_every_dependency_answers() -> N
     assert jobs.calls[0][2].startswith("Triton unreachable since ")
     assert jobs.calls[0][2].endswith(" UTC (waited for up to 120 s)")
     assert jobs.calls[1][2] == "running again: S3 answers"
+
+
+def test_a_retried_task_that_did_its_work_ends_the_earlier_attempts_pause() -> None:
+    listener, jobs = pauser()
+    with pytest.raises(TimeoutError), listener.working_on("job-3"):
+        listener.waiting("s3", 120.0)
+        raise TimeoutError("S3 did not answer within its budget")  # the task is retried
+    assert jobs.state == "paused"  # still waiting, for the retry
+    with listener.working_on("job-3"):  # the retry: S3 answers at once
+        pass
+    assert jobs.state == "running"
+    assert jobs.calls[-1] == ("unpause", "job-3", "running again: its work goes on")
+    with pytest.raises(TimeoutError), listener.working_on("job-3"):
+        listener.waiting("s3", 120.0)
+        raise TimeoutError("S3 down again")
+    assert jobs.state == "paused"  # a failed attempt does not end the pause
 
 
 def test_outside_a_job_nothing_is_marked() -> None:

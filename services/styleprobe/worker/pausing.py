@@ -4,7 +4,8 @@ The process's S3 store and Triton backends wait out an outage for their time bud
 (:mod:`styleprobe.outages`) and tell this process's :class:`JobPauser`, which marks the
 job the process works on ``paused`` with the reason (the dependency and since when) when
 the first call starts waiting, and ``running`` again once every dependency it waited for
-answers. The job's state changes are the job store's atomic transitions: a job that ended
+answers (or when a task retried after a call gave up waiting has done its work). The
+job's state changes are the job store's atomic transitions: a job that ended
 or was cancelled meanwhile is left as it is. Redis being down too only costs the mark.
 """
 
@@ -44,11 +45,18 @@ class JobPauser:
 
     @contextlib.contextmanager
     def working_on(self, job_id: str) -> Iterator[None]:
-        """Outages reported inside this block pause ``job_id``."""
+        """Outages reported inside this block pause ``job_id``. A block that ends without
+        an error and waits for nothing runs the job again if it is still paused: a task
+        retried after an attempt that gave up waiting (here or in another worker)."""
         with self._lock:
             self._job_id, self._down = job_id, set()
         try:
             yield
+            with self._lock:
+                clear = not self._down
+            if clear:
+                self._mark(job_id, lambda jobs: jobs.unpause(
+                    job_id, "running again: its work goes on"))
         finally:
             with self._lock:
                 self._job_id, self._down = "", set()
