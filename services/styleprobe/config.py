@@ -60,8 +60,9 @@ class Settings:
                              secret=True)
     max_batch: int = setting(64, "largest batch a model backend sends in one call")
     cohort_render: bool = setting(
-        True, "render each cohort image's pictures (SubmitCohort's `render_images` unset); "
-              "false: rows, manifests and the summary only")
+        False, "draw every cohort image's pictures as it is explained (SubmitCohort's "
+               "`render_images` unset, `cohort run` without --render-images); false: rows, "
+               "manifests and the summary, an image's pictures drawn when first asked for")
     probe_samples: int = setting(ProbeSettings().samples,
                                  "latents sampled to probe a direction (unless a job says)")
     max_input_pixels: int = setting(

@@ -114,8 +114,8 @@ def test_every_artifact_of_a_cohort_streams_as_stored(
     images = pb.InlineImages(images=[pb.InlineImage(data=data, filename=f"knee-{i}.png")
                                      for i, data in enumerate(knee_pngs(3, seed=9))])
     job = stub.SubmitCohort(pb.SubmitCohortRequest(
-        inline=images, model_set=TINY, lambdas=LAMBDAS, options=pb.ExplainOptions(probe=PROBE)),
-        metadata=auth(stack.token), timeout=30)
+        inline=images, model_set=TINY, lambdas=LAMBDAS, options=pb.ExplainOptions(probe=PROBE),
+        render_images=True), metadata=auth(stack.token), timeout=30)
     final = finished(stub, stack.token, job)
     store = open_store(stack.settings())
     assert {a.name for a in final.cohort.artifacts} == COHORT_KINDS

@@ -61,12 +61,23 @@ def wait_for(condition: Callable[[], T], what: str, timeout_s: float = WAIT_S,
 
 
 @pytest.fixture(scope="module")
-def stack(service_repository: Path, triton: TritonProcess,
+def triton(tiny_repository: Path, cpu_triton: Callable[..., TritonProcess]
+           ) -> Iterator[TritonProcess]:
+    """A tritonserver of this module's own on the tiny set only: killed and started again
+    here, it loads in seconds (the session's also serves the bundled set), and the other
+    modules' server is never disturbed."""
+    server = cpu_triton(tiny_repository)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tiny_repository: Path, triton: TritonProcess,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
     for program in ("redis-server", "weed", "styleprobe"):
         required.program(program)
     services = ServiceStack(
-        tmp_path_factory.mktemp("outages"), service_repository, workers=2, backend="triton",
+        tmp_path_factory.mktemp("outages"), tiny_repository, workers=2, backend="triton",
         triton_url=triton.grpc_url,
         extra_env={"STYLEPROBE_TASK_SOFT_TIME_LIMIT_S": str(SOFT),
                    "STYLEPROBE_TASK_TIME_LIMIT_S": str(HARD),

@@ -198,6 +198,16 @@ def test_cli_runs_resumes_and_refuses_bad_input(tiny_repository: Path, folder: P
     assert "6 images: 5 explained, 1 failed" in capsys.readouterr().out
     assert sorted(p.name for p in (out / "jobs").iterdir()) == jobs
 
+    # no pictures by default (STYLEPROBE_COHORT_RENDER): drawn when asked for
+    image = next(row["job_id"] for row in csv.DictReader(table.open()) if row["job_id"]
+                 and row["status"] == "done")
+    assert not (out / "jobs" / image / "strip.png").exists()
+    assert run(["cohort", "draw", image, "--out", str(out)]) == 0
+    assert capsys.readouterr().out == f"{image}: {out / 'jobs' / image / 'report.html'}\n"
+    assert (out / "jobs" / image / "strip.png").is_file()
+    assert run(["cohort", "draw", "nope", "--out", str(out)]) == 2
+    assert "no finished image 'nope'" in capsys.readouterr().err
+
     for bad, message in [(["--target", "nobody"], "nobody"), (["--lambdas", "3:1:4"], "less"),
                          (["--chunk-size", "0"], "chunk-size")]:
         assert run([*argv[:-1], str(tmp_path / "other"), *bad]) == 2

@@ -8,6 +8,9 @@ and ``report.html``. The cohort id is derived from the folder and the settings, 
 running the same command again resumes an interrupted cohort without redoing finished
 images.
 
+``draw IMAGE_JOB_ID...`` draws the pictures of images of a cohort run without them
+(``--no-render-images``, the default: STYLEPROBE_COHORT_RENDER).
+
 ``submit`` sends a cohort to a running service (SubmitCohort: a prefix of the bucket, a
 file of object keys, or a few local files inline) and prints its job id; ``watch`` shows
 its progress (a tqdm bar from WatchJob) until it ends; ``download`` saves its summary
@@ -123,6 +126,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     _server_args(resume)
     resume.set_defaults(func=_resume)
 
+    draw = actions.add_parser(
+        "draw", help="draw the pictures of cohort images explained without them, in an "
+                     "artifact folder (through the service, GetArtifact draws them)")
+    draw.add_argument("image_job_ids", nargs="+", metavar="IMAGE_JOB_ID",
+                      help="an image's job id (the summary's job_id column)")
+    draw.add_argument("--out", default=None,
+                      help="artifact folder (default: STYLEPROBE_STORE_DIR)")
+    draw.set_defaults(func=_draw)
+
     download = actions.add_parser(
         "download", help="save a cohort's summary (CSV, Parquet) and report once it has ended")
     download.add_argument("job_id")
@@ -174,6 +186,24 @@ def _run(args: argparse.Namespace) -> None:
         finally:
             backend.close()
     _print_summary(summary, store)
+
+
+def _draw(args: argparse.Namespace) -> None:
+    from styleprobe.explain.engine import check_job_id, render_on_demand
+    from styleprobe.explain.spec import JobSpecError
+    from styleprobe.storage import ObjectNotFound
+    from styleprobe.storage.local import LocalStore
+
+    store = LocalStore(Path(args.out or settings_from_args(args).store_dir))
+    with user_errors():
+        for job_id in args.image_job_ids:
+            try:
+                check_job_id(job_id)
+                result = render_on_demand(store, job_id)
+            except (JobSpecError, ObjectNotFound):
+                raise UserError(f"no finished image {job_id!r} in {store.root} (the "
+                                "summary's job_id column names them)") from None
+            print(f"{job_id}: {store.path(result.outputs['report'])}")
 
 
 def _cohort_id(identity: dict[str, object]) -> str:
