@@ -15,6 +15,7 @@ import urllib3
 from minio.error import S3Error, ServerError
 from tritonclient.utils import InferenceServerException
 
+from styleprobe.backends.base import BackendError
 from styleprobe.backends.triton import UNAVAILABLE, ServedModel, TritonBackend
 from styleprobe.jobs import JobStore
 from styleprobe.modelset import load_model_set
@@ -129,6 +130,38 @@ def test_the_triton_backend_tells_its_listener(tiny_repository: Path) -> None:
     assert listener.heard == [("waiting", "triton"), ("back", "triton")]
     assert backend._call(served, lambda: "again") == "again"
     assert len(listener.heard) == 2  # a call that did not wait tells nothing
+
+
+def test_a_server_that_answers_with_an_error_after_a_wait_is_back() -> None:
+    """A wait that ends in an answer, even a refusal (the object is missing, the model
+    rejects the request), ends the outage: the job must not stay paused."""
+    store = S3Store("127.0.0.1:1", "key", "secret", "bucket", check=False)
+    store.wait_out_outages(10.0, listener := Listener())
+    answers: list[Exception] = [urllib3.exceptions.ProtocolError("reset"),
+                                S3Error(cast(Any, None), "NoSuchKey", "m", "r", "h", "i")]
+
+    def missing() -> str:
+        raise answers.pop(0)
+
+    with pytest.raises(StoreError):
+        store._call("stat", "jobs/a/x.json", missing)
+    assert listener.heard == [("waiting", "s3"), ("back", "s3")]
+
+
+def test_the_triton_backend_is_back_when_it_answers_with_an_error(
+        tiny_repository: Path) -> None:
+    backend = TritonBackend(load_model_set(tiny_repository, "tiny"), "127.0.0.1:1",
+                            backoff_s=0.001, retry_s=10)
+    backend.listener = listener = Listener()
+    answers = iter([InferenceServerException("down", status=UNAVAILABLE),
+                    InferenceServerException("bad shape", status="StatusCode.INVALID_ARGUMENT")])
+
+    def request() -> str:
+        raise next(answers)
+
+    with pytest.raises(BackendError, match="rejected"):
+        backend._call(ServedModel("tiny-mapping", "1", [], []), request)
+    assert listener.heard == [("waiting", "triton"), ("back", "triton")]
 
 
 def test_the_s3_store_tells_its_listener_and_waits_only_for_an_unreachable_server() -> None:

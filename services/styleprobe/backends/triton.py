@@ -246,7 +246,9 @@ class TritonBackend:
             try:
                 answer = request()
             except InferenceServerException as exc:
-                if exc.status() != UNAVAILABLE:
+                if exc.status() != UNAVAILABLE:  # Triton answered (a refusal is an answer)
+                    if attempts and self.listener is not None:
+                        self.listener.back("triton")
                     raise BackendError(self._describe(served, exc)) from exc
                 attempts += 1
                 delay = min(self.backoff_s * 2 ** (attempts - 1), MAX_BACKOFF_S)

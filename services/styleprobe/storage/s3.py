@@ -236,7 +236,10 @@ class S3Store:
                 result = call()
             except (MinioException, urllib3.exceptions.HTTPError) as exc:
                 left = started + self.retry_s - time.monotonic()
-                if not unreachable(exc) or left <= 0:
+                if not unreachable(exc):  # S3 answered (a refusal is an answer)
+                    self._back(action, waited, started)
+                    raise self._error(action, key, exc) from exc
+                if left <= 0:
                     raise self._error(action, key, exc) from exc
                 if not waited:
                     log.warning("s3 unreachable; waiting", extra={
@@ -247,12 +250,16 @@ class S3Store:
                 time.sleep(min(delay, left))
                 delay = min(2 * delay, MAX_BACKOFF_S)
                 continue
-            if waited:
-                log.info("s3 reachable again", extra={
-                    "action": action, "waited_s": round(time.monotonic() - started, 1)})
-                if self.listener is not None:
-                    self.listener.back(self.dependency)
+            self._back(action, waited, started)
             return result
+
+    def _back(self, action: str, waited: bool, started: float) -> None:
+        """After a call that waited got an answer: tell the listener S3 is back."""
+        if waited:
+            log.info("s3 reachable again", extra={
+                "action": action, "waited_s": round(time.monotonic() - started, 1)})
+            if self.listener is not None:
+                self.listener.back(self.dependency)
 
     def _error(self, action: str, key: str, exc: Exception) -> StoreError:
         if isinstance(exc, S3Error) and exc.code in MISSING_CODES:
