@@ -293,7 +293,8 @@ def test_cli_watch_reopens_its_stream_across_an_orchestrator_restart(
     keys = upload_cohort(stack, "inputs/cohort-watch-restart/", count, {}, seed=40)
     job = stub.SubmitCohort(pb.SubmitCohortRequest(
         keys=pb.ObjectKeys(keys=keys), model_set=TINY, lambdas=LAMBDAS,
-        options=pb.ExplainOptions(probe=PROBE)), metadata=auth(stack.token), timeout=30)
+        options=pb.ExplainOptions(probe=PROBE), render_images=True),  # pictures: still
+        metadata=auth(stack.token), timeout=30)  # running when the orchestrator is back
     command, env = cohort_command(stack, "watch", job.job_id)
     watcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=env)

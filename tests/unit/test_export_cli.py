@@ -35,7 +35,7 @@ def export(runs: Path, tmp_path: Path, classifier: Path, *extra: str) -> int:
                 "--encoder", str(runs / SET / "encoder" / "encoder.pt"), "--classifier",
                 str(classifier), "--data", str(runs / "held"), "--channels", "3",
                 "--repository", str(tmp_path / "repository"), "--card-dir",
-                str(tmp_path / "cards"), *extra])
+                str(tmp_path / "cards"), "--class-samples", "200", *extra])
 
 
 def test_a_torchscript_classifier_is_exported_with_its_class_names(runs: Path,
@@ -82,6 +82,14 @@ def test_torchscript_without_class_names_is_refused(runs: Path, tmp_path: Path,
     assert "--class-names" in capsys.readouterr().err
 
 
+def test_too_few_class_samples_are_refused(runs: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    checkpoint = runs / SET / "classifier" / "classifier.pt"
+    assert export(runs, tmp_path, checkpoint, "--class-samples", "10") == 2
+    assert "--class-samples must be at least 100, got 10" in capsys.readouterr().err
+    assert not (tmp_path / "repository").exists()
+
+
 def test_a_second_export_of_the_same_version_needs_force(
         runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     checkpoint = runs / SET / "classifier" / "classifier.pt"
@@ -106,3 +114,4 @@ def test_the_card_reports_class_balance_and_folder_nuisances(runs: Path,
     card = (tmp_path / "cards" / "mine.md").read_text()
     assert "| class | generated share | data share |" in card
     assert "No run record" in card and "make models" not in card
+    assert model_set.metrics["generator_coverage_samples"] == 200

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from styleprobe.cli.common import UserError, names
 from styleprobe.cli.train import PHANTOM_CHANNELS, check_training_data, load_training_data
+from styleprobe.modelset import COVERAGE_SAMPLES
 
 if TYPE_CHECKING:
     from torch import nn
@@ -22,6 +23,8 @@ NUISANCE = {
     "knee": ["rotation", "exposure", "contrast", "bone_width", "shift_x", "shift_y", "marker"],
     "histology": ["stain_intensity", "hue_shift", "blur", "marker"],
 }
+
+MIN_CLASS_SAMPLES = 100  # generated samples for a class balance worth the name
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="replace the set's models of this --version if they exist")
     p.add_argument("--repository", default="model_repository")
     p.add_argument("--card-dir", default="docs/model-cards")
+    p.add_argument("--class-samples", type=int, default=None,
+                   help="generated samples on which the class balance is measured "
+                        f"(default {COVERAGE_SAMPLES}; at least {MIN_CLASS_SAMPLES})")
     p.add_argument("--coverage", action="store_true",
                    help="measure the generator's coverage of every oracle factor and its "
                         "precision/recall for the card (phantoms only; trains the "
@@ -81,6 +87,10 @@ def _export(args: argparse.Namespace) -> None:
     if version_exists(Path(args.repository), args.name, args.version) and not args.force:
         raise UserError(f"model set {args.name!r} version {args.version} exists in "
                         f"{args.repository} (--force replaces it, or give another --version)")
+    class_samples = COVERAGE_SAMPLES if args.class_samples is None else args.class_samples
+    if class_samples < MIN_CLASS_SAMPLES:
+        raise UserError(f"--class-samples must be at least {MIN_CLASS_SAMPLES}, got "
+                        f"{class_samples}")
     extra = _extra_record(args.training_record)
     try:
         classifier = read_classifier(Path(args.classifier))
@@ -123,7 +133,8 @@ def _export(args: argparse.Namespace) -> None:
         description=args.description, version=args.version,
         max_pixel_mse=measured["metrics"]["quality_gate_max_pixel_mse"],
         training=training,
-        metrics={**measured["metrics"], **_class_balance(G, C, class_names, test),
+        metrics={**measured["metrics"],
+                 **_class_balance(G, C, class_names, test, class_samples),
                  **(_factor_coverage(G, test, args.data)
                     if args.coverage and args.data in PHANTOM_CHANNELS else {})},
         nuisance_directions=measured["nuisance_directions"],
@@ -208,14 +219,13 @@ def _factor_coverage(G: Generator, test: ImageSet, phantoms: str) -> dict[str, A
 
 
 def _class_balance(G: Generator, classifier: nn.Module, class_names: list[str],
-                   test: ImageSet) -> dict[str, Any]:
+                   test: ImageSet, samples: int) -> dict[str, Any]:
     """The metrics of the generator's coverage of the classes against the held-out data's
     class shares; a class off by more than BALANCE_MARGIN, or (almost) never drawn, is a
     finding, also warned on stderr."""
     import numpy as np
     import torch
 
-    from styleprobe.modelset import COVERAGE_SAMPLES
     from styleprobe.training.add_classifier import coverage_findings, generator_coverage
     from styleprobe.training.export import balance_findings
 
@@ -223,16 +233,15 @@ def _class_balance(G: Generator, classifier: nn.Module, class_names: list[str],
         with torch.no_grad():
             return G(torch.from_numpy(z), noise_mode="const").clamp(-1.0, 1.0).numpy()
 
-    coverage = generator_coverage(generate, G.cfg.z_dim, classifier, class_names,
-                                  COVERAGE_SAMPLES)
+    coverage = generator_coverage(generate, G.cfg.z_dim, classifier, class_names, samples)
     metrics: dict[str, Any] = {"generator_coverage": coverage,
-                               "generator_coverage_samples": COVERAGE_SAMPLES}
-    findings = coverage_findings(coverage, COVERAGE_SAMPLES)
+                               "generator_coverage_samples": samples}
+    findings = coverage_findings(coverage, samples)
     if test.labels is not None:
         counts = np.bincount(test.labels, minlength=len(class_names))
         data = {name: float(counts[k] / len(test)) for k, name in enumerate(class_names)}
         metrics["data_class_shares"] = data
-        findings += balance_findings(coverage, data, COVERAGE_SAMPLES)
+        findings += balance_findings(coverage, data, samples)
     for finding in findings:
         print(f"styleprobe: warning: {finding}", file=sys.stderr)
     return {**metrics, "findings": findings}
