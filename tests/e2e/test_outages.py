@@ -130,7 +130,9 @@ def watch(stack: ServiceStack, job_id: str) -> list[pb.JobEvent]:
 
 
 def paused_messages(events: list[pb.JobEvent]) -> list[str]:
-    return [e.message for e in events if e.job.state == pb.JOB_STATE_PAUSED]
+    """The messages of the events while the job was paused, after the stream's first event
+    (the job as it stood when the stream opened: "job paused" if it already was)."""
+    return [e.message for e in events[1:] if e.job.state == pb.JOB_STATE_PAUSED]
 
 
 def check_cohort(stack: ServiceStack, jobs: JobStore, job: pb.Job, keys: list[str]) -> None:
