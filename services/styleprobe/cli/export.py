@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="replace the set's models of this --version if they exist")
     p.add_argument("--repository", default="model_repository")
     p.add_argument("--card-dir", default="docs/model-cards")
-    p.add_argument("--class-samples", type=int, default=None,
+    p.add_argument("--class-samples", type=int, default=COVERAGE_SAMPLES,
                    help="generated samples on which the class balance is measured "
                         f"(default {COVERAGE_SAMPLES}; at least {MIN_CLASS_SAMPLES})")
     p.add_argument("--coverage", action="store_true",
@@ -87,10 +87,9 @@ def _export(args: argparse.Namespace) -> None:
     if version_exists(Path(args.repository), args.name, args.version) and not args.force:
         raise UserError(f"model set {args.name!r} version {args.version} exists in "
                         f"{args.repository} (--force replaces it, or give another --version)")
-    class_samples = COVERAGE_SAMPLES if args.class_samples is None else args.class_samples
-    if class_samples < MIN_CLASS_SAMPLES:
+    if args.class_samples < MIN_CLASS_SAMPLES:
         raise UserError(f"--class-samples must be at least {MIN_CLASS_SAMPLES}, got "
-                        f"{class_samples}")
+                        f"{args.class_samples}")
     extra = _extra_record(args.training_record)
     try:
         classifier = read_classifier(Path(args.classifier))
@@ -134,7 +133,7 @@ def _export(args: argparse.Namespace) -> None:
         max_pixel_mse=measured["metrics"]["quality_gate_max_pixel_mse"],
         training=training,
         metrics={**measured["metrics"],
-                 **_class_balance(G, C, class_names, test, class_samples),
+                 **_class_balance(G, C, class_names, test, args.class_samples),
                  **(_factor_coverage(G, test, args.data)
                     if args.coverage and args.data in PHANTOM_CHANNELS else {})},
         nuisance_directions=measured["nuisance_directions"],

@@ -276,7 +276,6 @@ def write_manifest(store: ArtifactStore, job_id: str, keys: JobKeys) -> str:
     return result.outputs["manifest"]
 
 
-
 def render_on_demand(store: ArtifactStore, job_id: str) -> ExplanationResult:
     """Draw the pictures of a finished job written without them (a cohort that renders
     nothing: :attr:`~styleprobe.cohort.ledger.CohortSpec.render`) from its stored
@@ -292,6 +291,7 @@ def render_on_demand(store: ArtifactStore, job_id: str) -> ExplanationResult:
     write_manifest(store, job_id, replace(keys, outputs=render(store, job_id, keys)))
     return ExplanationResult.from_json(store.get(manifest))
 
+
 def case_pictures(store: ArtifactStore, job_id: str, farthest: int) -> dict[str, bytes]:
     """PNGs of the input, reconstruction and counterfactual (the flip frame, else frame
     ``farthest`` of the traversal) of a finished job, drawn from its stored arrays and not
@@ -304,6 +304,7 @@ def case_pictures(store: ArtifactStore, job_id: str, farthest: int) -> dict[str,
     return {"input": draw.png(image),
             "reconstruction": draw.png(get_array(store, encoding["reconstruction"])),
             "counterfactual": draw.png(counterfactual)}
+
 
 # --- the stage list ---------------------------------------------------------------------------
 
